@@ -1,0 +1,408 @@
+package gormmutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"gorm.io/gorm"
+)
+
+// releaseTimeout bounds the release that Do runs after fn, which is detached
+// from the caller's context so that a cancelled caller still frees its lock.
+const releaseTimeout = 15 * time.Second
+
+// transientBudget bounds how long one statement is retried after transient
+// conflicts (deadlock, serialization failure, SQLite busy) before the last
+// error is returned.
+const transientBudget = 30 * time.Second
+
+// A Locker takes locks on one database with one Config. It is safe for
+// concurrent use, and cheap to create: it holds no connection of its own and
+// uses db's connection pool.
+type Locker struct {
+	db     *gorm.DB // a clean session on the caller's handle; never modified
+	cfg    Config
+	d      *dialect
+	holder string
+	err    error // a configuration error, returned by every method
+}
+
+// New returns a Locker that takes locks through db with cfg. db must not be
+// inside a transaction. New does not touch the database; a bad db or cfg is
+// reported, wrapping ErrInvalidConfig or ErrInTransaction, by every method
+// of the Locker. The caller's db is not modified, and conditions or scopes
+// on it do not reach the lock's statements.
+func New(db *gorm.DB, cfg Config) *Locker {
+	l := &Locker{cfg: cfg}
+	if l.d, l.err = dialectFor(db); l.err != nil {
+		return l
+	}
+	if _, ok := db.Statement.ConnPool.(gorm.TxCommitter); ok {
+		l.err = ErrInTransaction
+		return l
+	}
+	if l.err = cfg.validate(); l.err != nil {
+		return l
+	}
+	l.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
+	l.holder = cfg.Holder
+	if l.holder == "" {
+		l.holder = defaultHolder()
+	}
+	return l
+}
+
+// Do runs fn while holding the lock lockID, with DefaultConfig: it acquires
+// the lock or returns ErrLocked at once, runs fn, and releases the lock. The
+// context is the one carried by db (db.WithContext(ctx)). If the lock expired
+// before fn returned, Do returns ErrTimeout, joined with fn's own error when
+// fn failed too. If fn panics, the lock is released and the panic goes on.
+func Do(db *gorm.DB, lockID string, fn func() error) error {
+	ctx := context.Background()
+	if db != nil && db.Statement != nil && db.Statement.Context != nil {
+		ctx = db.Statement.Context
+	}
+	var f func(context.Context) error
+	if fn != nil {
+		f = func(context.Context) error { return fn() }
+	}
+	return New(db, DefaultConfig()).Do(ctx, lockID, f)
+}
+
+// Do acquires the lock lockID (waiting up to Config.Wait), runs fn and
+// releases the lock, even when ctx has been cancelled meanwhile.
+//
+// When the lock is held by someone else, Do returns an error matching
+// ErrLocked without running fn, or nil if
+// Config.SuppressAcquisitionErrors is set. When the lock expired before fn
+// returned, Do returns an error matching ErrTimeout: fn ran, but another
+// holder may have run at the same time. fn's own error and ErrTimeout are
+// joined, so neither hides the other. fn's context is ctx, cancelled with
+// cause ErrTimeout if Config.KeepAlive finds the lock lost. If fn panics,
+// the lock is released and the panic goes on.
+func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return lockErr("do", lockID, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
+	}
+	lk, err := l.Acquire(ctx, lockID)
+	if err != nil {
+		if l.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
+			l.logger().InfoContext(ctx, "gormmutex: lock held elsewhere, skipping", "lock_id", lockID)
+			return nil
+		}
+		return err
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := lk.keepAlive(fnCtx, cancel)
+
+	finished := false
+	defer func() {
+		if !finished { // fn panicked: free the lock, and let the panic go on.
+			stop()
+			_ = lk.releaseDetached(ctx)
+		}
+	}()
+	fnErr := fn(fnCtx)
+	finished = true
+	stop()
+	relErr := lk.releaseDetached(ctx)
+	if cause := context.Cause(fnCtx); errors.Is(cause, ErrTimeout) && !errors.Is(relErr, ErrTimeout) {
+		// KeepAlive gave the lock up for lost (it could not renew in time)
+		// even though the row had not yet expired when Release ran.
+		relErr = errors.Join(relErr, cause)
+	}
+	return errors.Join(fnErr, relErr)
+}
+
+// Acquire takes the lock lockID, waiting up to Config.Wait while it is held
+// by someone else. It returns an error matching ErrLocked if the lock is
+// still held then, ErrInvalidLockID for a bad id (before any SQL runs), or
+// an error matching ctx.Err() if ctx ends first. The caller must Release the
+// returned Lock.
+func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
+	if err := validateLockID(lockID); err != nil {
+		return nil, lockErr("acquire", lockID, err)
+	}
+	if l.err != nil {
+		return nil, lockErr("acquire", lockID, l.err)
+	}
+	var deadline time.Time
+	if l.cfg.Wait > 0 {
+		deadline = time.Now().Add(l.cfg.Wait)
+	}
+	b := backoff{min: waitMin, max: waitMax}
+	for {
+		lk, err := l.tryAcquire(ctx, lockID)
+		if err == nil {
+			l.maybePurge()
+			return lk, nil
+		}
+		if !errors.Is(err, ErrLocked) || deadline.IsZero() {
+			return nil, lockErr("acquire", lockID, err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, lockErr("acquire", lockID, err)
+		}
+		if err := sleep(ctx, min(b.next(), left)); err != nil {
+			return nil, lockErr("acquire", lockID, err)
+		}
+	}
+}
+
+// tryAcquire makes one attempt: ErrLocked if the lock is live elsewhere.
+func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
+	start := time.Now()
+	ttl := l.d.duration(l.cfg.TTL)
+	id, err := l.insert(ctx, lockID, ttl)
+	if err == nil && id == 0 && !l.d.insertTakesOver {
+		// The row exists. If it has expired, delete it and try once more;
+		// of several contenders that get here, only one insert succeeds.
+		var n int64
+		if n, err = l.exec(ctx, l.d.takeover, lockID); err == nil && n > 0 {
+			id, err = l.insert(ctx, lockID, ttl)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if id == 0 {
+		return nil, ErrLocked
+	}
+	lk := &Lock{locker: l, lockID: lockID, token: id, acquired: start}
+	if l.cfg.TTL != nil {
+		lk.expires = start.Add(*l.cfg.TTL)
+	}
+	return lk, nil
+}
+
+// insert runs the dialect's insert and returns the new row's id, or 0 when
+// the lock is live elsewhere.
+func (l *Locker) insert(ctx context.Context, lockID string, ttl any) (int64, error) {
+	var id int64
+	err := l.retry(ctx, func(db *gorm.DB) error {
+		id = 0
+		if l.d.returning {
+			return db.Raw(l.d.insert, lockID, ttl, l.holder).Scan(&id).Error
+		}
+		res := gorm.WithResult()
+		if err := db.Clauses(res).Exec(l.d.insert, lockID, ttl, l.holder).Error; err != nil {
+			return err
+		}
+		if res.RowsAffected == 1 && res.Result != nil {
+			var err error
+			id, err = res.Result.LastInsertId()
+			return err
+		}
+		return nil
+	})
+	return id, err
+}
+
+// exec runs one statement, retrying transient conflicts, and returns the
+// number of rows it affected.
+func (l *Locker) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	var n int64
+	err := l.retry(ctx, func(db *gorm.DB) error {
+		tx := db.Exec(sql, args...)
+		n = tx.RowsAffected
+		return tx.Error
+	})
+	return n, err
+}
+
+// retry runs f on a fresh session until it succeeds, fails with an error
+// that is not transient, transientBudget has passed or ctx ends.
+func (l *Locker) retry(ctx context.Context, f func(db *gorm.DB) error) error {
+	var start time.Time
+	b := backoff{min: time.Millisecond, max: 50 * time.Millisecond}
+	for {
+		err := f(l.db.WithContext(ctx))
+		if err == nil || !l.d.transient(err) {
+			return err
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) > transientBudget {
+			return err
+		}
+		if serr := sleep(ctx, b.next()); serr != nil {
+			return serr
+		}
+	}
+}
+
+func (l *Locker) logger() *slog.Logger {
+	if l.cfg.Logger != nil {
+		return l.cfg.Logger
+	}
+	return slog.Default()
+}
+
+// A Lock is a held lock, returned by Locker.Acquire. Its methods are safe
+// for concurrent use.
+type Lock struct {
+	locker   *Locker
+	lockID   string
+	token    int64
+	acquired time.Time // local clock, read before the acquiring statement was sent
+
+	mu       sync.Mutex // guards the fields below
+	released bool
+	expires  time.Time // local estimate, never later than the real expiry; zero for never
+}
+
+// LockID returns the lock's id.
+func (lk *Lock) LockID() string { return lk.lockID }
+
+// Token returns the lock's fencing token: a number that is larger for every
+// later acquisition of the same lock id, across releases, takeovers of
+// expired locks, purges and database restarts. Pass it to the resource the
+// lock protects and have that resource refuse a token lower than the last
+// one it saw: a holder that was paused past its TTL then cannot overwrite
+// its successor's work.
+func (lk *Lock) Token() int64 { return lk.token }
+
+// ExpiresAt returns when the lock expires, on the local clock, and false if
+// it never expires. The time is a safe estimate: it is the local time at
+// which the acquiring (or last refreshing) statement was sent plus the TTL,
+// so the lock expires on the database no earlier than that, whatever the
+// skew between the two clocks.
+func (lk *Lock) ExpiresAt() (time.Time, bool) {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	return lk.expires, !lk.expires.IsZero()
+}
+
+// Release frees the lock. It deletes only this holder's row: a late release
+// never touches the next holder's lock. If the lock had expired (or was
+// force-released) before Release, it returns an error matching ErrTimeout,
+// whether or not someone took the lock over. A second Release returns an
+// error matching ErrReleased and sends nothing to the database. With
+// Config.MinHold, a lock released early stays unavailable to others until
+// MinHold after its acquisition.
+func (lk *Lock) Release(ctx context.Context) error {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.released {
+		return lockErr("release", lk.lockID, ErrReleased)
+	}
+	l := lk.locker
+	var n int64
+	var err error
+	if hold := l.cfg.MinHold; hold > 0 && time.Since(lk.acquired) < hold {
+		n, err = l.exec(ctx, l.d.releaseMinHold, l.d.duration(&hold), lk.token)
+	} else {
+		n, err = l.exec(ctx, l.d.release, lk.token)
+	}
+	if err != nil {
+		return lockErr("release", lk.lockID, err) // not released: the caller may try again
+	}
+	lk.released = true
+	if n == 0 {
+		// Expired, possibly taken over (then the id is someone else's and
+		// this deletes nothing). Tidy up our own expired row.
+		_, _ = l.exec(ctx, l.d.dropOwn, lk.token)
+		return lockErr("release", lk.lockID, ErrTimeout)
+	}
+	return nil
+}
+
+func (lk *Lock) releaseDetached(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	return lk.Release(ctx)
+}
+
+// Refresh extends the lock by its TTL from now, on the database's clock. It
+// returns an error matching ErrTimeout if the lock was already lost (expired
+// or force-released), and ErrReleased after Release. For a lock that never
+// expires it only checks that the lock is still held.
+func (lk *Lock) Refresh(ctx context.Context) error {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.released {
+		return lockErr("refresh", lk.lockID, ErrReleased)
+	}
+	l := lk.locker
+	start := time.Now()
+	n, err := l.exec(ctx, l.d.refresh, l.d.duration(l.cfg.TTL), lk.token)
+	if err != nil {
+		return lockErr("refresh", lk.lockID, err)
+	}
+	if n == 0 {
+		return lockErr("refresh", lk.lockID, ErrTimeout)
+	}
+	if l.cfg.TTL != nil {
+		lk.expires = start.Add(*l.cfg.TTL)
+	}
+	return nil
+}
+
+// validateLockID accepts 1 to MaxLockIDLen bytes of UTF-8 without NUL
+// (PostgreSQL cannot store NUL in text).
+func validateLockID(id string) error {
+	if id == "" || len(id) > MaxLockIDLen || !validText(id) {
+		return fmt.Errorf("%w: want 1 to %d bytes of UTF-8 without NUL, got %d bytes", ErrInvalidLockID, MaxLockIDLen, len(id))
+	}
+	return nil
+}
+
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// defaultHolder is "hostname:pid", cut to fit the holder column.
+var defaultHolder = sync.OnceValue(func() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	h := fmt.Sprintf("%s:%d", host, os.Getpid())
+	for len(h) > MaxLockIDLen || !utf8.ValidString(h) {
+		h = h[:len(h)-1]
+	}
+	return h
+})
+
+// Waiting for a held lock starts at waitMin between attempts and doubles up
+// to waitMax, each sleep jittered to between half and all of its length so
+// that waiters spread out.
+const (
+	waitMin = 5 * time.Millisecond
+	waitMax = 250 * time.Millisecond
+)
+
+// backoff is capped exponential backoff with jitter. The zero value is not
+// usable: set min and max.
+type backoff struct{ min, max, cur time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+// sleep waits for d or until ctx ends, returning the context's error then.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,38 @@
+package gormmutex
+
+import "time"
+
+// TableName is the name of the table that holds the locks. It is fixed, so
+// that every process sharing a database agrees on it whatever GORM naming
+// strategy each one uses.
+const TableName = "db_mutexes"
+
+// MaxLockIDLen is the longest lock id, in bytes. It keeps the unique index on
+// lock_id within MySQL's index size limit.
+const MaxLockIDLen = 255
+
+// DBMutex is one row of the lock table: a lock that is held, or one that has
+// expired and not yet been purged or taken over. Read rows with
+// Locker.List; the table is created by AutoMigrate, not by GORM's own
+// migrator.
+type DBMutex struct {
+	// ID is the row's auto-increment primary key. Every acquisition inserts a
+	// new row (or, on PostgreSQL, gives the taken-over row a new id from the
+	// same sequence), and the database never reuses an id, so ID is the
+	// lock's fencing token: see Lock.Token.
+	ID int64 `gorm:"primaryKey;autoIncrement"`
+	// LockID is the lock's name, 1 to MaxLockIDLen bytes, compared byte for
+	// byte (case and trailing spaces matter on every database).
+	LockID string `gorm:"size:255;not null;uniqueIndex:uix_db_mutexes_lock_id"`
+	// CreatedAt is when the lock was acquired, on the database's clock.
+	CreatedAt time.Time `gorm:"not null;autoCreateTime:false"`
+	// ExpiresAt is when the lock expires, on the database's clock; nil means
+	// never.
+	ExpiresAt *time.Time `gorm:"index:idx_db_mutexes_expires_at"`
+	// Holder says who holds the lock, "hostname:pid" unless Config.Holder
+	// says otherwise.
+	Holder string `gorm:"size:255;not null;default:''"`
+}
+
+// TableName tells GORM the table name; see the TableName constant.
+func (DBMutex) TableName() string { return TableName }

@@ -1,0 +1,109 @@
+package gormmutex
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Expired rows of other ids are purged in the background at most once per
+// purgeInterval per connection pool and process, in batches of purgeBatch
+// rows so that no single statement holds many row locks. The acquire path
+// itself stays at one statement.
+const (
+	purgeInterval = time.Minute
+	purgeBatch    = 1000
+	purgeTimeout  = time.Minute
+)
+
+// Purge deletes every expired lock row and returns how many it deleted.
+// Live locks, and locks that never expire, are not touched. Acquire already
+// takes over an expired row of its own id and purges other ids now and then
+// in the background, so Purge is for operators and for tables that see many
+// one-off ids.
+func (l *Locker) Purge(ctx context.Context) (int64, error) {
+	if l.err != nil {
+		return 0, l.err
+	}
+	var total int64
+	for {
+		n, err := l.exec(ctx, l.d.purge, purgeBatch)
+		total += n
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
+	}
+}
+
+// List returns the live locks (held, or released early under MinHold and
+// not yet free), ordered by lock id, with their holder, acquisition time and
+// expiry on the database's clock.
+func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	var rows []DBMutex
+	err := l.retry(ctx, func(db *gorm.DB) error {
+		rows = rows[:0]
+		return db.Where(l.d.live).Order("lock_id").Find(&rows).Error
+	})
+	return rows, err
+}
+
+// ForceRelease deletes the live lock lockID whoever holds it, for operators
+// clearing a lock left by a holder that is stuck. The evicted holder learns
+// it at its next renewal or release (ErrTimeout), and the next holder still
+// gets a larger fencing token. It returns an error matching ErrNotHeld if
+// there is no live lock with that id.
+func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
+	if err := validateLockID(lockID); err != nil {
+		return lockErr("force-release", lockID, err)
+	}
+	if l.err != nil {
+		return lockErr("force-release", lockID, l.err)
+	}
+	n, err := l.exec(ctx, l.d.forceRelease, lockID)
+	if err == nil && n == 0 {
+		err = ErrNotHeld
+	}
+	return lockErr("force-release", lockID, err)
+}
+
+// purgeState is when the next background purge is due for one pool.
+type purgeState struct{ next atomic.Int64 } // unix nanoseconds
+
+var (
+	purges    sync.Map       // *sql.DB -> *purgeState
+	purgeRuns sync.WaitGroup // background purges in flight, for tests
+)
+
+// maybePurge starts a background Purge if none has run on this pool in this
+// process for purgeInterval.
+func (l *Locker) maybePurge() {
+	pool, err := l.db.DB()
+	if err != nil {
+		return
+	}
+	v, _ := purges.LoadOrStore(pool, &purgeState{})
+	s := v.(*purgeState)
+	now := time.Now().UnixNano()
+	next := s.next.Load()
+	if now < next || !s.next.CompareAndSwap(next, now+int64(purgeInterval)) {
+		return
+	}
+	purgeRuns.Add(1)
+	go func(pool *sql.DB) {
+		defer purgeRuns.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
+		defer cancel()
+		if n, err := l.Purge(ctx); err != nil {
+			l.logger().Debug("gormmutex: background purge failed", "err", err)
+		} else if n > 0 {
+			l.logger().Debug("gormmutex: purged expired locks", "rows", n)
+		}
+	}(pool)
+}
