@@ -85,7 +85,8 @@ func Do(db *gorm.DB, lockID string, fn func() error) error {
 // Config.SuppressAcquisitionErrors is set. When the lock expired before fn
 // returned, Do returns an error matching ErrTimeout: fn ran, but another
 // holder may have run at the same time. fn's own error and ErrTimeout are
-// joined, so neither hides the other. fn's context is ctx, cancelled with
+// joined, so neither hides the other. fn's context is ctx (FromContext
+// returns the Lock from it), cancelled with
 // cause ErrTimeout if Config.KeepAlive finds the lock lost. If fn panics,
 // the lock is released and the panic goes on.
 func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Context) error) error {
@@ -100,7 +101,7 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 		}
 		return err
 	}
-	fnCtx, cancel := context.WithCancelCause(ctx)
+	fnCtx, cancel := context.WithCancelCause(context.WithValue(ctx, lockKey{}, lk))
 	defer cancel(nil)
 	stop := lk.keepAlive(fnCtx, cancel)
 
@@ -121,6 +122,16 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 		relErr = errors.Join(relErr, cause)
 	}
 	return errors.Join(fnErr, relErr)
+}
+
+type lockKey struct{}
+
+// FromContext returns the Lock held by the Do whose fn received ctx, so fn
+// can read its fencing token (Lock.Token) or expiry. It returns false for
+// any other context.
+func FromContext(ctx context.Context) (*Lock, bool) {
+	lk, ok := ctx.Value(lockKey{}).(*Lock)
+	return lk, ok
 }
 
 // Acquire takes the lock lockID, waiting up to Config.Wait while it is held
