@@ -92,9 +92,12 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	live := fmt.Sprintf("(expires_at IS NULL OR expires_at > %s)", now)
 	d.live = live
 	d.release = fmt.Sprintf("DELETE FROM %s WHERE id = ? AND %s", TableName, live)
-	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE id = ? AND %s", TableName, plus("created_at"), live)
+	// Every UPDATE bumps version, so a matched row always counts as
+	// affected, even on MySQL where an UPDATE that changes nothing reports
+	// 0 rows (unless the DSN sets clientFoundRows).
+	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus("created_at"), live)
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE id = ?", TableName)
-	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s WHERE id = ? AND %s", TableName, plus(now), live)
+	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus(now), live)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, live)
 	if !d.insertTakesOver {
 		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND expires_at <= %s", TableName, now)
@@ -136,9 +139,13 @@ var postgresDialect = func() *dialect {
 	lock_id VARCHAR(255) NOT NULL,
 	created_at TIMESTAMPTZ NOT NULL,
 	expires_at TIMESTAMPTZ,
-	holder VARCHAR(255) NOT NULL DEFAULT ''
+	holder VARCHAR(255) NOT NULL DEFAULT '',
+	version BIGINT NOT NULL DEFAULT 0
 )`,
-		columns: []ddl{{"holder", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS holder VARCHAR(255) NOT NULL DEFAULT ''"}},
+		columns: []ddl{
+			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS holder VARCHAR(255) NOT NULL DEFAULT ''"},
+			{"version", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"},
+		},
 		indexes: []ddl{
 			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX IF NOT EXISTS uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
 			{"idx_db_mutexes_expires_at", "CREATE INDEX IF NOT EXISTS idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
@@ -180,9 +187,13 @@ var mysqlDialect = func() *dialect {
 	lock_id VARBINARY(255) NOT NULL,
 	created_at DATETIME(6) NOT NULL,
 	expires_at DATETIME(6) NULL,
-	holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''
+	holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT '',
+	version BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
-		columns: []ddl{{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''"}},
+		columns: []ddl{
+			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''"},
+			{"version", "ALTER TABLE " + TableName + " ADD COLUMN version BIGINT NOT NULL DEFAULT 0"},
+		},
 		indexes: []ddl{
 			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
 			{"idx_db_mutexes_expires_at", "CREATE INDEX idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
@@ -226,9 +237,13 @@ var sqliteDialect = func() *dialect {
 	lock_id TEXT NOT NULL,
 	created_at DATETIME NOT NULL,
 	expires_at DATETIME,
-	holder TEXT NOT NULL DEFAULT ''
+	holder TEXT NOT NULL DEFAULT '',
+	version INTEGER NOT NULL DEFAULT 0
 )`,
-		columns: []ddl{{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder TEXT NOT NULL DEFAULT ''"}},
+		columns: []ddl{
+			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder TEXT NOT NULL DEFAULT ''"},
+			{"version", "ALTER TABLE " + TableName + " ADD COLUMN version INTEGER NOT NULL DEFAULT 0"},
+		},
 		indexes: []ddl{
 			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX IF NOT EXISTS uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
 			{"idx_db_mutexes_expires_at", "CREATE INDEX IF NOT EXISTS idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},

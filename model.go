@@ -32,6 +32,9 @@ type DBMutex struct {
 	// Holder says who holds the lock, "hostname:pid" unless Config.Holder
 	// says otherwise.
 	Holder string `gorm:"size:255;not null;default:''"`
+	// Version counts the updates of the row since it was acquired: each
+	// renewal (Refresh, KeepAlive) and an early release under MinHold.
+	Version int64 `gorm:"not null;default:0"`
 }
 
 // TableName tells GORM the table name; see the TableName constant.
