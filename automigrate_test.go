@@ -1,0 +1,145 @@
+package gormmutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
+)
+
+// freshNamespace returns a backend whose DSN points at an empty schema (a
+// new SQLite file, PostgreSQL schema or MariaDB database), dropped when the
+// test ends.
+func freshNamespace(t *testing.T, b *backend) *backend {
+	t.Helper()
+	name := fmt.Sprintf("gm_test_%d", time.Now().UnixNano())
+	nb := *b
+	switch b.name {
+	case "sqlite":
+		nb.dsn = sqliteDSN(filepath.Join(t.TempDir(), "fresh.db"))
+	case "postgres":
+		admin := b.pool(t)
+		if err := admin.Exec("CREATE SCHEMA " + name).Error; err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { admin.Exec("DROP SCHEMA " + name + " CASCADE") })
+		nb.dsn = b.dsn + " search_path=" + name
+	case "mysql":
+		admin := b.pool(t)
+		if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { admin.Exec("DROP DATABASE " + name) })
+		cfg, err := gomysql.ParseDSN(b.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DBName = name
+		nb.dsn = cfg.FormatDSN()
+	}
+	return &nb
+}
+
+func TestAutoMigrateConcurrent(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		fresh := freshNamespace(t, b)
+		const procs = 6
+		dbs := make([]*gorm.DB, procs)
+		for i := range dbs {
+			dbs[i] = fresh.pool(t)
+		}
+		// Before migrating, a lock attempt fails with the database's error,
+		// never with ErrLocked.
+		_, err := New(dbs[0], DefaultConfig()).Acquire(context.Background(), "x")
+		if err == nil || errors.Is(err, ErrLocked) {
+			t.Fatalf("Acquire without the table = %v, want the database's error", err)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, procs)
+		start := make(chan struct{})
+		for i, db := range dbs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = AutoMigrate(db)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("AutoMigrate in process %d = %v", i, err)
+			}
+		}
+		if err := AutoMigrate(dbs[0]); err != nil {
+			t.Fatalf("AutoMigrate again = %v", err)
+		}
+		m := dbs[0].Migrator()
+		for _, ix := range []string{"uix_db_mutexes_lock_id", "idx_db_mutexes_expires_at"} {
+			if !m.HasIndex(&DBMutex{}, ix) {
+				t.Errorf("index %s missing after AutoMigrate", ix)
+			}
+		}
+		lk := mustAcquire(t, New(dbs[1], DefaultConfig()), "x")
+		_, err = New(dbs[2], DefaultConfig()).Acquire(context.Background(), "x")
+		wantErr(t, "Acquire in the migrated schema", err, ErrLocked)
+		lk.Release(context.Background())
+	})
+}
+
+// TestAutoMigrateUpgrade: a table from an older version, without the
+// holder and version columns or the expiry index, is brought up to date
+// and keeps its rows.
+func TestAutoMigrateUpgrade(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		fresh := freshNamespace(t, b)
+		db := fresh.pool(t)
+		old := map[string]string{
+			"sqlite":   "CREATE TABLE db_mutexes (id INTEGER PRIMARY KEY AUTOINCREMENT, lock_id TEXT NOT NULL, created_at DATETIME NOT NULL, expires_at DATETIME)",
+			"postgres": "CREATE TABLE db_mutexes (id BIGSERIAL PRIMARY KEY, lock_id VARCHAR(255) NOT NULL, created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ)",
+			"mysql":    "CREATE TABLE db_mutexes (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, lock_id VARBINARY(255) NOT NULL, created_at DATETIME(6) NOT NULL, expires_at DATETIME(6) NULL) ENGINE=InnoDB",
+		}[b.name]
+		if err := db.Exec(old).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Exec("INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('old', '2026-01-01 00:00:00', NULL)").Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := AutoMigrate(db); err != nil {
+			t.Fatalf("AutoMigrate over an old table = %v", err)
+		}
+		for _, col := range []string{"holder", "version"} {
+			if !db.Migrator().HasColumn(&DBMutex{}, col) {
+				t.Errorf("column %s not added", col)
+			}
+		}
+		l := New(db, DefaultConfig())
+		_, err := l.Acquire(context.Background(), "old")
+		wantErr(t, "Acquire of the old never-expiring row", err, ErrLocked)
+		rows, err := l.List(context.Background())
+		if err != nil || len(rows) != 1 || rows[0].LockID != "old" {
+			t.Fatalf("List = %+v, %v; want the old row", rows, err)
+		}
+		mustAcquire(t, l, "new").Release(context.Background())
+	})
+}
+
+func TestAutoMigrateRefusesTransaction(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		err := b.pool(t).Transaction(func(tx *gorm.DB) error { return AutoMigrate(tx) })
+		wantErr(t, "AutoMigrate inside a transaction", err, ErrInTransaction)
+	})
+}
