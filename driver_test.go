@@ -76,7 +76,8 @@ func (cn *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (dri
 	if b, ok := cn.Conn.(driver.ConnBeginTx); ok {
 		tx, err = b.BeginTx(ctx, opts)
 	} else {
-		tx, err = cn.Conn.Begin() //nolint:staticcheck // fallback for old drivers
+		//lint:ignore SA1019 fallback for drivers without the context interfaces
+		tx, err = cn.Conn.Begin()
 	}
 	if err != nil {
 		return nil, err
@@ -146,7 +147,8 @@ func (s *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue
 	if e, ok := s.Stmt.(driver.StmtExecContext); ok {
 		return e.ExecContext(ctx, args)
 	}
-	return s.Stmt.Exec(namedToValues(args)) //nolint:staticcheck // fallback for old drivers
+	//lint:ignore SA1019 fallback for drivers without the context interfaces
+	return s.Stmt.Exec(namedToValues(args))
 }
 
 func (s *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
@@ -154,7 +156,8 @@ func (s *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValu
 	if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
 		return q.QueryContext(ctx, args)
 	}
-	return s.Stmt.Query(namedToValues(args)) //nolint:staticcheck // fallback for old drivers
+	//lint:ignore SA1019 fallback for drivers without the context interfaces
+	return s.Stmt.Query(namedToValues(args))
 }
 
 func (s *countingStmt) CheckNamedValue(nv *driver.NamedValue) error {

@@ -1,0 +1,41 @@
+# Every target runs from a clean checkout; see README.md.
+STATICCHECK_VERSION ?= 2026.2.2
+GO ?= go
+
+.PHONY: test demo lint fuzz bench ci
+
+# The whole suite, on SQLite always and on PostgreSQL and MySQL/MariaDB when
+# reachable (GORMMUTEX_REQUIRE_DBS=1 makes an unreachable one fail).
+# The root package runs in local directory mode so that it prints which
+# databases it used and the round trips per lock.
+test:
+	$(GO) test -race -count=1 -shuffle=on -timeout 20m
+	$(GO) test -race -count=1 -timeout 10m ./cmd/... ./examples/...
+	cd gocronlock && $(GO) test -race -count=1 -timeout 10m ./...
+
+# The examples on an embedded SQLite file: no server needed.
+demo:
+	$(GO) run ./examples/basic
+	$(GO) run ./examples/nonoverlapping
+
+lint:
+	@out=$$(gofmt -l . ) && [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+	cd gocronlock && $(GO) vet ./...
+	cd bench && $(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd gocronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzValidateLockID -fuzztime=$(FUZZTIME) .
+
+# Side-by-side benchmarks against django-db-mutex's algorithm, advisory
+# locks, GET_LOCK and redsync; see bench/README.md.
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 .
+	cd bench && $(GO) run . -out results
+
+ci: lint test
+	$(MAKE) fuzz FUZZTIME=10s
