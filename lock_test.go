@@ -675,3 +675,46 @@ func TestDatabaseClock(t *testing.T) {
 		}
 	})
 }
+
+// TestLockerConcurrentUse: one Locker shared by many goroutines, on one key
+// and on many; run under -race.
+func TestLockerConcurrentUse(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		l := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 30 * time.Second})
+		shared := lockID(t)
+		var inside atomic.Int32
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 4; i++ {
+					id := shared
+					if i%2 == 1 {
+						id = fmt.Sprintf("%s/%d", shared, g)
+					}
+					errs <- l.Do(context.Background(), id, func(ctx context.Context) error {
+						if id == shared {
+							if n := inside.Add(1); n != 1 {
+								return fmt.Errorf("%d holders of one lock at once", n)
+							}
+							defer inside.Add(-1)
+							time.Sleep(time.Millisecond)
+						}
+						return nil
+					})
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
