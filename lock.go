@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 )
 
 // releaseTimeout bounds the release that Do runs after fn, which is detached
@@ -53,6 +54,9 @@ func New(db *gorm.DB, cfg Config) *Locker {
 		return l
 	}
 	l.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
+	// Conflicts that retry absorbs are not errors the application should
+	// see in its GORM log.
+	l.db.Logger = quietTransient{l.db.Logger, l.d.transient}
 	l.holder = cfg.Holder
 	if l.holder == "" {
 		l.holder = defaultHolder()
@@ -250,6 +254,24 @@ func (l *Locker) retry(ctx context.Context, f func(db *gorm.DB) error) error {
 			return serr
 		}
 	}
+}
+
+// quietTransient is a GORM logger that drops the trace of a statement that
+// failed with a transient conflict, which retry handles.
+type quietTransient struct {
+	logger.Interface
+	transient func(error) bool
+}
+
+func (q quietTransient) LogMode(level logger.LogLevel) logger.Interface {
+	return quietTransient{q.Interface.LogMode(level), q.transient}
+}
+
+func (q quietTransient) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	if err != nil && q.transient(err) {
+		return
+	}
+	q.Interface.Trace(ctx, begin, fc, err)
 }
 
 func (l *Locker) logger() *slog.Logger {

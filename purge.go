@@ -3,11 +3,16 @@ package gormmutex
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 )
 
 // Expired rows of other ids are purged in the background at most once per
@@ -51,6 +56,9 @@ func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 		rows = rows[:0]
 		return db.Where(l.d.live).Order("lock_id").Find(&rows).Error
 	})
+	if err != nil && l.d.name == "mysql" && strings.Contains(err.Error(), "time.Time") {
+		err = fmt.Errorf("%w (the MySQL DSN needs parseTime=true)", err)
+	}
 	return rows, err
 }
 
@@ -77,7 +85,9 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 type purgeState struct{ next atomic.Int64 } // unix nanoseconds
 
 var (
-	purges    sync.Map       // *sql.DB -> *purgeState
+	// purges maps weak.Pointer[sql.DB] to *purgeState; an entry is removed
+	// when its pool is garbage collected, so closed pools are forgotten.
+	purges    sync.Map
 	purgeRuns sync.WaitGroup // background purges in flight, for tests
 )
 
@@ -88,7 +98,11 @@ func (l *Locker) maybePurge() {
 	if err != nil {
 		return
 	}
-	v, _ := purges.LoadOrStore(pool, &purgeState{})
+	key := weak.Make(pool)
+	v, loaded := purges.LoadOrStore(key, &purgeState{})
+	if !loaded {
+		runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { purges.Delete(k) }, key)
+	}
 	s := v.(*purgeState)
 	now := time.Now().UnixNano()
 	next := s.next.Load()
@@ -96,14 +110,19 @@ func (l *Locker) maybePurge() {
 		return
 	}
 	purgeRuns.Add(1)
-	go func(pool *sql.DB) {
+	// The purge is housekeeping: its failures (say, the application closed
+	// the pool meanwhile) go to the Locker's Logger at Debug level, not to
+	// GORM's logger as errors.
+	quiet := *l
+	quiet.db = l.db.Session(&gorm.Session{Logger: logger.Discard})
+	go func() {
 		defer purgeRuns.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 		defer cancel()
-		if n, err := l.Purge(ctx); err != nil {
+		if n, err := quiet.Purge(ctx); err != nil {
 			l.logger().Debug("gormmutex: background purge failed", "err", err)
 		} else if n > 0 {
 			l.logger().Debug("gormmutex: purged expired locks", "rows", n)
 		}
-	}(pool)
+	}()
 }

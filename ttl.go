@@ -12,9 +12,10 @@ import (
 // nil for locks that never expire.
 const DefaultTTL = 30 * time.Minute
 
-// Config says how a Locker takes locks. The zero Config is valid: locks that
-// never expire, fail fast when held, no keep-alive. Most callers start from
-// DefaultConfig. A Config is a plain value meant to sit inside an
+// Config says how a Locker takes locks. The zero Config is valid, but its
+// locks never expire (TTL nil), so a holder that crashes keeps its lock
+// until an operator force-releases it: most callers start from
+// DefaultConfig and change what they need. A Config is a plain value meant to sit inside an
 // application's own configuration; it decodes from JSON and YAML with
 // durations written as strings ("30m", "1.5s") and a TTL of null meaning
 // "never expires".
@@ -38,10 +39,10 @@ type Config struct {
 	// errors are still returned.
 	SuppressAcquisitionErrors bool `json:"suppress_acquisition_errors" yaml:"suppress_acquisition_errors"`
 
-	// KeepAlive makes Do renew the lease while fn runs, about every TTL/3,
-	// so the lock does not expire while its holder is alive and can reach
-	// the database; TTL then only bounds how long a crashed holder blocks
-	// others. If a renewal finds the lock lost, or cannot reach the database
+	// KeepAlive makes Locker.Do renew the lease while fn runs, about every
+	// TTL/3, so the lock does not expire while its holder is alive and can
+	// reach the database; TTL then only bounds how long a crashed holder
+	// blocks others. (Acquire does not renew: call Lock.Refresh.) If a renewal finds the lock lost, or cannot reach the database
 	// before the lease runs out, fn's context is cancelled with cause
 	// ErrTimeout. KeepAlive needs a TTL.
 	KeepAlive bool `json:"keep_alive" yaml:"keep_alive"`
