@@ -27,6 +27,9 @@ type dialect struct {
 	// returning says insert returns the new id as a result row; otherwise
 	// the id comes from the driver's LastInsertId.
 	returning bool
+	// notifies says release and forceRelease also send
+	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go).
+	notifies bool
 	// insertTakesOver says insert also takes an expired row over, so a
 	// failed insert means the lock is live.
 	insertTakesOver bool
@@ -99,6 +102,15 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE id = ?", TableName)
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus(now), live)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, live)
+	if d.notifies {
+		// Still one statement: the CTE deletes, the SELECT notifies for
+		// each deleted row, and its row count is the number deleted.
+		notify := func(del string) string {
+			return "WITH released AS (" + del + " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
+		}
+		d.release = notify(d.release)
+		d.forceRelease = notify(d.forceRelease)
+	}
 	if !d.insertTakesOver {
 		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND expires_at <= %s", TableName, now)
 	}
@@ -123,6 +135,7 @@ var postgresDialect = func() *dialect {
 			" WHERE " + TableName + ".expires_at <= now() RETURNING id",
 		returning:       true,
 		insertTakesOver: true,
+		notifies:        true,
 		duration:        durationSeconds,
 		transient: func(err error) bool {
 			var pg interface{ SQLState() string }

@@ -50,6 +50,10 @@ type countingConn struct {
 	c *counter
 }
 
+// Unwrap exposes the driver's connection, as gormmutex's PostgreSQL
+// listener expects of wrappers.
+func (cn *countingConn) Unwrap() driver.Conn { return cn.Conn }
+
 func (cn *countingConn) Prepare(query string) (driver.Stmt, error) {
 	return cn.PrepareContext(context.Background(), query)
 }

@@ -155,20 +155,37 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 		deadline = time.Now().Add(l.cfg.Wait)
 	}
 	b := backoff{min: waitMin, max: waitMax}
-	for {
+	var w *waker
+	for attempt := 0; ; attempt++ {
+		// From the second attempt on, a waiter registers for a wake-up
+		// before it tries, so a release between its attempt and its sleep
+		// is not missed.
+		var woke <-chan struct{}
+		unregister := func() {}
+		if w != nil {
+			woke, unregister = w.register(ctx, lockID)
+		}
 		lk, err := l.tryAcquire(ctx, lockID)
 		if err == nil {
+			unregister()
 			l.maybePurge()
 			return lk, nil
 		}
 		if !errors.Is(err, ErrLocked) || deadline.IsZero() {
+			unregister()
 			return nil, lockErr("acquire", lockID, err)
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			unregister()
 			return nil, lockErr("acquire", lockID, err)
 		}
-		if err := sleep(ctx, min(b.next(), left)); err != nil {
+		if attempt == 0 {
+			w = l.wakerFor()
+		}
+		err = sleep(ctx, min(b.next(), left), woke)
+		unregister()
+		if err != nil {
 			return nil, lockErr("acquire", lockID, err)
 		}
 	}
@@ -250,7 +267,7 @@ func (l *Locker) retry(ctx context.Context, f func(db *gorm.DB) error) error {
 		} else if time.Since(start) > transientBudget {
 			return err
 		}
-		if serr := sleep(ctx, b.next()); serr != nil {
+		if serr := sleep(ctx, b.next(), nil); serr != nil {
 			return serr
 		}
 	}
@@ -428,12 +445,15 @@ func (b *backoff) next() time.Duration {
 	return b.cur/2 + rand.N(b.cur/2+1)
 }
 
-// sleep waits for d or until ctx ends, returning the context's error then.
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits for d, until woke is closed, or until ctx ends, returning the
+// context's error then. A nil woke never fires.
+func sleep(ctx context.Context, d time.Duration, woke <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+		return nil
+	case <-woke:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
