@@ -2,7 +2,6 @@ package gormmutex
 
 import (
 	"context"
-	"fmt"
 	"testing"
 )
 
@@ -48,7 +47,7 @@ func BenchmarkAcquireHeld(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := l.Acquire(ctx, id); err == nil {
-					b.Fatal(fmt.Sprint("acquired a held lock"))
+					b.Fatal("acquired a held lock")
 				}
 			}
 		})

@@ -17,12 +17,12 @@ func FuzzValidateLockID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		want := len(id) >= 1 && len(id) <= MaxLockIDLen && utf8.ValidString(id) && !strings.ContainsRune(id, 0)
-		err := validateLockID(id)
+		err := ValidateLockID(id)
 		if got := err == nil; got != want {
-			t.Fatalf("validateLockID(%q) = %v, want valid=%v", id, err, want)
+			t.Fatalf("ValidateLockID(%q) = %v, want valid=%v", id, err, want)
 		}
 		if err != nil && !errors.Is(err, ErrInvalidLockID) {
-			t.Fatalf("validateLockID(%q) = %v, want ErrInvalidLockID", id, err)
+			t.Fatalf("ValidateLockID(%q) = %v, want ErrInvalidLockID", id, err)
 		}
 	})
 }

@@ -144,7 +144,7 @@ func FromContext(ctx context.Context) (*Lock, bool) {
 // an error matching ctx.Err() if ctx ends first. The caller must Release the
 // returned Lock.
 func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
-	if err := validateLockID(lockID); err != nil {
+	if err := ValidateLockID(lockID); err != nil {
 		return nil, lockErr("acquire", lockID, err)
 	}
 	if l.err != nil {
@@ -398,9 +398,11 @@ func (lk *Lock) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// validateLockID accepts 1 to MaxLockIDLen bytes of UTF-8 without NUL
-// (PostgreSQL cannot store NUL in text).
-func validateLockID(id string) error {
+// ValidateLockID reports whether id can name a lock: 1 to MaxLockIDLen
+// bytes of valid UTF-8 without NUL (PostgreSQL cannot store NUL in text).
+// The error matches ErrInvalidLockID. Every method that takes a lock id
+// applies it before any SQL runs; call it to check ids up front.
+func ValidateLockID(id string) error {
 	if id == "" || len(id) > MaxLockIDLen || !validText(id) {
 		return fmt.Errorf("%w: want 1 to %d bytes of UTF-8 without NUL, got %d bytes", ErrInvalidLockID, MaxLockIDLen, len(id))
 	}

@@ -68,7 +68,7 @@ func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 // gets a larger fencing token. It returns an error matching ErrNotHeld if
 // there is no live lock with that id.
 func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
-	if err := validateLockID(lockID); err != nil {
+	if err := ValidateLockID(lockID); err != nil {
 		return lockErr("force-release", lockID, err)
 	}
 	if l.err != nil {
