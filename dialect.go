@@ -38,6 +38,12 @@ type dialect struct {
 	takeover string
 	// release deletes the holder's row if it is still live (id).
 	release string
+	// releaseAsync is release with an asynchronous commit, for locks with
+	// a TTL (id); empty where the database cannot do that per statement.
+	releaseAsync string
+	// insertAsync is insert with an asynchronous commit, for
+	// Config.AsyncCommit (lockID, ttl, holder); empty where unsupported.
+	insertAsync string
 	// releaseMinHold keeps the holder's live row until created_at + MinHold
 	// (minHold, id).
 	releaseMinHold string
@@ -102,15 +108,6 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE id = ?", TableName)
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus(now), live)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, live)
-	if d.notifies {
-		// Still one statement: the CTE deletes, the SELECT notifies for
-		// each deleted row, and its row count is the number deleted.
-		notify := func(del string) string {
-			return "WITH released AS (" + del + " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
-		}
-		d.release = notify(d.release)
-		d.forceRelease = notify(d.forceRelease)
-	}
 	if !d.insertTakesOver {
 		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND expires_at <= %s", TableName, now)
 	}
@@ -126,13 +123,26 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 // the nextval the insert drew), so the fencing token still increases.
 var postgresDialect = func() *dialect {
 	plus := func(t string) string { return t + " + make_interval(secs => ?)" }
-	return build(&dialect{
-		name: "postgres",
-		insert: "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
-			" VALUES (?, now(), " + plus("now()") + ", ?)" +
-			" ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
+	const (
+		values   = "(lock_id, created_at, expires_at, holder) VALUES (?, now(), now() + make_interval(secs => ?), ?)"
+		selected = "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM async_commit"
+		takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
 			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder" +
-			" WHERE " + TableName + ".expires_at <= now() RETURNING id",
+			" WHERE " + TableName + ".expires_at <= now() RETURNING id"
+		// set_config(..., true) lasts until the end of the statement's own
+		// transaction, so the commit right after it does not wait for the
+		// WAL to reach the disk: still one statement, one round trip. The
+		// CTE runs only where it is read (FROM async_commit).
+		async = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
+		// Releases notify waiters (wake.go). The CTE deletes; the SELECT
+		// notifies once per deleted row, and its row count is the number
+		// deleted.
+		notify = " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
+	)
+	d := build(&dialect{
+		name:            "postgres",
+		insert:          "INSERT INTO " + TableName + " " + values + takeover,
+		insertAsync:     async + "INSERT INTO " + TableName + " " + selected + takeover,
 		returning:       true,
 		insertTakesOver: true,
 		notifies:        true,
@@ -164,6 +174,10 @@ var postgresDialect = func() *dialect {
 			{"idx_db_mutexes_expires_at", "CREATE INDEX IF NOT EXISTS idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
 		},
 	}, "now()", plus)
+	d.releaseAsync = async + ", released AS (" + d.release + notify + ", async_commit"
+	d.release = "WITH released AS (" + d.release + notify
+	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
+	return d
 }()
 
 // MySQL and MariaDB: DATETIME(6) columns holding UTC_TIMESTAMP(6), so the
