@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
 )
 
@@ -96,56 +97,114 @@ func TestContention(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
-		const pools, perPool = 6, 5
-		setup := b.pool(t)
-		table := "gormmutex_test_counter"
-		if err := setup.Exec("CREATE TABLE IF NOT EXISTS " + table + " (name VARCHAR(255) PRIMARY KEY, value INTEGER NOT NULL)").Error; err != nil {
-			t.Fatal(err)
+		contend(t, b, 6, 5)
+	})
+}
+
+// TestIsolationLevels: sessions whose default isolation is READ COMMITTED,
+// REPEATABLE READ or SERIALIZABLE still get exclusion, and the
+// serialization failures and deadlocks those levels bring are retried, not
+// reported as ErrLocked or as errors.
+func TestIsolationLevels(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		if b.name == "sqlite" {
+			t.Skip("SQLite transactions are always serializable; the other tests cover it")
 		}
-		id := lockID(t)
-		if err := setup.Exec("INSERT INTO "+table+" (name, value) VALUES (?, 0)", id).Error; err != nil {
-			t.Fatal(err)
-		}
-		var inside, maxInside atomic.Int32
-		var wg sync.WaitGroup
-		errs := make(chan error, pools*perPool)
-		for p := 0; p < pools; p++ {
-			db := b.pool(t)
-			l := New(db, Config{TTL: Duration(time.Minute), Wait: time.Minute})
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < perPool; i++ {
-					errs <- l.Do(context.Background(), id, func(ctx context.Context) error {
-						n := inside.Add(1)
-						defer inside.Add(-1)
-						for m := maxInside.Load(); n > m && !maxInside.CompareAndSwap(m, n); m = maxInside.Load() {
-						}
-						var v int
-						if err := db.WithContext(ctx).Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&v).Error; err != nil {
-							return err
-						}
-						time.Sleep(3 * time.Millisecond)
-						return db.WithContext(ctx).Exec("UPDATE "+table+" SET value = ? WHERE name = ?", v+1, id).Error
-					})
+		t.Parallel()
+		for _, level := range []string{"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"} {
+			t.Run(strings.ReplaceAll(level, " ", "_"), func(t *testing.T) {
+				nb := *b
+				var variable string
+				switch b.name {
+				case "postgres":
+					nb.dsn = b.dsn + " default_transaction_isolation='" + strings.ToLower(level) + "'"
+				case "mysql":
+					cfg, err := gomysql.ParseDSN(b.dsn)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if cfg.Params == nil {
+						cfg.Params = map[string]string{}
+					}
+					// MariaDB before 11.1 knows only tx_isolation, MySQL 8
+					// only transaction_isolation.
+					var version string
+					b.pool(t).Raw("SELECT VERSION()").Scan(&version)
+					variable = "transaction_isolation"
+					if strings.Contains(version, "MariaDB") {
+						variable = "tx_isolation"
+					}
+					cfg.Params[variable] = "'" + strings.ReplaceAll(level, " ", "-") + "'"
+					nb.dsn = cfg.FormatDSN()
 				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatalf("Do = %v", err)
-			}
-		}
-		var got int
-		if err := setup.Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&got).Error; err != nil {
-			t.Fatal(err)
-		}
-		if got != pools*perPool || maxInside.Load() != 1 {
-			t.Fatalf("counter = %d, max holders at once = %d; want %d and 1", got, maxInside.Load(), pools*perPool)
+				var got string
+				q := map[string]string{"postgres": "SHOW transaction_isolation", "mysql": "SELECT @@" + variable}[b.name]
+				if err := nb.pool(t).Raw(q).Scan(&got).Error; err != nil {
+					t.Fatal(err)
+				}
+				if !strings.EqualFold(strings.ReplaceAll(got, "-", " "), level) {
+					t.Fatalf("session isolation = %q, want %s", got, level)
+				}
+				contend(t, &nb, 4, 4)
+			})
 		}
 	})
+}
+
+// contend runs pools x perPool critical sections on one lock, each an
+// unprotected read-sleep-write of a counter row, and checks that none was
+// lost and no two overlapped.
+func contend(t *testing.T, b *backend, pools, perPool int) {
+	t.Helper()
+	setup := b.pool(t)
+	table := "gormmutex_test_counter"
+	if err := setup.Exec("CREATE TABLE IF NOT EXISTS " + table + " (name VARCHAR(255) PRIMARY KEY, value INTEGER NOT NULL)").Error; err != nil {
+		t.Fatal(err)
+	}
+	id := lockID(t)
+	if err := setup.Exec("INSERT INTO "+table+" (name, value) VALUES (?, 0)", id).Error; err != nil {
+		t.Fatal(err)
+	}
+	var inside, maxInside atomic.Int32
+	var wg sync.WaitGroup
+	errs := make(chan error, pools*perPool)
+	for p := 0; p < pools; p++ {
+		db := b.pool(t)
+		l := New(db, Config{TTL: Duration(time.Minute), Wait: time.Minute})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perPool; i++ {
+				errs <- l.Do(context.Background(), id, func(ctx context.Context) error {
+					n := inside.Add(1)
+					defer inside.Add(-1)
+					for m := maxInside.Load(); n > m && !maxInside.CompareAndSwap(m, n); m = maxInside.Load() {
+					}
+					var v int
+					if err := db.WithContext(ctx).Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&v).Error; err != nil {
+						return err
+					}
+					time.Sleep(3 * time.Millisecond)
+					return db.WithContext(ctx).Exec("UPDATE "+table+" SET value = ? WHERE name = ?", v+1, id).Error
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Do = %v", err)
+		}
+	}
+	var got int
+	if err := setup.Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&got).Error; err != nil {
+		t.Fatal(err)
+	}
+	if got != pools*perPool || maxInside.Load() != 1 {
+		t.Fatalf("counter = %d, max holders at once = %d; want %d and 1", got, maxInside.Load(), pools*perPool)
+	}
 }
 
 // expiredRow leaves an expired row for id in the table, as a crashed holder
