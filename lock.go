@@ -93,10 +93,10 @@ func Do(db *gorm.DB, lockID string, fn func() error) error {
 // Config.SuppressAcquisitionErrors is set. When the lock expired before fn
 // returned, Do returns an error matching ErrTimeout: fn ran, but another
 // holder may have run at the same time. fn's own error and ErrTimeout are
-// joined, so neither hides the other. fn's context is ctx (FromContext
-// returns the Lock from it), cancelled with
-// cause ErrTimeout if Config.KeepAlive finds the lock lost. If fn panics,
-// the lock is released and the panic goes on.
+// joined, so neither hides the other. fn's context is derived from ctx:
+// FromContext returns the Lock from it, and it is cancelled with cause
+// ErrTimeout if Config.KeepAlive finds the lock lost. If fn panics, the lock
+// is released and the panic goes on.
 func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Context) error) error {
 	if fn == nil {
 		return lockErr("do", lockID, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
