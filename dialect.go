@@ -33,8 +33,12 @@ type dialect struct {
 	// insertTakesOver says insert also takes an expired row over, so a
 	// failed insert means the lock is live.
 	insertTakesOver bool
-	// takeover deletes the id's row if it has expired (lockID), after which
-	// insert is tried once more. Empty when insertTakesOver.
+	// probe looks at the id's row after insert found one (lockID): it
+	// returns the row's id if the row has expired, 0 if it is live, and no
+	// row if it has gone meanwhile. Empty when insertTakesOver.
+	probe string
+	// takeover deletes an expired row by its id (id), after which insert is
+	// tried once more.
 	takeover string
 	// release deletes the holder's row if it is still live (id).
 	release string
@@ -109,7 +113,8 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus(now), live)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, live)
 	if !d.insertTakesOver {
-		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND expires_at <= %s", TableName, now)
+		d.probe = fmt.Sprintf("SELECT CASE WHEN expires_at <= %s THEN id ELSE 0 END FROM %s WHERE lock_id = ?", now, TableName)
+		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE id = ? AND expires_at <= %s", TableName, now)
 	}
 	if d.purge == "" {
 		d.purge = fmt.Sprintf("DELETE FROM %[1]s WHERE id IN (SELECT id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)

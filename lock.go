@@ -201,12 +201,7 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	ttl := l.d.duration(l.cfg.TTL)
 	id, err := l.insert(ctx, lockID, ttl)
 	if err == nil && id == 0 && !l.d.insertTakesOver {
-		// The row exists. If it has expired, delete it and try once more;
-		// of several contenders that get here, only one insert succeeds.
-		var n int64
-		if n, err = l.exec(ctx, l.d.takeover, lockID); err == nil && n > 0 {
-			id, err = l.insert(ctx, lockID, ttl)
-		}
+		id, err = l.takeOver(ctx, lockID, ttl)
 	}
 	if err != nil {
 		return nil, err
@@ -219,6 +214,32 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 		lk.expires = start.Add(*l.cfg.TTL)
 	}
 	return lk, nil
+}
+
+// takeOver runs after insert found a row for lockID, where insert cannot
+// take an expired row over by itself. A live row means the lock is held
+// (one statement, read-only). An expired row is deleted by its id and
+// insert tried again; so is a row that disappeared since insert looked
+// (purged, or tidied by its late holder), which would otherwise make a free
+// lock look held. Of several contenders doing this, only one insert
+// succeeds: the unique index decides.
+func (l *Locker) takeOver(ctx context.Context, lockID string, ttl any) (int64, error) {
+	var expired []int64
+	err := l.retry(ctx, func(db *gorm.DB) error {
+		expired = expired[:0]
+		return db.Raw(l.d.probe, lockID).Scan(&expired).Error
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case len(expired) == 1 && expired[0] == 0:
+		return 0, nil // live
+	case len(expired) == 1:
+		if _, err := l.exec(ctx, l.d.takeover, expired[0]); err != nil {
+			return 0, err
+		}
+	}
+	return l.insert(ctx, lockID, ttl)
 }
 
 // insert runs the dialect's insert and returns the new row's id, or 0 when

@@ -785,3 +785,36 @@ func TestLockerConcurrentUse(t *testing.T) {
 		}
 	})
 }
+
+// TestTakeoverRowVanishes: the expired row an acquire found is deleted by
+// someone else (a purge, its late holder) before the acquire gets to take
+// it over. The lock is free throughout, so the acquire must get it, not
+// report ErrLocked.
+func TestTakeoverRowVanishes(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		id := lockID(t)
+		expiredRow(t, b, id)
+		db, purger := b.pool(t), b.pool(t)
+		var armed atomic.Bool
+		armed.Store(true)
+		vanish := func(tx *gorm.DB) {
+			if strings.HasPrefix(tx.Statement.SQL.String(), "INSERT") && armed.CompareAndSwap(true, false) {
+				if err := purger.Exec("DELETE FROM "+TableName+" WHERE lock_id = ?", id).Error; err != nil {
+					t.Error(err)
+				}
+			}
+		}
+		db.Callback().Raw().After("gorm:raw").Register("test:vanish", vanish)
+		db.Callback().Row().After("gorm:row").Register("test:vanish", vanish)
+		lk, err := New(db, DefaultConfig()).Acquire(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Acquire of a free lock whose expired row vanished = %v, want the lock", err)
+		}
+		if armed.Load() {
+			t.Fatal("the row was not deleted between the statements; the test did not test anything")
+		}
+		lk.Release(context.Background())
+	})
+}
