@@ -1,0 +1,662 @@
+package gocronlock_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	gomysql "github.com/go-sql-driver/mysql"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/gocronlock"
+)
+
+// Every test runs on SQLite (a file of its own in t.TempDir()), PostgreSQL
+// and MariaDB/MySQL. A server that cannot be reached is skipped, or fails
+// the test when GORMMUTEX_REQUIRE_DBS=1. Each connection pool a test opens
+// stands in for a separate scheduler process.
+
+var databases = []string{"sqlite", "postgres", "mysql"}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// mysqlDSN adds interpolateParams (one round trip per statement) and
+// parseTime unless the DSN sets them.
+func mysqlDSN(dsn string) string {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return dsn
+	}
+	if !strings.Contains(dsn, "interpolateParams") {
+		cfg.InterpolateParams = true
+	}
+	if !strings.Contains(dsn, "parseTime") {
+		cfg.ParseTime = true
+	}
+	return cfg.FormatDSN()
+}
+
+// openPool opens a new connection pool and checks that it can connect.
+func openPool(dial gorm.Dialector) (*gorm.DB, error) {
+	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// concurrently runs one subtest per name, all at the same time. The tests
+// mostly wait on timers, and parallel subtests would be limited to
+// GOMAXPROCS (-parallel) at a time, so they run as plain subtests, each
+// started from its own goroutine.
+func concurrently(t *testing.T, names []string, f func(t *testing.T, name string)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, name := range names {
+		wg.Go(func() {
+			t.Run(name, func(t *testing.T) { f(t, name) })
+		})
+	}
+	wg.Wait()
+}
+
+// eachDB runs f as a subtest on every database at once, after migrating it.
+// open returns a new connection pool, closed when the subtest ends.
+func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
+	t.Helper()
+	concurrently(t, databases, func(t *testing.T, name string) {
+		var dial func() gorm.Dialector
+		switch name {
+		case "sqlite":
+			dir := t.TempDir()
+			// Cleanups run last-registered first: this one runs after the
+			// pools are closed and before the folder is removed.
+			t.Cleanup(func() { waitFilesClosed(t, dir) })
+			dsn := "file:" + filepath.Join(dir, "locks.db") + "?_journal_mode=WAL&_busy_timeout=5000"
+			dial = func() gorm.Dialector { return sqlite.Open(dsn) }
+		case "postgres":
+			dsn := envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable")
+			dial = func() gorm.Dialector { return postgres.Open(dsn) }
+		case "mysql":
+			dsn := mysqlDSN(envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+			dial = func() gorm.Dialector { return mysql.Open(dsn) }
+		}
+		open := func() *gorm.DB {
+			t.Helper()
+			db, err := openPool(dial())
+			if err != nil {
+				t.Fatalf("open %s: %v", name, err)
+			}
+			t.Cleanup(func() {
+				if sqlDB, err := db.DB(); err == nil {
+					sqlDB.Close()
+				}
+			})
+			warmUp(t, db)
+			return db
+		}
+		first, err := openPool(dial())
+		if err != nil {
+			if name == "sqlite" {
+				t.Fatalf("open sqlite: %v", err)
+			}
+			if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
+				t.Fatalf("%s is unreachable and GORMMUTEX_REQUIRE_DBS=1: %v", name, err)
+			}
+			t.Skipf("%s unavailable (set GORMMUTEX_REQUIRE_DBS=1 to fail instead): %v", name, err)
+		}
+		sqlDB, _ := first.DB()
+		defer sqlDB.Close()
+		if err := gormmutex.AutoMigrate(first); err != nil {
+			t.Fatalf("AutoMigrate on %s: %v", name, err)
+		}
+		f(t, open)
+	})
+}
+
+// waitFilesClosed waits until this process has no file open in dir. After
+// a test closes its pools, a statement that gormmutex started in the
+// background (the purge of expired rows that follows a pool's first
+// acquisition) may still be running on a connection of a closed pool, and
+// SQLite would recreate its -wal and -shm files while t.TempDir's cleanup
+// removes the folder. Where /proc/self/fd cannot be read, it returns at once.
+func waitFilesClosed(t *testing.T, dir string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for quiet := 0; quiet < 2; { // twice in a row, 20 ms apart
+		open, err := anyFileOpenIn(dir)
+		switch {
+		case err != nil:
+			return
+		case !open:
+			quiet++
+		case time.Now().After(deadline):
+			t.Logf("files in %s still open after 10 s", dir)
+			return
+		default:
+			quiet = 0
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func anyFileOpenIn(dir string) (bool, error) {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return false, err
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// warmUp takes and frees a throwaway lock on a new pool. gormmutex purges
+// expired rows in the background after a pool's first acquisition, and then
+// at most once a minute: warming each pool up when it is opened keeps those
+// purges out of the scheduler ticks that the tests time. (On MySQL and
+// SQLite, a purge that deletes an expired row between a contender's INSERT
+// and its takeover DELETE makes that contender report ErrLocked for a free
+// lock, which would show as a skipped tick.)
+func warmUp(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	ctx := context.Background()
+	lk, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, uniqueKey(t)+"/warm-up")
+	if err != nil {
+		t.Fatalf("warm-up Acquire: %v", err)
+	}
+	if err := lk.Release(ctx); err != nil {
+		t.Fatalf("warm-up Release: %v", err)
+	}
+}
+
+var keySeq atomic.Int64
+
+// uniqueKey returns a lock key (a job name) that no other test, and no
+// earlier run on the same server, uses.
+func uniqueKey(t *testing.T) string {
+	return fmt.Sprintf("gocronlock-test/%s/%d/%d", t.Name(), time.Now().UnixNano(), keySeq.Add(1))
+}
+
+func mustLock(t *testing.T, l *gocronlock.Locker, key string) gocron.Lock {
+	t.Helper()
+	lk, err := l.Lock(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Lock(%q) = %v, want nil", key, err)
+	}
+	if lk == nil {
+		t.Fatalf("Lock(%q) returned a nil Lock and no error", key)
+	}
+	return lk
+}
+
+func wantLocked(t *testing.T, l *gocronlock.Locker, key string) {
+	t.Helper()
+	lk, err := l.Lock(context.Background(), key)
+	if !errors.Is(err, gormmutex.ErrLocked) {
+		if err == nil {
+			_ = lk.Unlock(context.Background())
+		}
+		t.Fatalf("Lock(%q) = %v, want an error matching gormmutex.ErrLocked", key, err)
+	}
+	var le *gormmutex.LockError
+	if !errors.As(err, &le) || le.LockID != key {
+		t.Fatalf("Lock(%q) error %v is not a *gormmutex.LockError naming the key", key, err)
+	}
+}
+
+func mustUnlock(t *testing.T, lk gocron.Lock) {
+	t.Helper()
+	if err := lk.Unlock(context.Background()); err != nil {
+		t.Fatalf("Unlock = %v, want nil", err)
+	}
+}
+
+// logBuffer collects log output from several goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLockContract checks the gocron.Locker contract: one holder per key
+// across connection pools (processes) and within one Locker, Unlock frees
+// the key, and keys are independent.
+func TestLockContract(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		a := gocronlock.New(open(), gormmutex.DefaultConfig())
+		b := gocronlock.New(open(), gormmutex.DefaultConfig())
+		key, other := uniqueKey(t), uniqueKey(t)
+
+		lk := mustLock(t, a, key)
+		wantLocked(t, b, key) // another process
+		wantLocked(t, a, key) // another scheduler sharing the Locker: not reentrant
+
+		lo := mustLock(t, b, other) // a different key is independent
+		mustUnlock(t, lo)
+
+		mustUnlock(t, lk)
+		lk2 := mustLock(t, b, key) // Unlock freed it
+		wantLocked(t, a, key)
+		mustUnlock(t, lk2)
+
+		if err := lk2.Unlock(context.Background()); !errors.Is(err, gormmutex.ErrReleased) {
+			t.Fatalf("second Unlock = %v, want an error matching gormmutex.ErrReleased", err)
+		}
+	})
+}
+
+// TestUnlockCancelledContext checks that Unlock frees the lock even when
+// given a cancelled context, as gocron does when a scheduler shuts down
+// while a job runs.
+func TestUnlockCancelledContext(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		a := gocronlock.New(open(), gormmutex.DefaultConfig())
+		b := gocronlock.New(open(), gormmutex.DefaultConfig())
+		key := uniqueKey(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		lk, err := a.Lock(ctx, key)
+		if err != nil {
+			t.Fatalf("Lock = %v", err)
+		}
+		cancel()
+		if err := lk.Unlock(ctx); err != nil {
+			t.Fatalf("Unlock(cancelled ctx) = %v, want nil", err)
+		}
+		mustUnlock(t, mustLock(t, b, key))
+	})
+}
+
+// TestMinHold checks that a lock unlocked early stays unavailable to other
+// schedulers until MinHold after it was taken, and no longer.
+func TestMinHold(t *testing.T) {
+	t.Parallel()
+	const hold = 2 * time.Second
+	const slack = 20 * time.Millisecond // SQLite keeps milliseconds only
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		cfg := gormmutex.DefaultConfig()
+		cfg.MinHold = hold
+		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		key := uniqueKey(t)
+
+		start := time.Now()
+		mustUnlock(t, mustLock(t, a, key)) // a very short job
+		lk, err := b.Lock(context.Background(), key)
+		if elapsed := time.Since(start); elapsed < hold-slack && !errors.Is(err, gormmutex.ErrLocked) {
+			t.Fatalf("Lock %v after the first Lock = %v, want ErrLocked until MinHold %v", elapsed, err, hold)
+		}
+		for err != nil {
+			if !errors.Is(err, gormmutex.ErrLocked) {
+				t.Fatalf("Lock = %v", err)
+			}
+			if time.Since(start) > hold+10*time.Second {
+				t.Fatalf("lock still held %v after it was taken, with MinHold %v", time.Since(start), hold)
+			}
+			time.Sleep(50 * time.Millisecond)
+			lk, err = b.Lock(context.Background(), key)
+		}
+		if elapsed := time.Since(start); elapsed < hold-slack {
+			t.Fatalf("lock taken again %v after the first Lock, before MinHold %v", elapsed, hold)
+		}
+		mustUnlock(t, lk)
+	})
+}
+
+// TestExpiredWithoutKeepAlive checks that a run that outlives its TTL loses
+// the lock to another scheduler, and that its Unlock reports and logs
+// ErrTimeout (gocron itself ignores the error).
+func TestExpiredWithoutKeepAlive(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		var logs logBuffer
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(300 * time.Millisecond)}
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		key := uniqueKey(t)
+
+		lk := mustLock(t, a, key)
+		time.Sleep(1200 * time.Millisecond) // four TTLs
+		lk2 := mustLock(t, b, key)
+		if err := lk.Unlock(context.Background()); !errors.Is(err, gormmutex.ErrTimeout) {
+			t.Fatalf("Unlock after expiry = %v, want an error matching gormmutex.ErrTimeout", err)
+		}
+		if out := logs.String(); !strings.Contains(out, "gocronlock: unlock failed") || !strings.Contains(out, key) {
+			t.Errorf("Unlock's error was not logged; log:\n%s", out)
+		}
+		wantLocked(t, a, key) // the late Unlock did not free the new holder's lock
+		mustUnlock(t, lk2)
+	})
+}
+
+// TestKeepAlive checks that with Config.KeepAlive a run longer than the TTL
+// keeps the lock until Unlock.
+func TestKeepAlive(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		var logs logBuffer
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(1500 * time.Millisecond), KeepAlive: true}
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		key := uniqueKey(t)
+
+		lk := mustLock(t, a, key)
+		for range 8 { // 4 s: well past the TTL
+			time.Sleep(500 * time.Millisecond)
+			wantLocked(t, b, key)
+		}
+		mustUnlock(t, lk)
+		mustUnlock(t, mustLock(t, b, key))
+		if out := logs.String(); strings.Contains(out, "lock lost") {
+			t.Errorf("keep-alive lost the lock; log:\n%s", out)
+		}
+	})
+}
+
+// TestInvalid checks that configuration errors and bad keys surface from
+// Lock without touching a database.
+func TestInvalid(t *testing.T) {
+	t.Parallel()
+	if _, err := gocronlock.New(nil, gormmutex.DefaultConfig()).Lock(context.Background(), "job"); !errors.Is(err, gormmutex.ErrInvalidConfig) {
+		t.Errorf("Lock on a nil db = %v, want an error matching gormmutex.ErrInvalidConfig", err)
+	}
+	db, err := gorm.Open(sqlite.Open("file:"+filepath.Join(t.TempDir(), "x.db")), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
+	if _, err := gocronlock.New(db, gormmutex.DefaultConfig()).Lock(context.Background(), ""); !errors.Is(err, gormmutex.ErrInvalidLockID) {
+		t.Errorf("Lock with an empty key = %v, want an error matching gormmutex.ErrInvalidLockID", err)
+	}
+	if _, err := gocronlock.New(db, gormmutex.Config{MinHold: -time.Second}).Lock(context.Background(), "job"); !errors.Is(err, gormmutex.ErrInvalidConfig) {
+		t.Errorf("Lock with a negative MinHold = %v, want an error matching gormmutex.ErrInvalidConfig", err)
+	}
+}
+
+// TestSchedulers runs one short job on three gocron schedulers, each with
+// its own connection pool, every second for five ticks, and checks that
+// every tick ran on exactly one scheduler. With "drifted", the schedulers'
+// ticks are 100 ms apart, as with clock skew: MinHold keeps the later ones
+// from running a tick that an earlier one already finished.
+func TestSchedulers(t *testing.T) {
+	t.Parallel()
+	offsets := map[string][]time.Duration{
+		"aligned": {0, 0, 0},
+		"drifted": {0, 100 * time.Millisecond, 200 * time.Millisecond},
+	}
+	concurrently(t, []string{"aligned", "drifted"}, func(t *testing.T, name string) {
+		eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+			runSchedulers(t, open, offsets[name])
+		})
+	})
+}
+
+// schedLog records, for one run of runSchedulers, every Lock call the
+// schedulers make and every run of the job.
+type schedLog struct {
+	t0      time.Time
+	period  time.Duration
+	offsets []time.Duration
+
+	mu       sync.Mutex
+	attempts []attempt     // every Lock call
+	runs     map[int][]int // tick -> the schedulers whose job ran it
+	lastWon  []int         // per scheduler: the tick of its last successful Lock
+}
+
+type attempt struct {
+	sched, tick      int
+	called, returned time.Time
+	err              error
+	unlocked         time.Time // when Unlock returned, for a won lock
+}
+
+// tickOf is the tick that scheduler i was serving at time at: tick k is due
+// at t0 + k*period + offsets[i].
+func (r *schedLog) tickOf(i int, at time.Time) int {
+	return int(math.Round(float64(at.Sub(r.t0)-r.offsets[i]) / float64(r.period)))
+}
+
+// recordingLocker wraps a scheduler's Locker to record when gocron asks for
+// the lock: the time of the call, unlike the time the job starts, does not
+// depend on the database's latency.
+type recordingLocker struct {
+	inner gocron.Locker
+	sched int
+	log   *schedLog
+}
+
+func (rl recordingLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
+	called := time.Now()
+	lk, err := rl.inner.Lock(ctx, key)
+	r := rl.log
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := attempt{sched: rl.sched, tick: r.tickOf(rl.sched, called), called: called, returned: time.Now(), err: err}
+	r.attempts = append(r.attempts, a)
+	if err != nil {
+		return nil, err
+	}
+	r.lastWon[rl.sched] = a.tick
+	return recordingLock{lk, r, len(r.attempts) - 1}, nil
+}
+
+// recordingLock records when its Unlock returned.
+type recordingLock struct {
+	inner gocron.Lock
+	log   *schedLog
+	i     int // index in log.attempts
+}
+
+func (rl recordingLock) Unlock(ctx context.Context) error {
+	err := rl.inner.Unlock(ctx)
+	rl.log.mu.Lock()
+	defer rl.log.mu.Unlock()
+	rl.log.attempts[rl.i].unlocked = time.Now()
+	return err
+}
+
+// describe lists the Lock calls for ticks k-1 and k, with times relative to
+// when each was due on its scheduler.
+func (r *schedLog) describe(k int) string {
+	var b strings.Builder
+	for _, a := range r.attempts {
+		if a.tick != k && a.tick != k-1 {
+			continue
+		}
+		due := r.t0.Add(time.Duration(a.tick)*r.period + r.offsets[a.sched])
+		rel := func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return t.Sub(due).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(&b, "\n  tick %d, scheduler %d: Lock called %s, returned %s, err %v, Unlock returned %s",
+			a.tick, a.sched, rel(a.called), rel(a.returned), a.err, rel(a.unlocked))
+	}
+	return b.String()
+}
+
+// ran records a run of the job on scheduler i, for the tick it won last.
+func (r *schedLog) ran(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.runs[r.lastWon[i]] = append(r.runs[r.lastWon[i]], i)
+}
+
+func runSchedulers(t *testing.T, open func() *gorm.DB, offsets []time.Duration) {
+	const (
+		period = time.Second
+		ticks  = 5
+	)
+	name := uniqueKey(t) // the job name, which gocron passes as the lock key
+	cfg := gormmutex.DefaultConfig()
+	cfg.MinHold = period / 2
+
+	r := &schedLog{period: period, offsets: offsets, runs: map[int][]int{}, lastWon: make([]int, len(offsets))}
+	scheds := make([]gocron.Scheduler, len(offsets))
+	for i := range scheds {
+		locker := recordingLocker{inner: gocronlock.New(open(), cfg), sched: i, log: r}
+		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
+		if err != nil {
+			t.Fatalf("NewScheduler: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Shutdown() })
+		scheds[i] = s
+	}
+
+	// Tick k is due on scheduler i at t0 + k*period + offsets[i].
+	r.t0 = time.Now().Truncate(period).Add(2 * period)
+	for i, s := range scheds {
+		_, err := s.NewJob(
+			gocron.DurationJob(period),
+			gocron.NewTask(func() {
+				r.ran(i)
+				time.Sleep(10 * time.Millisecond) // a short job: the case MinHold is for
+			}),
+			gocron.WithName(name),
+			gocron.WithStartAt(gocron.WithStartDateTime(r.t0.Add(offsets[i]))),
+		)
+		if err != nil {
+			t.Fatalf("NewJob: %v", err)
+		}
+	}
+	for _, s := range scheds {
+		s.Start()
+	}
+	// Stop between the last tick and the one after it. A scheduler that is
+	// slow to stop may still serve that next tick, which is checked as well.
+	time.Sleep(time.Until(r.t0.Add((ticks-1)*period + period/2)))
+	var wg sync.WaitGroup
+	for _, s := range scheds {
+		wg.Go(func() {
+			if err := s.Shutdown(); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var table strings.Builder
+	calls := make([]int, len(offsets))
+	for _, a := range r.attempts {
+		calls[a.sched]++
+		if a.err != nil && !errors.Is(a.err, gormmutex.ErrLocked) && !errors.Is(a.err, context.Canceled) {
+			t.Errorf("scheduler %d: Lock failed with an error other than ErrLocked: %v", a.sched, a.err)
+		}
+	}
+	last := ticks - 1
+	for k := range r.runs {
+		last = max(last, k)
+		if k < 0 {
+			t.Errorf("a run at tick %d, before the first tick", k)
+		}
+	}
+	for k := 0; k <= last; k++ {
+		fmt.Fprintf(&table, "\n  tick %d: ran on schedulers %v", k, r.runs[k])
+	}
+	t.Logf("runs per tick:%s\nLock calls per scheduler: %v", table.String(), calls)
+
+	for k := 0; k <= last; k++ {
+		if who := r.runs[k]; len(who) > 1 {
+			t.Errorf("tick %d ran on %d schedulers %v, want exactly one; Lock calls:%s", k, len(who), who, r.describe(k))
+		}
+	}
+	for k := range ticks {
+		if len(r.runs[k]) == 0 {
+			if why := r.skipExplained(k, cfg.MinHold); why != "" {
+				t.Logf("tick %d ran on no scheduler, as it may on an overloaded machine: %s", k, why)
+			} else {
+				t.Errorf("tick %d ran on no scheduler, want exactly one; Lock calls:%s", k, r.describe(k))
+			}
+		}
+	}
+	// Every scheduler took part in (nearly) every tick, so the test did
+	// exercise the lock and not a single live scheduler.
+	for i, n := range calls {
+		if n < ticks-1 {
+			t.Errorf("scheduler %d called Lock %d times, want at least %d", i, n, ticks-1)
+		}
+	}
+}
+
+// skipExplained says why tick k may rightly have run nowhere, or returns ""
+// if it should have run. MinHold keeps a lock from being taken again until
+// MinHold after it was taken, on the database's clock; it was taken before
+// the winning Lock call returned. So if every Lock call for tick k came
+// before the last earlier win's return plus MinHold, a late earlier win
+// (on a machine too busy to keep to the schedule) explains the skip. A call
+// after that instant should have found the lock free.
+func (r *schedLog) skipExplained(k int, minHold time.Duration) string {
+	var lastWin attempt
+	var calls []attempt
+	for _, a := range r.attempts {
+		switch {
+		case a.tick < k && a.err == nil && a.returned.After(lastWin.returned):
+			lastWin = a
+		case a.tick == k:
+			calls = append(calls, a)
+		}
+	}
+	if lastWin.returned.IsZero() || len(calls) == 0 {
+		return ""
+	}
+	free := lastWin.returned.Add(minHold)
+	for _, a := range calls {
+		if !a.called.Before(free) || !errors.Is(a.err, gormmutex.ErrLocked) {
+			return ""
+		}
+	}
+	due := r.t0.Add(time.Duration(lastWin.tick)*r.period + r.offsets[lastWin.sched])
+	return fmt.Sprintf("scheduler %d took the lock for tick %d %v after it was due, and MinHold %v from then covered every Lock call for tick %d",
+		lastWin.sched, lastWin.tick, lastWin.returned.Sub(due).Round(time.Millisecond), minHold, k)
+}
