@@ -1,5 +1,6 @@
 # Every target runs from a clean checkout; see README.md.
-STATICCHECK_VERSION ?= v0.8.2 # the module version of staticcheck 2026.2.2
+# staticcheck 2026.2.2 is module version v0.8.2
+STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
 .PHONY: test demo lint fuzz bench ci
