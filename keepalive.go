@@ -7,20 +7,32 @@ import (
 	"time"
 )
 
-// keepAlive renews lk about every TTL/3 while fn runs, when
-// Config.KeepAlive is set. If a renewal finds the lock lost, or the
-// database cannot be reached before the lease runs out, it cancels fn's
-// context with a cause matching ErrTimeout. A transient failure that leaves
-// time before expiry is retried. stop ends the renewals, cancelling one in
-// flight, and returns once the goroutine has finished.
-func (lk *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (stop func()) {
-	l := lk.locker
-	if !l.cfg.KeepAlive || l.cfg.TTL == nil {
+// keepAlive is KeepAlive for Locker.Do: it runs when Config.KeepAlive is
+// set, and cancels fn's context with the loss.
+func (lk *Lock) keepAlive(cancel context.CancelCauseFunc) (stop func()) {
+	if !lk.locker.cfg.KeepAlive {
 		return func() {}
 	}
-	// Renewals outlive fn's context (fn may still be winding down after its
-	// caller gave up), so they run on a detached context that stop ends.
-	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	return lk.KeepAlive(func(err error) { cancel(err) })
+}
+
+// KeepAlive renews the lock in the background, about every TTL/3 on the
+// database's clock, until stop is called, so that it does not expire while
+// its holder runs: Locker.Do does this for Config.KeepAlive, and code that
+// uses Acquire and Release calls it itself. If a renewal finds the lock
+// lost (expired, force-released), or cannot reach the database before the
+// lease runs out, KeepAlive calls lost once, with an error matching
+// ErrTimeout, and renews no more; the holder should stop its work. A
+// renewal that fails with time still left is retried with backoff. stop
+// ends the renewals, cancelling one in flight, and returns once they have
+// ended; call it before Release. For a lock without TTL there is nothing to
+// renew, and stop does nothing.
+func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
+	l := lk.locker
+	if l.cfg.TTL == nil {
+		return func() {}
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
 	interval := max(*l.cfg.TTL/3, time.Millisecond)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -50,7 +62,9 @@ func (lk *Lock) keepAlive(ctx context.Context, cancel context.CancelCauseFunc) (
 					err = lockErr("keep-alive", lk.lockID, errors.Join(ErrTimeout, err))
 				}
 				l.logger().Warn("gormmutex: lock lost while held", "lock_id", lk.lockID, "err", err)
-				cancel(err)
+				if lost != nil {
+					lost(err)
+				}
 				return
 			default:
 				l.logger().Info("gormmutex: lock renewal failed, retrying", "lock_id", lk.lockID, "err", err)

@@ -410,3 +410,50 @@ func TestListForceRelease(t *testing.T) {
 		expired.Release(ctx)
 	})
 }
+
+// TestLockKeepAlive: the keep-alive for Acquire users renews past the TTL,
+// reports a loss once through lost, and stops on request.
+func TestLockKeepAlive(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		ctx := context.Background()
+		const ttl = time.Second
+		l := New(b.pool(t), Config{TTL: Duration(ttl)})
+		admin := New(b.pool(t), DefaultConfig())
+		id := lockID(t)
+		lk := mustAcquire(t, l, id)
+		lostErrs := make(chan error, 2)
+		stop := lk.KeepAlive(func(err error) { lostErrs <- err })
+		time.Sleep(3 * ttl)
+		_, err := admin.Acquire(ctx, id)
+		wantErr(t, "Acquire of a kept-alive lock after 3 TTLs", err, ErrLocked)
+		if err := admin.ForceRelease(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-lostErrs:
+			wantErr(t, "lost", err, ErrTimeout)
+		case <-time.After(ttl + 5*time.Second):
+			t.Fatal("lost was not called after ForceRelease")
+		}
+		stop()
+		if len(lostErrs) != 0 {
+			t.Errorf("lost called more than once")
+		}
+		wantErr(t, "Release after the loss", lk.Release(ctx), ErrTimeout)
+
+		// stop before any loss: renewals end, the lock then expires.
+		lk = mustAcquire(t, l, id)
+		stop = lk.KeepAlive(func(err error) { t.Errorf("lost(%v) after a clean stop", err) })
+		time.Sleep(ttl / 2)
+		stop()
+		if err := lk.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// A lock without TTL has nothing to renew.
+		never := mustAcquire(t, New(b.pool(t), Config{}), id)
+		never.KeepAlive(nil)()
+		never.Release(ctx)
+	})
+}

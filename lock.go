@@ -111,7 +111,7 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 	}
 	fnCtx, cancel := context.WithCancelCause(context.WithValue(ctx, lockKey{}, lk))
 	defer cancel(nil)
-	stop := lk.keepAlive(fnCtx, cancel)
+	stop := lk.keepAlive(cancel)
 
 	finished := false
 	defer func() {

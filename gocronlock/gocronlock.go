@@ -54,9 +54,14 @@ func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	held := &lock{lk: lk, logger: l.logger()}
-	if l.cfg.KeepAlive && l.cfg.TTL != nil {
-		held.keepAlive(*l.cfg.TTL)
+	held := &lock{lk: lk, logger: l.logger(), stop: func() {}}
+	if l.cfg.KeepAlive {
+		// gocron offers no way to stop a running job, so a lost lock can
+		// only be reported: the run goes on without it.
+		held.stop = lk.KeepAlive(func(err error) {
+			held.logger.Warn("gocronlock: lock lost while the job ran; another scheduler may run it too",
+				"lock_id", lk.LockID(), "err", err)
+		})
 	}
 	return held, nil
 }
@@ -73,8 +78,7 @@ type lock struct {
 	lk     *gormmutex.Lock
 	logger *slog.Logger
 
-	stop context.CancelFunc // ends the keep-alive; nil without one
-	done chan struct{}      // closed when the keep-alive has ended
+	stop func() // ends the keep-alive, if any, and waits for it
 }
 
 // Unlock releases the lock, stopping its keep-alive first. It runs on a
@@ -86,10 +90,7 @@ type lock struct {
 // means the run outlived its lock. A second Unlock returns an error matching
 // gormmutex.ErrReleased.
 func (h *lock) Unlock(ctx context.Context) error {
-	if h.stop != nil {
-		h.stop()
-		<-h.done
-	}
+	h.stop()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 	defer cancel()
 	err := h.lk.Release(ctx)
@@ -97,44 +98,4 @@ func (h *lock) Unlock(ctx context.Context) error {
 		h.logger.WarnContext(ctx, "gocronlock: unlock failed", "lock_id", h.lk.LockID(), "err", err)
 	}
 	return err
-}
-
-// keepAlive starts renewing the lock every ttl/3 until Unlock. It stops
-// early, with a warning, when a renewal finds the lock lost or cannot reach
-// the database before the lease runs out: gocron offers no way to stop a
-// running job, so the run goes on without the lock.
-func (h *lock) keepAlive(ttl time.Duration) {
-	ctx, cancel := context.WithCancel(context.Background())
-	h.stop, h.done = cancel, make(chan struct{})
-	interval := max(ttl/3, time.Millisecond)
-	go func() {
-		defer close(h.done)
-		t := time.NewTimer(interval)
-		defer t.Stop()
-		retry := max(interval/4, 10*time.Millisecond)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			expires, _ := h.lk.ExpiresAt()
-			attempt, acancel := context.WithDeadline(ctx, expires)
-			err := h.lk.Refresh(attempt)
-			acancel()
-			switch {
-			case err == nil:
-				t.Reset(interval)
-			case ctx.Err() != nil:
-				return
-			case errors.Is(err, gormmutex.ErrTimeout) || !time.Now().Before(expires):
-				h.logger.Warn("gocronlock: lock lost while the job ran; another scheduler may run it too",
-					"lock_id", h.lk.LockID(), "err", err)
-				return
-			default:
-				h.logger.Info("gocronlock: lock renewal failed, retrying", "lock_id", h.lk.LockID(), "err", err)
-				t.Reset(retry)
-			}
-		}
-	}()
 }
