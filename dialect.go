@@ -180,6 +180,9 @@ var postgresDialect = func() *dialect {
 		},
 	}, "now()", plus)
 	d.releaseAsync = async + ", released AS (" + d.release + notify + ", async_commit"
+	// A purge that a crash undoes only leaves expired rows behind.
+	d.purge = async + " DELETE FROM " + TableName + " USING async_commit WHERE id IN (SELECT id FROM " + TableName +
+		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"
 	d.release = "WITH released AS (" + d.release + notify
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
 	return d

@@ -7,15 +7,6 @@ import (
 	"time"
 )
 
-// keepAlive is KeepAlive for Locker.Do: it runs when Config.KeepAlive is
-// set, and cancels fn's context with the loss.
-func (lk *Lock) keepAlive(cancel context.CancelCauseFunc) (stop func()) {
-	if !lk.locker.cfg.KeepAlive {
-		return func() {}
-	}
-	return lk.KeepAlive(func(err error) { cancel(err) })
-}
-
 // KeepAlive renews the lock in the background, about every TTL/3 on the
 // database's clock, until stop is called, so that it does not expire while
 // its holder runs: Locker.Do does this for Config.KeepAlive, and code that

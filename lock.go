@@ -2,6 +2,7 @@ package gormmutex
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,9 +110,14 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 		}
 		return err
 	}
-	fnCtx, cancel := context.WithCancelCause(context.WithValue(ctx, lockKey{}, lk))
-	defer cancel(nil)
-	stop := lk.keepAlive(cancel)
+	fnCtx := context.WithValue(ctx, lockKey{}, lk)
+	stop := func() {}
+	if l.cfg.KeepAlive {
+		var cancel context.CancelCauseFunc
+		fnCtx, cancel = context.WithCancelCause(fnCtx)
+		defer cancel(nil)
+		stop = lk.KeepAlive(func(err error) { cancel(err) })
+	}
 
 	finished := false
 	defer func() {
@@ -195,13 +201,26 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 	}
 }
 
+// attemptTimeout bounds the statements of one acquire attempt. They run
+// detached from the caller's context: a statement cut off mid-flight by a
+// cancellation may still have taken the lock in the database, and its
+// caller would never learn of it, leaving a phantom lock until the TTL.
+// When the caller's context ends during an attempt, the attempt completes
+// and a lock it took is released at once.
+const attemptTimeout = 10 * time.Second
+
 // tryAcquire makes one attempt: ErrLocked if the lock is live elsewhere.
 func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
+	defer cancel()
 	start := time.Now()
 	ttl := l.d.duration(l.cfg.TTL)
-	id, err := l.insert(ctx, lockID, ttl)
+	id, err := l.insert(ctx, sctx, lockID, ttl)
 	if err == nil && id == 0 && !l.d.insertTakesOver {
-		id, err = l.takeOver(ctx, lockID, ttl)
+		id, err = l.takeOver(ctx, sctx, lockID, ttl)
 	}
 	if err != nil {
 		return nil, err
@@ -213,6 +232,10 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	if l.cfg.TTL != nil {
 		lk.expires = start.Add(*l.cfg.TTL)
 	}
+	if err := ctx.Err(); err != nil {
+		_ = lk.Release(sctx) // the caller gave up meanwhile
+		return nil, err
+	}
 	return lk, nil
 }
 
@@ -223,37 +246,44 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 // (purged, or tidied by its late holder), which would otherwise make a free
 // lock look held. Of several contenders doing this, only one insert
 // succeeds: the unique index decides.
-func (l *Locker) takeOver(ctx context.Context, lockID string, ttl any) (int64, error) {
-	var expired []int64
-	err := l.retry(ctx, func(db *gorm.DB) error {
-		expired = expired[:0]
-		return db.Raw(l.d.probe, lockID).Scan(&expired).Error
+func (l *Locker) takeOver(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
+	var expired int64
+	gone := false
+	err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
+		id, ok, err := scanID(db.Raw(l.d.probe, lockID))
+		expired, gone = id, !ok
+		return err
 	})
 	switch {
 	case err != nil:
 		return 0, err
-	case len(expired) == 1 && expired[0] == 0:
+	case !gone && expired == 0:
 		return 0, nil // live
-	case len(expired) == 1:
-		if _, err := l.exec(ctx, l.d.takeover, expired[0]); err != nil {
+	case !gone:
+		// Whether this delete or someone else's removed the row, try again.
+		if err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
+			return db.Exec(l.d.takeover, expired).Error
+		}); err != nil {
 			return 0, err
 		}
 	}
-	return l.insert(ctx, lockID, ttl)
+	return l.insert(ctx, sctx, lockID, ttl)
 }
 
 // insert runs the dialect's insert and returns the new row's id, or 0 when
 // the lock is live elsewhere.
-func (l *Locker) insert(ctx context.Context, lockID string, ttl any) (int64, error) {
+func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
 	var id int64
 	insert := l.d.insert
 	if l.cfg.AsyncCommit {
 		insert = l.d.insertAsync
 	}
-	err := l.retry(ctx, func(db *gorm.DB) error {
+	err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
 		id = 0
 		if l.d.returning {
-			return db.Raw(insert, lockID, ttl, l.holder).Scan(&id).Error
+			var err error
+			id, _, err = scanID(db.Raw(insert, lockID, ttl, l.holder))
+			return err
 		}
 		res := gorm.WithResult()
 		if err := db.Clauses(res).Exec(insert, lockID, ttl, l.holder).Error; err != nil {
@@ -267,6 +297,22 @@ func (l *Locker) insert(ctx context.Context, lockID string, ttl any) (int64, err
 		return nil
 	})
 	return id, err
+}
+
+// scanID reads the single integer a statement returns, if any: ok is false
+// when it returned no row.
+func scanID(tx *gorm.DB) (id int64, ok bool, err error) {
+	row := tx.Row()
+	if row == nil {
+		return 0, false, tx.Error
+	}
+	switch err := row.Scan(&id); {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	}
+	return id, true, nil
 }
 
 // exec runs one statement, retrying transient conflicts, and returns the
@@ -284,10 +330,16 @@ func (l *Locker) exec(ctx context.Context, sql string, args ...any) (int64, erro
 // retry runs f on a fresh session until it succeeds, fails with an error
 // that is not transient, transientBudget has passed or ctx ends.
 func (l *Locker) retry(ctx context.Context, f func(db *gorm.DB) error) error {
+	return l.retryOn(ctx, ctx, f)
+}
+
+// retryOn is retry with the statements run on sctx while the waits between
+// them end with ctx.
+func (l *Locker) retryOn(ctx, sctx context.Context, f func(db *gorm.DB) error) error {
 	var start time.Time
 	b := backoff{min: time.Millisecond, max: 50 * time.Millisecond}
 	for {
-		err := f(l.db.WithContext(ctx))
+		err := f(l.db.WithContext(sctx))
 		if err == nil || !l.d.transient(err) {
 			return err
 		}

@@ -818,3 +818,37 @@ func TestTakeoverRowVanishes(t *testing.T) {
 		lk.Release(context.Background())
 	})
 }
+
+// TestCancelledMidAcquire: the caller's context ends while the acquiring
+// statement is under way. Acquire reports the context's error and leaves no
+// lock behind: a statement cut off mid-flight could have taken the lock in
+// the database without its caller ever learning of it.
+func TestCancelledMidAcquire(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		db := b.pool(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var armed atomic.Bool
+		armed.Store(true)
+		cut := func(tx *gorm.DB) {
+			if strings.HasPrefix(tx.Statement.SQL.String(), "INSERT") && armed.CompareAndSwap(true, false) {
+				cancel() // the statement has been sent; its reply is not read yet (or just read)
+			}
+		}
+		db.Callback().Raw().After("gorm:raw").Register("test:cut", cut)
+		db.Callback().Row().After("gorm:row").Register("test:cut", cut)
+		id := lockID(t)
+		_, err := New(db, DefaultConfig()).Acquire(ctx, id)
+		wantErr(t, "Acquire whose context ended mid-statement", err, context.Canceled)
+		if armed.Load() {
+			t.Fatal("the context was not cancelled during the statement; the test tested nothing")
+		}
+		lk, err := New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id)
+		if err != nil {
+			t.Fatalf("Acquire after the cancelled one = %v: it left a phantom lock", err)
+		}
+		lk.Release(context.Background())
+	})
+}

@@ -22,7 +22,10 @@ import (
 const (
 	purgeInterval = time.Minute
 	purgeBatch    = 1000
-	purgeTimeout  = time.Minute
+	purgeTimeout  = 10 * time.Minute
+	// purgePace is how many times a batch's own duration the background
+	// purge rests before the next batch.
+	purgePace = 4
 )
 
 // Purge deletes every expired lock row and returns how many it deleted.
@@ -31,14 +34,25 @@ const (
 // in the background, so Purge is for operators and for tables that see many
 // one-off ids.
 func (l *Locker) Purge(ctx context.Context) (int64, error) {
+	return l.purge(ctx, 0)
+}
+
+// purge deletes expired rows in batches, resting pace times as long as
+// each batch took before the next one, so that a background purge of a
+// large backlog leaves the database mostly to the locks.
+func (l *Locker) purge(ctx context.Context, pace int) (int64, error) {
 	if l.err != nil {
 		return 0, l.err
 	}
 	var total int64
 	for {
+		start := time.Now()
 		n, err := l.exec(ctx, l.d.purge, purgeBatch)
 		total += n
 		if err != nil || n < purgeBatch {
+			return total, err
+		}
+		if err := sleep(ctx, time.Duration(pace)*time.Since(start), nil); err != nil {
 			return total, err
 		}
 	}
@@ -99,9 +113,12 @@ func (l *Locker) maybePurge() {
 		return
 	}
 	key := weak.Make(pool)
-	v, loaded := purges.LoadOrStore(key, &purgeState{})
-	if !loaded {
-		runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { purges.Delete(k) }, key)
+	v, ok := purges.Load(key)
+	if !ok {
+		var loaded bool
+		if v, loaded = purges.LoadOrStore(key, &purgeState{}); !loaded {
+			runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { purges.Delete(k) }, key)
+		}
 	}
 	s := v.(*purgeState)
 	now := time.Now().UnixNano()
@@ -119,7 +136,7 @@ func (l *Locker) maybePurge() {
 		defer purgeRuns.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 		defer cancel()
-		if n, err := quiet.Purge(ctx); err != nil {
+		if n, err := quiet.purge(ctx, purgePace); err != nil {
 			l.logger().Debug("gormmutex: background purge failed", "err", err)
 		} else if n > 0 {
 			l.logger().Debug("gormmutex: purged expired locks", "rows", n)
