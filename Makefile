@@ -36,7 +36,7 @@ fuzz:
 # locks, GET_LOCK and redsync; see bench/README.md.
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 .
-	cd bench && $(GO) run . -out results
+	cd bench && $(GO) run . -out results -update-readme README.md
 
 ci: lint test
 	$(MAKE) fuzz FUZZTIME=10s

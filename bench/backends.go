@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/mattn/go-sqlite3"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex"
+)
+
+// A backend is one SQL database under test. Every contender opens its own
+// pool(s) on it through open, so each pool's round trips are counted apart.
+type backend struct {
+	name    string // postgres, mysql, sqlite
+	title   string // for tables: "PostgreSQL", "MariaDB", "SQLite"
+	version string
+
+	pgCfg      *pgx.ConnConfig
+	myCfg      *gomysql.Config
+	sqlitePath string
+
+	admin *sql.DB // uncounted pool for setup, bulk rows and clean-up
+}
+
+// poolOpts says how to open one pool.
+type poolOpts struct {
+	c         *counter
+	maxConns  int
+	translate bool   // gorm.Config.TranslateError (for the django baseline)
+	proxy     string // host:port of a latency proxy to connect through, or ""
+	pgParams  map[string]string
+}
+
+var dbNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// newPostgres parses dsn and, when isolate is set, creates (if needed) and
+// switches to the database isolate, so that the bulk rows of scenarios d and
+// e never meet the db_mutexes rows of test suites running meanwhile.
+func newPostgres(ctx context.Context, dsn, isolate string) (*backend, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres dsn: %w", err)
+	}
+	b := &backend{name: "postgres", title: "PostgreSQL", pgCfg: cfg}
+	if isolate != "" && isolate != cfg.Database {
+		if !dbNameRE.MatchString(isolate) {
+			return nil, fmt.Errorf("bad -isolate-db name %q", isolate)
+		}
+		adm := sql.OpenDB(stdlib.GetConnector(*cfg.Copy()))
+		defer adm.Close()
+		var n int
+		if err := adm.QueryRowContext(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", isolate).Scan(&n); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		if n == 0 {
+			if _, err := adm.ExecContext(ctx, "CREATE DATABASE "+isolate); err != nil && !strings.Contains(err.Error(), "already exists") {
+				return nil, fmt.Errorf("postgres: create database: %w", err)
+			}
+		}
+		cfg = cfg.Copy()
+		cfg.Database = isolate
+		b.pgCfg = cfg
+	}
+	b.admin = sql.OpenDB(stdlib.GetConnector(*b.pgCfg.Copy()))
+	b.admin.SetMaxOpenConns(4)
+	if err := b.admin.QueryRowContext(ctx, "SHOW server_version").Scan(&b.version); err != nil {
+		b.admin.Close()
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return b, nil
+}
+
+// newMySQL is newPostgres for MySQL and MariaDB. It adds interpolateParams
+// and parseTime to the DSN, as gormmutex's README asks.
+func newMySQL(ctx context.Context, dsn, isolate string) (*backend, error) {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("mysql dsn: %w", err)
+	}
+	cfg.InterpolateParams = true
+	cfg.ParseTime = true
+	b := &backend{name: "mysql", title: "MySQL", myCfg: cfg}
+	if isolate != "" && isolate != cfg.DBName {
+		if !dbNameRE.MatchString(isolate) {
+			return nil, fmt.Errorf("bad -isolate-db name %q", isolate)
+		}
+		conn, err := gomysql.NewConnector(cfg)
+		if err != nil {
+			return nil, err
+		}
+		adm := sql.OpenDB(conn)
+		defer adm.Close()
+		if _, err := adm.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+isolate); err != nil {
+			return nil, fmt.Errorf("mysql: create database: %w", err)
+		}
+		cfg = cfg.Clone()
+		cfg.DBName = isolate
+		b.myCfg = cfg
+	}
+	conn, err := gomysql.NewConnector(b.myCfg)
+	if err != nil {
+		return nil, err
+	}
+	b.admin = sql.OpenDB(conn)
+	b.admin.SetMaxOpenConns(4)
+	if err := b.admin.QueryRowContext(ctx, "SELECT VERSION()").Scan(&b.version); err != nil {
+		b.admin.Close()
+		return nil, fmt.Errorf("mysql: %w", err)
+	}
+	if strings.Contains(strings.ToLower(b.version), "mariadb") {
+		b.title = "MariaDB"
+	}
+	return b, nil
+}
+
+// newSQLite uses a file in dir, in WAL mode so that several pools share it.
+func newSQLite(ctx context.Context, dir string) (*backend, error) {
+	b := &backend{name: "sqlite", title: "SQLite", sqlitePath: filepath.Join(dir, "bench.db")}
+	b.admin = sql.OpenDB(dsnConnector{&sqlite3.SQLiteDriver{}, b.sqliteDSN()})
+	b.admin.SetMaxOpenConns(1)
+	if err := b.admin.QueryRowContext(ctx, "SELECT sqlite_version()").Scan(&b.version); err != nil {
+		b.admin.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return b, nil
+}
+
+func (b *backend) sqliteDSN() string {
+	return "file:" + b.sqlitePath + "?_journal_mode=WAL&_busy_timeout=5000"
+}
+
+// connector returns a counted driver.Connector for one pool.
+func (b *backend) connector(o poolOpts) (driver.Connector, error) {
+	var inner driver.Connector
+	switch b.name {
+	case "postgres":
+		cfg := b.pgCfg.Copy()
+		if o.proxy != "" {
+			host, port, err := net.SplitHostPort(o.proxy)
+			if err != nil {
+				return nil, err
+			}
+			p, err := strconv.ParseUint(port, 10, 16)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Host, cfg.Port, cfg.Fallbacks = host, uint16(p), nil
+		}
+		for k, v := range o.pgParams {
+			cfg.RuntimeParams[k] = v
+		}
+		inner = stdlib.GetConnector(*cfg)
+	case "mysql":
+		c, err := gomysql.NewConnector(b.myCfg)
+		if err != nil {
+			return nil, err
+		}
+		inner = c
+	case "sqlite":
+		inner = dsnConnector{&sqlite3.SQLiteDriver{}, b.sqliteDSN()}
+	}
+	if o.c == nil {
+		o.c = &counter{}
+	}
+	return &countingConnector{inner, o.c}, nil
+}
+
+// openSQL opens a counted *sql.DB with maxConns connections, all kept idle
+// between uses (database/sql keeps only 2 idle by default, which would make
+// every run of 8 workers open and close connections).
+func (b *backend) openSQL(o poolOpts) (*sql.DB, error) {
+	conn, err := b.connector(o)
+	if err != nil {
+		return nil, err
+	}
+	db := sql.OpenDB(conn)
+	n := max(o.maxConns, 1)
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	return db, nil
+}
+
+// openGorm opens a counted pool and a *gorm.DB on it.
+func (b *backend) openGorm(o poolOpts) (*gorm.DB, error) {
+	sqlDB, err := b.openSQL(o)
+	if err != nil {
+		return nil, err
+	}
+	var dial gorm.Dialector
+	switch b.name {
+	case "postgres":
+		dial = postgres.New(postgres.Config{Conn: sqlDB})
+	case "mysql":
+		dial = mysql.New(mysql.Config{Conn: sqlDB})
+	case "sqlite":
+		dial = sqlite.New(sqlite.Config{Conn: sqlDB})
+	}
+	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, TranslateError: o.translate})
+	if err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func closeGorm(db *gorm.DB) {
+	if db == nil {
+		return
+	}
+	if s, err := db.DB(); err == nil {
+		s.Close()
+	}
+}
+
+// migrate creates gormmutex's table (with its own AutoMigrate) and the
+// django baseline's table.
+func (b *backend) migrate(ctx context.Context) error {
+	db, err := b.openGorm(poolOpts{maxConns: 2})
+	if err != nil {
+		return err
+	}
+	defer closeGorm(db)
+	if err := gormmutex.AutoMigrate(db.WithContext(ctx)); err != nil {
+		return fmt.Errorf("%s: gormmutex.AutoMigrate: %w", b.name, err)
+	}
+	if _, err := b.admin.ExecContext(ctx, djangoDDL[b.name]); err != nil {
+		return fmt.Errorf("%s: create %s: %w", b.name, djangoTable, err)
+	}
+	return nil
+}
+
+// countRows counts the rows of table whose lock_id starts with prefix.
+func (b *backend) countRows(ctx context.Context, table, prefix string) (int64, error) {
+	lo, hi := prefixRange(prefix)
+	var n int64
+	err := b.admin.QueryRowContext(ctx, b.rebind("SELECT count(*) FROM "+table+" WHERE lock_id >= ? AND lock_id < ?"), lo, hi).Scan(&n)
+	return n, err
+}
+
+// deletePrefix deletes the rows of table whose lock_id starts with prefix, as
+// a range on the lock_id index.
+func (b *backend) deletePrefix(ctx context.Context, table, prefix string) (int64, error) {
+	lo, hi := prefixRange(prefix)
+	res, err := b.admin.ExecContext(ctx, b.rebind("DELETE FROM "+table+" WHERE lock_id >= ? AND lock_id < ?"), lo, hi)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// prefixRange is the half-open range of strings that start with p, for a
+// prefix that ends in a byte below 0xff.
+func prefixRange(p string) (string, string) {
+	hi := []byte(p)
+	hi[len(hi)-1]++
+	return p, string(hi)
+}
+
+// rebind turns ? placeholders into $n on PostgreSQL.
+func (b *backend) rebind(q string) string {
+	if b.name != "postgres" {
+		return q
+	}
+	var sb strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&sb, "$%d", n)
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+func (b *backend) close() {
+	if b.admin != nil {
+		b.admin.Close()
+	}
+}
+
+// label is the backend's title and version, for tables.
+func (b *backend) label() string { return b.title + " " + b.version }
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// withTimeout is a shorthand for bounded setup steps.
+func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

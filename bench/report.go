@@ -1,0 +1,641 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Row is one line of the results: one contender in one scenario on one
+// store, over every round.
+type Row struct {
+	Store     string `json:"store"` // postgres, mysql, sqlite, redis
+	Scenario  string `json:"scenario"`
+	Contender string `json:"contender"`
+	Workers   int    `json:"workers"`
+	Keys      int    `json:"keys"`
+	Wait      bool   `json:"wait"`
+	Windows   int    `json:"windows"`
+
+	OpsPerSec       float64   `json:"ops_per_sec"`        // completed critical sections per second: the median of the windows
+	OpsPerSecPooled float64   `json:"ops_per_sec_pooled"` // all windows pooled
+	OpsPerSecWindow []float64 `json:"ops_per_sec_window"` // each window's
+	Ops             int64     `json:"ops"`
+	Locked          int64     `json:"locked"`
+	Errors          int64     `json:"errors"`
+	FirstError      string    `json:"first_error,omitempty"`
+
+	P50us float64 `json:"p50_us"` // per Do, start to return
+	P90us float64 `json:"p90_us"`
+	P99us float64 `json:"p99_us"`
+	MaxUs float64 `json:"max_us"`
+
+	// CallsPerOp is driver-level calls (Exec, Query, Prepare, Begin, Commit,
+	// Rollback; Redis commands) per completed critical section, waiters'
+	// polling included.
+	CallsPerOp float64            `json:"calls_per_op"`
+	CallsBy    map[string]float64 `json:"calls_by_kind_per_op,omitempty"`
+	// AllocsPerOp is heap allocations per Do (one-worker windows only; -1
+	// otherwise).
+	AllocsPerOp float64 `json:"allocs_per_op"`
+	// CPUusPerOp is the bench process's CPU time (user+system, all
+	// goroutines: client libraries, drivers, the bench loop) per completed
+	// critical section.
+	CPUusPerOp float64 `json:"client_cpu_us_per_op"`
+
+	Handoffs     int     `json:"handoffs,omitempty"`
+	HandoffP50us float64 `json:"handoff_p50_us,omitempty"` // release to next acquire, any worker
+	HandoffP99us float64 `json:"handoff_p99_us,omitempty"`
+	Switches     int     `json:"switches,omitempty"` // handoffs to another worker
+	CrossP50us   float64 `json:"cross_handoff_p50_us,omitempty"`
+	CrossP99us   float64 `json:"cross_handoff_p99_us,omitempty"`
+	Overlaps     int     `json:"exclusion_failures"`
+
+	// GMRatio is gormmutex's ops/s on the same store (for redis: on the
+	// table's store) and scenario divided by this row's.
+	GMRatio float64  `json:"gormmutex_ratio,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
+}
+
+// median is the middle value of xs (the mean of the two middle ones for an
+// even count): robust to one window that other work on the machine stalled.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func (r *runner) rows() []Row {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Row
+	for _, k := range r.order {
+		e := r.m[k]
+		row := Row{Store: k.Backend, Scenario: k.Scenario, Contender: k.Contender, Workers: k.Workers,
+			Keys: k.Workers, Wait: e.sp.wait, Windows: len(e.samples), OpsPerSecWindow: e.rounds, AllocsPerOp: -1}
+		if e.sp.sameKey {
+			row.Keys = 1
+		}
+		var lat, hand, cross []time.Duration
+		var elapsed, cpu time.Duration
+		var cs int64
+		var calls counts
+		var mallocs uint64
+		var mallocOps int64
+		for _, s := range e.samples {
+			row.Ops += s.Ops
+			row.Locked += s.Locked
+			row.Errors += s.Errors
+			if row.FirstError == "" {
+				row.FirstError = s.FirstErr
+			}
+			elapsed += s.Elapsed
+			cpu += s.CPU
+			cs += s.CSTotal
+			calls = calls.add(s.Calls)
+			lat = append(lat, s.lat...)
+			hand = append(hand, s.handoffs...)
+			cross = append(cross, s.crossHand...)
+			row.Switches += s.Switches
+			row.Overlaps += s.Overlaps
+			if s.Mallocs > 0 {
+				mallocs += s.Mallocs
+				mallocOps += s.CSTotal
+			}
+		}
+		row.OpsPerSecPooled = float64(row.Ops) / elapsed.Seconds()
+		row.OpsPerSec = median(e.rounds)
+		slices.Sort(lat)
+		row.P50us, row.P90us, row.P99us = us(percentile(lat, 50)), us(percentile(lat, 90)), us(percentile(lat, 99))
+		if len(lat) > 0 {
+			row.MaxUs = us(lat[len(lat)-1])
+		}
+		if cs > 0 {
+			row.CallsPerOp = float64(calls.total()) / float64(cs)
+			row.CPUusPerOp = us(cpu) / float64(cs)
+			row.CallsBy = map[string]float64{}
+			for name, v := range map[string]int64{"exec": calls.Exec, "query": calls.Query, "prepare": calls.Prepare,
+				"stmt_exec": calls.StmtExec, "stmt_query": calls.StmtQuery, "begin": calls.Begin,
+				"commit": calls.Commit, "rollback": calls.Rollback} {
+				if v != 0 {
+					row.CallsBy[name] = float64(v) / float64(cs)
+				}
+			}
+		}
+		if mallocOps > 0 {
+			row.AllocsPerOp = float64(mallocs) / float64(mallocOps)
+		}
+		if len(hand) > 0 {
+			slices.Sort(hand)
+			slices.Sort(cross)
+			row.Handoffs = len(hand)
+			row.HandoffP50us, row.HandoffP99us = us(percentile(hand, 50)), us(percentile(hand, 99))
+			row.CrossP50us, row.CrossP99us = us(percentile(cross, 50)), us(percentile(cross, 99))
+		}
+		row.Notes = r.notes[key{k.Backend, k.Scenario, k.Contender, 0}]
+		out = append(out, row)
+	}
+	// Ratios: gormmutex on the same store and scenario; redis rows are
+	// compared per SQL store when the tables are printed, and here against
+	// PostgreSQL.
+	gm := map[[2]string]float64{}
+	for _, row := range out {
+		if row.Contender == "gormmutex" {
+			gm[[2]string{row.Store, row.Scenario}] = row.OpsPerSec
+		}
+	}
+	for i := range out {
+		store := out[i].Store
+		if store == "redis" {
+			store = "postgres"
+		}
+		if g, ok := gm[[2]string{store, out[i].Scenario}]; ok && out[i].OpsPerSec > 0 {
+			out[i].GMRatio = g / out[i].OpsPerSec
+		}
+	}
+	return out
+}
+
+var scenarioTitle = map[string]string{
+	"a":       "a  1 worker, 1 key",
+	"w2":      "   2 workers, 2 keys",
+	"w4":      "   4 workers, 4 keys",
+	"c":       "c  8 workers, 8 keys",
+	"b":       "b  8 workers, 1 key, wait",
+	"empty-d": "   empty table, before d",
+	"empty-e": "   empty table, next to e",
+	"d":       "d  1M expired rows",
+	"d-purge": "d' 1M expired, fresh pool purging",
+	"e":       "e  100k live rows",
+}
+
+func (r *runner) scenarioName(s string) string {
+	if t, ok := scenarioTitle[s]; ok {
+		switch s {
+		case "d", "d-purge":
+			t = strings.Replace(t, "1M", humanCount(r.cfg.expired), 1)
+		case "e":
+			t = strings.Replace(t, "100k", humanCount(r.cfg.live), 1)
+		}
+		return t
+	}
+	if d, ok := strings.CutPrefix(s, "a+"); ok {
+		return "a  +" + d + " each way"
+	}
+	return s
+}
+
+func humanCount(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
+}
+
+// tableFor returns the rows to print for one SQL store: its own, then the
+// Redis rows of the same scenarios with the ratio to this store's gormmutex.
+func tableFor(rows []Row, store string) []Row {
+	var own, redis []Row
+	gm := map[string]float64{}
+	for _, row := range rows {
+		if row.Store == store && row.Contender == "gormmutex" {
+			gm[row.Scenario] = row.OpsPerSec
+		}
+	}
+	for _, row := range rows {
+		switch row.Store {
+		case store:
+			own = append(own, row)
+		case "redis":
+			row.GMRatio = 0
+			if g, ok := gm[row.Scenario]; ok && row.OpsPerSec > 0 {
+				row.GMRatio = g / row.OpsPerSec
+			}
+			redis = append(redis, row)
+		}
+	}
+	// Group by scenario in the order scenarios first appear.
+	var order []string
+	for _, row := range append(own, redis...) {
+		if !contains(order, row.Scenario) {
+			order = append(order, row.Scenario)
+		}
+	}
+	var out []Row
+	for _, s := range order {
+		for _, row := range own {
+			if row.Scenario == s {
+				out = append(out, row)
+			}
+		}
+		for _, row := range redis {
+			if row.Scenario == s {
+				out = append(out, row)
+			}
+		}
+	}
+	return out
+}
+
+func f0(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
+func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+// cells renders one row for the tables.
+func (r *runner) cells(row Row) []string {
+	name := row.Contender
+	if row.Store == "redis" {
+		name += " (Redis)"
+	}
+	allocs := "-"
+	if row.AllocsPerOp >= 0 {
+		allocs = f0(row.AllocsPerOp)
+	}
+	ratio := "-"
+	if row.GMRatio > 0 {
+		ratio = f2(row.GMRatio) + "x"
+	}
+	hand := "-"
+	if row.Handoffs > 0 {
+		hand = fmt.Sprintf("%s / %s", f2(row.HandoffP50us/1000), f2(row.HandoffP99us/1000))
+		if row.Switches > 0 {
+			hand += fmt.Sprintf(" (to another: %d%%, p50 %s)", int(math.Round(100*float64(row.Switches)/float64(row.Handoffs))), f2(row.CrossP50us/1000))
+		} else {
+			hand += " (to another: 0%)"
+		}
+	}
+	errs := ""
+	if row.Errors > 0 {
+		errs = fmt.Sprintf(" ERR %d", row.Errors)
+	}
+	if row.Overlaps > 0 {
+		errs += fmt.Sprintf(" OVERLAP %d", row.Overlaps)
+	}
+	return []string{r.scenarioName(row.Scenario), name + errs, f0(row.OpsPerSec), f0(row.P50us), f0(row.P99us),
+		f2(row.CallsPerOp), allocs, f0(row.CPUusPerOp), ratio, hand}
+}
+
+var header = []string{"scenario", "contender", "ops/s", "p50 µs", "p99 µs", "calls/op", "allocs/op", "CPU µs/op", "gm ÷ this", "handoff p50 / p99 ms"}
+
+func (r *runner) textTable(rows []Row) string {
+	var sb strings.Builder
+	for _, store := range []string{"postgres", "mysql", "sqlite"} {
+		b := r.backend(store)
+		t := tableFor(rows, store)
+		if b == nil || len(t) == 0 {
+			continue
+		}
+		title := b.label()
+		if r.redisVer != "" {
+			title += " (Redis " + r.redisVer + " rows for comparison)"
+		}
+		fmt.Fprintf(&sb, "\n== %s ==\n", title)
+		grid := [][]string{header}
+		for _, row := range t {
+			grid = append(grid, r.cells(row))
+		}
+		w := make([]int, len(header))
+		for _, line := range grid {
+			for i, c := range line {
+				w[i] = max(w[i], len([]rune(c)))
+			}
+		}
+		for _, line := range grid {
+			for i, c := range line {
+				pad := w[i] - len([]rune(c))
+				if i >= 2 && i <= 8 {
+					sb.WriteString(strings.Repeat(" ", pad) + c)
+				} else {
+					sb.WriteString(c + strings.Repeat(" ", pad))
+				}
+				if i < len(line)-1 {
+					sb.WriteString("  ")
+				}
+			}
+			sb.WriteString("\n")
+		}
+	}
+	return sb.String()
+}
+
+func (r *runner) markdownTable(rows []Row) string {
+	var sb strings.Builder
+	for _, store := range []string{"postgres", "mysql", "sqlite"} {
+		b := r.backend(store)
+		t := tableFor(rows, store)
+		if b == nil || len(t) == 0 {
+			continue
+		}
+		title := b.label()
+		if r.redisVer != "" {
+			title += " (and Redis " + r.redisVer + " for comparison)"
+		}
+		fmt.Fprintf(&sb, "\n#### %s\n\n", title)
+		sb.WriteString("| " + strings.Join(header, " | ") + " |\n|")
+		for i := range header {
+			if i >= 2 && i <= 8 {
+				sb.WriteString("---:|")
+			} else {
+				sb.WriteString("---|")
+			}
+		}
+		sb.WriteString("\n")
+		for _, row := range t {
+			c := r.cells(row)
+			c[0] = strings.TrimSpace(c[0])
+			sb.WriteString("| " + strings.Join(c, " | ") + " |\n")
+		}
+	}
+	return sb.String()
+}
+
+func (r *runner) report() error {
+	rows := r.rows()
+	if len(rows) == 0 {
+		return fmt.Errorf("no measurements")
+	}
+	r.machine.UptimeEnd = cmdOut("uptime")
+	fmt.Print(r.textTable(rows))
+	fmt.Println()
+	fmt.Print(r.targets(rows, false))
+	if err := os.MkdirAll(r.cfg.out, 0o755); err != nil {
+		return err
+	}
+	if err := writeCSV(filepath.Join(r.cfg.out, "results.csv"), rows); err != nil {
+		return err
+	}
+	if err := r.writeJSON(filepath.Join(r.cfg.out, "results.json"), rows); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.cfg.out, "throughput.svg"), []byte(r.svg(rows)), 0o644); err != nil {
+		return err
+	}
+	md := r.markdown(rows)
+	if err := os.WriteFile(filepath.Join(r.cfg.out, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if r.cfg.updateReadme != "" {
+		if err := r.updateReadme(rows); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("wrote %s/{results.csv,results.json,throughput.svg,results.md}\n", r.cfg.out)
+	return nil
+}
+
+func writeCSV(path string, rows []Row) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"store", "scenario", "contender", "workers", "keys", "wait", "windows", "ops_per_sec",
+		"ops", "locked", "errors", "ops_per_sec_pooled", "p50_us", "p90_us", "p99_us", "max_us", "calls_per_op", "allocs_per_op",
+		"client_cpu_us_per_op", "handoffs", "handoff_p50_us", "handoff_p99_us", "switches", "cross_handoff_p50_us",
+		"cross_handoff_p99_us", "exclusion_failures", "gormmutex_ratio", "notes"})
+	for _, r := range rows {
+		_ = w.Write([]string{r.Store, r.Scenario, r.Contender, strconv.Itoa(r.Workers), strconv.Itoa(r.Keys),
+			strconv.FormatBool(r.Wait), strconv.Itoa(r.Windows), f1(r.OpsPerSec), strconv.FormatInt(r.Ops, 10),
+			strconv.FormatInt(r.Locked, 10), strconv.FormatInt(r.Errors, 10), f1(r.OpsPerSecPooled), f1(r.P50us), f1(r.P90us), f1(r.P99us),
+			f1(r.MaxUs), f2(r.CallsPerOp), f1(r.AllocsPerOp), f1(r.CPUusPerOp), strconv.Itoa(r.Handoffs),
+			f1(r.HandoffP50us), f1(r.HandoffP99us), strconv.Itoa(r.Switches), f1(r.CrossP50us), f1(r.CrossP99us),
+			strconv.Itoa(r.Overlaps), f2(r.GMRatio), strings.Join(r.Notes, "; ")})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (r *runner) meta() map[string]any {
+	mean, peak, n := r.load.stats()
+	stores := map[string]string{}
+	for _, b := range r.backends {
+		stores[b.name] = b.label()
+	}
+	if r.redisVer != "" {
+		stores["redis"] = "Redis " + r.redisVer
+	}
+	return map[string]any{
+		"started":          r.start.UTC().Format(time.RFC3339),
+		"duration_seconds": math.Round(r.end.Sub(r.start).Seconds()),
+		"window":           r.cfg.dur.String(),
+		"warm_up":          r.cfg.warm.String(),
+		"rounds":           r.cfg.rounds,
+		"quick":            r.cfg.quick,
+		"expired_rows":     r.cfg.expired,
+		"live_rows":        r.cfg.live,
+		"stores":           stores,
+		"machine":          r.machine,
+		"load_1min_mean":   math.Round(mean*100) / 100,
+		"load_1min_peak":   peak,
+		"load_samples":     n,
+		"notes":            r.gnotes,
+	}
+}
+
+func (r *runner) writeJSON(path string, rows []Row) error {
+	b, err := json.MarshalIndent(map[string]any{"meta": r.meta(), "results": rows}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func find(rows []Row, store, scenario, contender string) (Row, bool) {
+	for _, r := range rows {
+		if r.Store == store && r.Scenario == scenario && r.Contender == contender {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
+
+// targets checks the numbers against issue 4's targets.
+func (r *runner) targets(rows []Row, md bool) string {
+	var sb strings.Builder
+	line := func(ok bool, format string, args ...any) {
+		mark := "MISSED"
+		if ok {
+			mark = "met"
+		}
+		if md {
+			fmt.Fprintf(&sb, "- **%s**: %s\n", mark, fmt.Sprintf(format, args...))
+		} else {
+			fmt.Fprintf(&sb, "  [%s] %s\n", mark, fmt.Sprintf(format, args...))
+		}
+	}
+	if md {
+		sb.WriteString("### Targets (issue 4)\n\n")
+	} else {
+		sb.WriteString("Targets (issue 4):\n")
+	}
+	for _, store := range []string{"postgres", "mysql", "sqlite"} {
+		b := r.backend(store)
+		if b == nil {
+			continue
+		}
+		gm, ok1 := find(rows, store, "a", "gormmutex")
+		dj, ok2 := find(rows, store, "a", "django")
+		if ok1 && ok2 && dj.OpsPerSec > 0 {
+			ratio := gm.OpsPerSec / dj.OpsPerSec
+			line(ratio >= 2.5, "%s uncontended Do: gormmutex %s ops/s = %sx django (%s ops/s); target >= 2.5x", b.title, f0(gm.OpsPerSec), f2(ratio), f0(dj.OpsPerSec))
+		}
+		if ok1 {
+			line(gm.CallsPerOp <= 2.0+0.01, "%s round trips per uncontended Do: %s (django: %s); target 2", b.title, f2(gm.CallsPerOp), f2(dj.CallsPerOp))
+		}
+		if gb, ok := find(rows, store, "b", "gormmutex"); ok && gb.Handoffs > 0 {
+			limit := 250.0
+			what := "the backoff cap (250 ms)"
+			if store == "postgres" {
+				limit, what = 5, "5 ms"
+			}
+			p50 := gb.CrossP50us / 1000
+			desc := fmt.Sprintf("%s handoff to another waiter p50: %s ms over %d such handoffs (all handoffs, mostly the releaser re-acquiring: p50 %s ms); %s calls per critical section with 8 workers; target p50 <= %s",
+				b.title, f2(p50), gb.Switches, f2(gb.HandoffP50us/1000), f2(gb.CallsPerOp), what)
+			line(gb.Switches > 0 && p50 <= limit, "%s", desc)
+		}
+		if store == "postgres" {
+			for _, scn := range []string{"a", "c"} {
+				fast, ok1 := find(rows, store, scn, "gormmutex-async")
+				adv, ok2 := find(rows, store, scn, "pg-advisory")
+				if ok1 && ok2 && adv.OpsPerSec > 0 {
+					rel := fast.OpsPerSec / adv.OpsPerSec
+					line(rel >= 0.5, "%s fast mode (AsyncCommit), scenario %s: %s ops/s = %s%% of advisory locks' %s ops/s; target >= 50%%", b.title, scn, f0(fast.OpsPerSec), f0(100*rel), f0(adv.OpsPerSec))
+				}
+			}
+		}
+		empty, okE := find(rows, store, "empty-d", "gormmutex")
+		if d, ok := find(rows, store, "d", "gormmutex"); ok && okE && empty.OpsPerSec > 0 {
+			rel := d.OpsPerSec / empty.OpsPerSec
+			line(rel >= 0.8, "%s with %s expired rows: %s ops/s = %s%% of the empty table's %s ops/s just before (no purge in flight); target >= 80%%", b.title, humanCount(r.cfg.expired), f0(d.OpsPerSec), f0(100*rel), f0(empty.OpsPerSec))
+		}
+		if d, ok := find(rows, store, "d-purge", "gormmutex"); ok && okE && empty.OpsPerSec > 0 {
+			rel := d.OpsPerSec / empty.OpsPerSec
+			line(rel >= 0.8, "%s with %s expired rows met by a fresh pool (background purge running): %s ops/s = %s%% of empty, p99 %s ms; target >= 80%%", b.title, humanCount(r.cfg.expired), f0(d.OpsPerSec), f0(100*rel), f2(d.P99us/1000))
+		}
+		emptyE, okEE := find(rows, store, "empty-e", "gormmutex")
+		if e, ok := find(rows, store, "e", "gormmutex"); ok && okEE && emptyE.OpsPerSec > 0 {
+			rel := e.OpsPerSec / emptyE.OpsPerSec
+			line(rel >= 0.8, "%s with %s live rows: %s ops/s = %s%% of the empty table's %s ops/s in alternating windows; target >= 80%%", b.title, humanCount(r.cfg.live), f0(e.OpsPerSec), f0(100*rel), f0(emptyE.OpsPerSec))
+		}
+	}
+	return sb.String()
+}
+
+func (r *runner) markdown(rows []Row) string {
+	var sb strings.Builder
+	mean, peak, n := r.load.stats()
+	fmt.Fprintf(&sb, "# gormmutex benchmark results\n\n")
+	fmt.Fprintf(&sb, "Generated by `go run . %s` in `bench/` on %s, %s long: windows of %s after %s of warm-up, %d round(s), contenders interleaved.\n\n",
+		strings.Join(os.Args[1:], " "), r.start.UTC().Format("2006-01-02 15:04 MST"), r.end.Sub(r.start).Round(time.Second), r.cfg.dur, r.cfg.warm, r.cfg.rounds)
+	sb.WriteString("## Machine\n\n")
+	fmt.Fprintf(&sb, "- nproc: %d (%s), %s\n", r.machine.NProc, r.machine.CPUModel, r.machine.Kernel)
+	fmt.Fprintf(&sb, "- Go: %s\n", r.machine.GoVersion)
+	fmt.Fprintf(&sb, "- gormmutex core: commit %s\n", r.machine.Core)
+	for _, b := range r.backends {
+		fmt.Fprintf(&sb, "- %s\n", b.label())
+	}
+	if r.redisVer != "" {
+		fmt.Fprintf(&sb, "- Redis %s\n", r.redisVer)
+	}
+	var mods []string
+	for k, v := range r.machine.Modules {
+		mods = append(mods, k+" "+v)
+	}
+	slices.Sort(mods)
+	fmt.Fprintf(&sb, "- modules: %s\n", strings.Join(mods, ", "))
+	fmt.Fprintf(&sb, "- load: 1-minute load average %.2f mean, %.2f peak over %d samples during the run (2 cores: above 2, other work was competing)\n", mean, peak, n)
+	fmt.Fprintf(&sb, "\n```\n$ free -h\n%s\n$ uptime   # at start\n%s\n$ uptime   # at end\n%s\n```\n", r.machine.Free, r.machine.UptimeStart, r.machine.UptimeEnd)
+	if len(r.gnotes) > 0 {
+		sb.WriteString("\nRun notes:\n")
+		for _, n := range r.gnotes {
+			fmt.Fprintf(&sb, "- %s\n", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.out, "ANALYSIS.md")); err == nil {
+		sb.WriteString("\nA hand-written analysis of a run (where gormmutex's time goes, what the core could change) is in [ANALYSIS.md](ANALYSIS.md); check its date against this file's.\n")
+	}
+	sb.WriteString("\n## Results\n")
+	sb.WriteString(resultsLegend)
+	sb.WriteString(r.markdownTable(rows))
+	var notes []string
+	for _, row := range rows {
+		for _, n := range row.Notes {
+			notes = append(notes, fmt.Sprintf("%s %s: %s", row.Store, row.Scenario, n))
+		}
+	}
+	if len(notes) > 0 {
+		sb.WriteString("\nNotes:\n")
+		for _, n := range notes {
+			fmt.Fprintf(&sb, "- %s\n", n)
+		}
+	}
+	sb.WriteString("\n![throughput against workers](throughput.svg)\n\n")
+	sb.WriteString(r.targets(rows, true))
+	return sb.String()
+}
+
+const resultsLegend = `
+ops/s: critical sections completed per second, the median of the windows
+(each window's value, and all windows pooled, are in the CSV and JSON). p50/p99:
+one Do, from call to return (in b this includes waiting). calls/op:
+driver-level calls (Exec, Query, Prepare, Begin, Commit, Rollback; Redis
+commands) per completed critical section, including the waiters' polling in
+b. allocs/op: heap allocations per Do in the one-worker windows. CPU µs/op:
+the bench process's own CPU (client library, driver, loop) per critical
+section. gm ÷ this: gormmutex's ops/s over this row's, same store and
+scenario. handoff: from one holder's release to the next holder's acquire
+(p50 / p99), with the share of handoffs that went to another worker and
+their p50.
+`
+
+const (
+	readmeBegin = "<!-- BENCH-RESULTS:BEGIN -->"
+	readmeEnd   = "<!-- BENCH-RESULTS:END -->"
+)
+
+func (r *runner) updateReadme(rows []Row) error {
+	b, err := os.ReadFile(r.cfg.updateReadme)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, readmeBegin), strings.Index(s, readmeEnd)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section", r.cfg.updateReadme, readmeBegin, readmeEnd)
+	}
+	mean, peak, _ := r.load.stats()
+	var sb strings.Builder
+	sb.WriteString(readmeBegin + "\n\n")
+	fmt.Fprintf(&sb, "Run of %s (`go run . %s`), %d cores, load average %.2f mean / %.2f peak; machine and versions in [results/results.md](results/results.md).\n",
+		r.start.UTC().Format("2006-01-02"), strings.Join(os.Args[1:], " "), r.machine.NProc, mean, peak)
+	sb.WriteString(resultsLegend)
+	sb.WriteString(r.markdownTable(rows))
+	sb.WriteString("\n![throughput against workers](results/throughput.svg)\n\n")
+	sb.WriteString(r.targets(rows, true))
+	sb.WriteString("\n")
+	s = s[:i] + sb.String() + s[j:]
+	return os.WriteFile(r.cfg.updateReadme, []byte(s), 0o644)
+}
