@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // TestPostgresCrash crashes a private PostgreSQL server (immediate stop: no
@@ -175,18 +177,18 @@ func TestAsyncCommit(t *testing.T) {
 			wantErr(t, "AsyncCommit on "+b.name, err, ErrInvalidConfig)
 			return
 		}
-		c := &counter{}
+		c := &sqlcount.Counter{}
 		counted := New(b.countedPool(t, c), Config{TTL: Duration(time.Minute), AsyncCommit: true})
 		mustAcquire(t, counted, id+"/warm-up").Release(ctx) // and the first background purge
 		purgeRuns.Wait()
-		c.reset()
+		c.Reset()
 		lk := mustAcquire(t, counted, id)
 		_, err := fast.Acquire(ctx, id)
 		wantErr(t, "Acquire of a held lock in fast mode", err, ErrLocked)
 		if err := lk.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if calls := c.reset(); len(calls) != 2 {
+		if calls := c.Reset(); calls.Total() != 2 {
 			t.Errorf("fast-mode acquire and release made %v, want 2 round trips", calls)
 		}
 		next := mustAcquire(t, fast, id)

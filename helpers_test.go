@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +21,8 @@ import (
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // The suite runs every behaviour against each database. A test gets a
@@ -140,7 +141,7 @@ func (b *backend) pool(t testing.TB) *gorm.DB {
 }
 
 // countedPool is pool with every driver-level round trip added to c.
-func (b *backend) countedPool(t testing.TB, c *counter) *gorm.DB {
+func (b *backend) countedPool(t testing.TB, c *sqlcount.Counter) *gorm.DB {
 	t.Helper()
 	db, err := openPool(b.name, b.dsn, c)
 	if err != nil {
@@ -150,7 +151,7 @@ func (b *backend) countedPool(t testing.TB, c *counter) *gorm.DB {
 	return db
 }
 
-func openPool(name, dsn string, c *counter) (*gorm.DB, error) {
+func openPool(name, dsn string, c *sqlcount.Counter) (*gorm.DB, error) {
 	var drv driver.Driver
 	switch name {
 	case "sqlite":
@@ -160,7 +161,7 @@ func openPool(name, dsn string, c *counter) (*gorm.DB, error) {
 	case "mysql":
 		drv = &gomysql.MySQLDriver{}
 	}
-	conn, err := newCountingConnector(drv, dsn, c)
+	conn, err := sqlcount.NewConnector(drv, dsn, c)
 	if err != nil {
 		return nil, err
 	}
@@ -214,28 +215,4 @@ func wantErr(t testing.TB, what string, err, want error) {
 	if !errors.Is(err, want) {
 		t.Fatalf("%s = %v, want an error matching %v", what, err, want)
 	}
-}
-
-// counter counts the round trips a pool makes at the database/sql driver
-// level: every Exec, Query, Prepare, Begin, Commit and Rollback.
-type counter struct {
-	mu    sync.Mutex
-	calls []string
-}
-
-func (c *counter) add(kind string) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	c.calls = append(c.calls, kind)
-	c.mu.Unlock()
-}
-
-func (c *counter) reset() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	calls := c.calls
-	c.calls = nil
-	return calls
 }

@@ -14,6 +14,8 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 func TestAcquireRelease(t *testing.T) {
@@ -350,7 +352,7 @@ func TestSecondRelease(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
-		c := &counter{}
+		c := &sqlcount.Counter{}
 		l := New(b.countedPool(t, c), DefaultConfig())
 		id := lockID(t)
 		lk := mustAcquire(t, l, id)
@@ -358,10 +360,10 @@ func TestSecondRelease(t *testing.T) {
 			t.Fatal(err)
 		}
 		next := mustAcquire(t, New(b.pool(t), DefaultConfig()), id)
-		c.reset()
+		c.Reset()
 		wantErr(t, "second Release", lk.Release(context.Background()), ErrReleased)
 		wantErr(t, "Refresh after Release", lk.Refresh(context.Background()), ErrReleased)
-		if calls := c.reset(); len(calls) != 0 {
+		if calls := c.Reset(); calls.Total() != 0 {
 			t.Errorf("second Release sent %v to the database, want nothing", calls)
 		}
 		_, err := l.Acquire(context.Background(), id)
@@ -507,14 +509,14 @@ func TestLockIDs(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
 		ctx := context.Background()
-		c := &counter{}
+		c := &sqlcount.Counter{}
 		l := New(b.countedPool(t, c), DefaultConfig())
 		for _, bad := range []string{"", strings.Repeat("x", MaxLockIDLen+1), "bad\xffutf8", "nul\x00byte"} {
-			c.reset()
+			c.Reset()
 			_, err := l.Acquire(ctx, bad)
 			wantErr(t, fmt.Sprintf("Acquire(%q)", bad), err, ErrInvalidLockID)
 			wantErr(t, fmt.Sprintf("ForceRelease(%q)", bad), l.ForceRelease(ctx, bad), ErrInvalidLockID)
-			if calls := c.reset(); len(calls) != 0 {
+			if calls := c.Reset(); calls.Total() != 0 {
 				t.Errorf("invalid id %q sent %v to the database", bad, calls)
 			}
 		}

@@ -3,10 +3,11 @@ package gormmutex
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // TestRoundTrips counts, at the database/sql driver level, what one
@@ -14,8 +15,8 @@ import (
 // no BEGIN, COMMIT or server-side prepare. django-db-mutex needs 8.
 func TestRoundTrips(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
-		measure := func(t *testing.T, dsn string) (do, held []string) {
-			c := &counter{}
+		measure := func(t *testing.T, dsn string) (do, held sqlcount.Counts) {
+			c := &sqlcount.Counter{}
 			bb := *b
 			bb.dsn = dsn
 			db := bb.countedPool(t, c)
@@ -27,28 +28,26 @@ func TestRoundTrips(t *testing.T) {
 				t.Fatal(err)
 			}
 			purgeRuns.Wait()
-			c.reset()
+			c.Reset()
 			if err := l.Do(ctx, id, func(context.Context) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
-			do = c.reset()
+			do = c.Reset()
 			lk := mustAcquire(t, New(b.pool(t), DefaultConfig()), id)
 			defer lk.Release(ctx)
-			c.reset()
+			c.Reset()
 			if _, err := l.Acquire(ctx, id); err == nil {
 				t.Fatal("Acquire of a held lock succeeded")
 			}
-			return do, c.reset()
+			return do, c.Reset()
 		}
 		do, held := measure(t, b.dsn)
-		fmt.Printf("round trips on %-8s uncontended Do: %d %v; Acquire of a held lock: %d %v\n", b.name, len(do), do, len(held), held)
-		if len(do) != 2 {
-			t.Errorf("uncontended Do made %d round trips %v, want 2", len(do), do)
+		fmt.Printf("round trips on %-8s uncontended Do: %d (%v); Acquire of a held lock: %d (%v)\n", b.name, do.Total(), do, held.Total(), held)
+		if do.Total() != 2 {
+			t.Errorf("uncontended Do made %d round trips (%v), want 2", do.Total(), do)
 		}
-		for _, call := range do {
-			if call == "begin" || call == "commit" || call == "prepare" {
-				t.Errorf("uncontended Do used %q: %v", call, do)
-			}
+		if do.Begin+do.Commit+do.Prepare != 0 {
+			t.Errorf("uncontended Do used a transaction or a prepare: %v", do)
 		}
 		if b.name == "mysql" {
 			// Without interpolateParams the MySQL driver prepares, executes
@@ -60,8 +59,8 @@ func TestRoundTrips(t *testing.T) {
 			}
 			cfg.InterpolateParams = false
 			do, _ := measure(t, cfg.FormatDSN())
-			fmt.Printf("round trips on mysql    without interpolateParams: %d %v\n", len(do), do)
-			if len(do) <= 2 || !strings.Contains(fmt.Sprint(do), "prepare") {
+			fmt.Printf("round trips on mysql    without interpolateParams: %d (%v)\n", do.Total(), do)
+			if do.Total() <= 2 || do.Prepare == 0 {
 				t.Errorf("without interpolateParams Do made %v; the counting driver should see the prepares", do)
 			}
 		}

@@ -24,6 +24,8 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // A backend is one SQL database under test. Every contender opens its own
@@ -42,7 +44,7 @@ type backend struct {
 
 // poolOpts says how to open one pool.
 type poolOpts struct {
-	c         *counter
+	c         *sqlcount.Counter
 	maxConns  int
 	translate bool   // gorm.Config.TranslateError (for the django baseline)
 	proxy     string // host:port of a latency proxy to connect through, or ""
@@ -134,7 +136,7 @@ func newMySQL(ctx context.Context, dsn, isolate string) (*backend, error) {
 // newSQLite uses a file in dir, in WAL mode so that several pools share it.
 func newSQLite(ctx context.Context, dir string) (*backend, error) {
 	b := &backend{name: "sqlite", title: "SQLite", sqlitePath: filepath.Join(dir, "bench.db")}
-	b.admin = sql.OpenDB(dsnConnector{&sqlite3.SQLiteDriver{}, b.sqliteDSN()})
+	b.admin = sql.OpenDB(sqlcount.DSNConnector(&sqlite3.SQLiteDriver{}, b.sqliteDSN()))
 	b.admin.SetMaxOpenConns(1)
 	if err := b.admin.QueryRowContext(ctx, "SELECT sqlite_version()").Scan(&b.version); err != nil {
 		b.admin.Close()
@@ -175,12 +177,12 @@ func (b *backend) connector(o poolOpts) (driver.Connector, error) {
 		}
 		inner = c
 	case "sqlite":
-		inner = dsnConnector{&sqlite3.SQLiteDriver{}, b.sqliteDSN()}
+		inner = sqlcount.DSNConnector(&sqlite3.SQLiteDriver{}, b.sqliteDSN())
 	}
 	if o.c == nil {
-		o.c = &counter{}
+		o.c = &sqlcount.Counter{}
 	}
-	return &countingConnector{inner, o.c}, nil
+	return sqlcount.Wrap(inner, o.c), nil
 }
 
 // openSQL opens a counted *sql.DB with maxConns connections, all kept idle

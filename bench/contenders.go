@@ -16,6 +16,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // errLocked is what a worker's do returns when the lock was held elsewhere
@@ -27,7 +29,7 @@ type contender interface {
 	// newWorker returns a worker that runs cs inside every critical section.
 	newWorker(ctx context.Context, cs func()) (worker, error)
 	// counts returns the calls made so far (nil counter: no count).
-	counts() counts
+	counts() sqlcount.Counts
 	// table is the SQL table holding its locks, for clean-up ("" for none).
 	table() string
 	close()
@@ -77,13 +79,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 type gmContender struct {
 	db         *gorm.DB
-	c          *counter
+	c          *sqlcount.Counter
 	fast, wait *gormmutex.Locker
 }
 
 // newGM makes the gormmutex contender; async sets Config.AsyncCommit,
 // PostgreSQL's opt-in fast mode.
-func newGM(db *gorm.DB, c *counter, async bool) *gmContender {
+func newGM(db *gorm.DB, c *sqlcount.Counter, async bool) *gmContender {
 	cfg := gormmutex.DefaultConfig()
 	cfg.AsyncCommit = async
 	wcfg := cfg
@@ -95,9 +97,9 @@ func newGM(db *gorm.DB, c *counter, async bool) *gmContender {
 	}
 }
 
-func (g *gmContender) counts() counts { return g.c.snapshot() }
-func (g *gmContender) table() string  { return gormmutex.TableName }
-func (g *gmContender) close()         { closeGorm(g.db) }
+func (g *gmContender) counts() sqlcount.Counts { return g.c.Snapshot() }
+func (g *gmContender) table() string           { return gormmutex.TableName }
+func (g *gmContender) close()                  { closeGorm(g.db) }
 
 func (g *gmContender) newWorker(_ context.Context, cs func()) (worker, error) {
 	return &gmWorker{g: g, fn: func(context.Context) error { cs(); return nil }}, nil
@@ -168,20 +170,20 @@ var errDjangoTimeout = errors.New("django: lock expired before function complete
 type djangoContender struct {
 	db  *gorm.DB // TranslateError on, so a unique violation is gorm.ErrDuplicatedKey
 	nt  *gorm.DB // the same pool without GORM's default transaction (Django's autocommit delete)
-	c   *counter
+	c   *sqlcount.Counter
 	ttl time.Duration
 }
 
-func newDjango(db *gorm.DB, c *counter) *djangoContender {
+func newDjango(db *gorm.DB, c *sqlcount.Counter) *djangoContender {
 	return &djangoContender{
 		db: db, c: c, ttl: gormmutex.DefaultTTL,
 		nt: db.Session(&gorm.Session{SkipDefaultTransaction: true}),
 	}
 }
 
-func (d *djangoContender) counts() counts { return d.c.snapshot() }
-func (d *djangoContender) table() string  { return djangoTable }
-func (d *djangoContender) close()         { closeGorm(d.db) }
+func (d *djangoContender) counts() sqlcount.Counts { return d.c.Snapshot() }
+func (d *djangoContender) table() string           { return djangoTable }
+func (d *djangoContender) close()                  { closeGorm(d.db) }
 
 func (d *djangoContender) newWorker(_ context.Context, cs func()) (worker, error) {
 	return &djangoWorker{d: d, cs: cs}, nil
@@ -263,12 +265,12 @@ func isDuplicate(err error) bool {
 type nativeContender struct {
 	kind string // "pg" or "mysql"
 	db   *sql.DB
-	c    *counter
+	c    *sqlcount.Counter
 }
 
-func (n *nativeContender) counts() counts { return n.c.snapshot() }
-func (n *nativeContender) table() string  { return "" }
-func (n *nativeContender) close()         { n.db.Close() }
+func (n *nativeContender) counts() sqlcount.Counts { return n.c.Snapshot() }
+func (n *nativeContender) table() string           { return "" }
+func (n *nativeContender) close()                  { n.db.Close() }
 
 func (n *nativeContender) newWorker(ctx context.Context, cs func()) (worker, error) {
 	conn, err := n.db.Conn(ctx)
@@ -371,22 +373,22 @@ func (w *nativeWorker) close() {
 type redsyncContender struct {
 	client *goredislib.Client
 	rs     *redsync.Redsync
-	c      *counter
+	c      *sqlcount.Counter
 }
 
 // redisHook counts every command sent (each one round trip).
-type redisHook struct{ c *counter }
+type redisHook struct{ c *sqlcount.Counter }
 
 func (h redisHook) DialHook(next goredislib.DialHook) goredislib.DialHook { return next }
 func (h redisHook) ProcessHook(next goredislib.ProcessHook) goredislib.ProcessHook {
 	return func(ctx context.Context, cmd goredislib.Cmder) error {
-		h.c.query.Add(1)
+		h.c.Query.Add(1)
 		return next(ctx, cmd)
 	}
 }
 func (h redisHook) ProcessPipelineHook(next goredislib.ProcessPipelineHook) goredislib.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredislib.Cmder) error {
-		h.c.query.Add(1)
+		h.c.Query.Add(1)
 		return next(ctx, cmds)
 	}
 }
@@ -404,14 +406,14 @@ func newRedsync(ctx context.Context, addr string, poolSize int) (*redsyncContend
 			version = v
 		}
 	}
-	c := &counter{}
+	c := &sqlcount.Counter{}
 	client.AddHook(redisHook{c})
 	return &redsyncContender{client: client, rs: redsync.New(goredis.NewPool(client)), c: c}, version, nil
 }
 
-func (r *redsyncContender) counts() counts { return r.c.snapshot() }
-func (r *redsyncContender) table() string  { return "" }
-func (r *redsyncContender) close()         { r.client.Close() }
+func (r *redsyncContender) counts() sqlcount.Counts { return r.c.Snapshot() }
+func (r *redsyncContender) table() string           { return "" }
+func (r *redsyncContender) close()                  { r.client.Close() }
 
 func (r *redsyncContender) newWorker(_ context.Context, cs func()) (worker, error) {
 	return &redsyncWorker{r: r, cs: cs}, nil

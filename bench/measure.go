@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // A spec is one measurement: some workers of one contender, for a fixed
@@ -33,16 +35,16 @@ type hold struct {
 
 // sample is what one measurement saw.
 type sample struct {
-	Ops       int64         // critical sections completed within the window
-	Locked    int64         // fail-fast attempts that found the lock held, within the window
-	Errors    int64         // other errors
-	FirstErr  string        // the first of them
-	Elapsed   time.Duration // the window
-	Attempts  int64         // every do call, also those that ended after the window
-	CSTotal   int64         // every completed critical section, also after the window
-	Calls     counts        // round trips over the whole run (window plus drain)
-	Mallocs   uint64        // heap allocations during the window (one worker only)
-	CPU       time.Duration // process CPU time (user+system) during the window
+	Ops       int64           // critical sections completed within the window
+	Locked    int64           // fail-fast attempts that found the lock held, within the window
+	Errors    int64           // other errors
+	FirstErr  string          // the first of them
+	Elapsed   time.Duration   // the window
+	Attempts  int64           // every do call, also those that ended after the window
+	CSTotal   int64           // every completed critical section, also after the window
+	Calls     sqlcount.Counts // round trips over the whole run (window plus drain)
+	Mallocs   uint64          // heap allocations during the window (one worker only)
+	CPU       time.Duration   // process CPU time (user+system) during the window
 	lat       []time.Duration
 	holds     []hold
 	Overlaps  int // critical sections that overlapped the previous one: an exclusion failure
@@ -189,7 +191,7 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 		runtime.ReadMemStats(&ms1)
 	}
 
-	s := sample{Elapsed: sp.dur, Calls: c.counts().sub(calls0), CPU: cpu1 - cpu0}
+	s := sample{Elapsed: sp.dur, Calls: c.counts().Sub(calls0), CPU: cpu1 - cpu0}
 	if record && n == 1 {
 		s.Mallocs = ms1.Mallocs - ms0.Mallocs
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // Row is one line of the results: one contender in one scenario on one
@@ -95,7 +97,7 @@ func (r *runner) rows() []Row {
 		var lat, hand, cross []time.Duration
 		var elapsed, cpu time.Duration
 		var cs int64
-		var calls counts
+		var calls sqlcount.Counts
 		var mallocs uint64
 		var mallocOps int64
 		for _, s := range e.samples {
@@ -108,7 +110,7 @@ func (r *runner) rows() []Row {
 			elapsed += s.Elapsed
 			cpu += s.CPU
 			cs += s.CSTotal
-			calls = calls.add(s.Calls)
+			calls = calls.Add(s.Calls)
 			lat = append(lat, s.lat...)
 			hand = append(hand, s.handoffs...)
 			cross = append(cross, s.crossHand...)
@@ -127,7 +129,7 @@ func (r *runner) rows() []Row {
 			row.MaxUs = us(lat[len(lat)-1])
 		}
 		if cs > 0 {
-			row.CallsPerOp = float64(calls.total()) / float64(cs)
+			row.CallsPerOp = float64(calls.Total()) / float64(cs)
 			row.CPUusPerOp = us(cpu) / float64(cs)
 			row.CallsBy = map[string]float64{}
 			for name, v := range map[string]int64{"exec": calls.Exec, "query": calls.Query, "prepare": calls.Prepare,

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // poolConns is every SQL contender's pool size: the 8 workers of the
@@ -74,7 +76,7 @@ func contendersFor(store string) []string {
 
 // newContender opens a pool of its own for one contender on b.
 func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, error) {
-	c := &counter{}
+	c := &sqlcount.Counter{}
 	o.c = c
 	if o.maxConns == 0 {
 		o.maxConns = poolConns
@@ -194,7 +196,7 @@ func (r *runner) add(sp spec, s sample) {
 	}
 	fmt.Fprintf(os.Stderr, "[%4.0fs] %-8s %-8s %-18s w=%d r%d  %9.0f ops/s  %5.2f calls/op%s\n",
 		time.Since(r.start).Seconds(), sp.backend, sp.scenario, sp.contender, sp.workers, sp.round,
-		float64(s.Ops)/s.Elapsed.Seconds(), float64(s.Calls.total())/float64(max(s.CSTotal, 1)), extra)
+		float64(s.Ops)/s.Elapsed.Seconds(), float64(s.Calls.Total())/float64(max(s.CSTotal, 1)), extra)
 }
 
 func (r *runner) note(backend, scenario, contender, msg string) {

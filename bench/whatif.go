@@ -11,6 +11,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
+
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // rawGM runs gormmutex's own acquire and release statements, copied from
@@ -38,7 +40,7 @@ import (
 type rawGM struct {
 	db        *sql.DB
 	gdb       *gorm.DB // gorm/row only
-	c         *counter
+	c         *sqlcount.Counter
 	insert    string // with ? placeholders
 	release   string
 	returning bool
@@ -48,7 +50,7 @@ type rawGM struct {
 	relStmt   *sql.Stmt
 }
 
-func newRawGM(store string, db *sql.DB, gdb *gorm.DB, c *counter, variant string) (*rawGM, error) {
+func newRawGM(store string, db *sql.DB, gdb *gorm.DB, c *sqlcount.Counter, variant string) (*rawGM, error) {
 	const cols = " (lock_id, created_at, expires_at, holder)"
 	t := gormmutex.TableName
 	r := &rawGM{db: db, gdb: gdb, c: c, holder: "bench"}
@@ -114,8 +116,8 @@ func dollars(q string) string {
 	return sb.String()
 }
 
-func (r *rawGM) counts() counts { return r.c.snapshot() }
-func (r *rawGM) table() string  { return gormmutex.TableName }
+func (r *rawGM) counts() sqlcount.Counts { return r.c.Snapshot() }
+func (r *rawGM) table() string           { return gormmutex.TableName }
 func (r *rawGM) close() {
 	if r.gdb != nil {
 		closeGorm(r.gdb)
