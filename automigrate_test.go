@@ -11,6 +11,8 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // freshNamespace returns a backend whose DSN points at an empty schema (a
@@ -22,7 +24,7 @@ func freshNamespace(t *testing.T, b *backend) *backend {
 	nb := *b
 	switch b.name {
 	case "sqlite":
-		nb.dsn = sqliteDSN(filepath.Join(t.TempDir(), "fresh.db"))
+		nb.dsn = testdb.SQLite(filepath.Join(t.TempDir(), "fresh.db"))
 	case "postgres":
 		admin := b.pool(t)
 		if err := admin.Exec("CREATE SCHEMA " + name).Error; err != nil {

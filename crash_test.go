@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // TestPostgresCrash crashes a private PostgreSQL server (immediate stop: no
@@ -87,10 +89,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	t.Helper()
 	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
 	if len(bins) == 0 {
-		if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
-			t.Fatal("PostgreSQL server binaries (initdb) not found")
-		}
-		t.Skip("PostgreSQL server binaries (initdb) not found")
+		testdb.Unavailable(t, "a private PostgreSQL server", "no server binaries (initdb) found")
 	}
 	p := &privatePostgres{bin: filepath.Dir(bins[len(bins)-1])}
 	dir, err := os.MkdirTemp("", "gormmutex-pg-")

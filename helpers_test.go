@@ -23,6 +23,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // The suite runs every behaviour against each database. A test gets a
@@ -53,9 +54,9 @@ func TestMain(m *testing.M) {
 	}
 	sqliteDir = dir
 	backends = []*backend{
-		{name: "sqlite", dsn: sqliteDSN(filepath.Join(dir, "locks.db"))},
-		{name: "postgres", dsn: envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable")},
-		{name: "mysql", dsn: mysqlDSN(envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true"))},
+		{name: "sqlite", dsn: testdb.SQLite(filepath.Join(dir, "locks.db"))},
+		{name: "postgres", dsn: testdb.Postgres()},
+		{name: "mysql", dsn: testdb.MySQL()},
 	}
 	var summary []string
 	for _, b := range backends {
@@ -71,35 +72,6 @@ func TestMain(m *testing.M) {
 	purgeRuns.Wait()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// sqliteDSN is a file database in WAL mode, so several pools can share it.
-func sqliteDSN(path string) string {
-	return "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000"
-}
-
-// mysqlDSN adds the options the README asks for: interpolateParams (one
-// round trip per statement instead of prepare, execute and close) and
-// parseTime, unless the DSN sets them.
-func mysqlDSN(dsn string) string {
-	cfg, err := gomysql.ParseDSN(dsn)
-	if err != nil {
-		return dsn
-	}
-	if !strings.Contains(dsn, "interpolateParams") {
-		cfg.InterpolateParams = true
-	}
-	if !strings.Contains(dsn, "parseTime") {
-		cfg.ParseTime = true
-	}
-	return cfg.FormatDSN()
 }
 
 func (b *backend) probe() error {
@@ -124,10 +96,7 @@ func eachDB(t *testing.T, f func(t *testing.T, b *backend)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			if b.skip != "" {
-				if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
-					t.Fatalf("%s is required (GORMMUTEX_REQUIRE_DBS=1) but unreachable: %s", b.name, b.skip)
-				}
-				t.Skipf("%s unavailable: %s", b.name, b.skip)
+				testdb.Unavailable(t, b.name, b.skip)
 			}
 			f(t, b)
 		})

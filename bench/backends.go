@@ -26,6 +26,8 @@ import (
 	"github.com/gormmutex/gormmutex"
 
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // A backend is one SQL database under test. Every contender opens its own
@@ -146,7 +148,7 @@ func newSQLite(ctx context.Context, dir string) (*backend, error) {
 }
 
 func (b *backend) sqliteDSN() string {
-	return "file:" + b.sqlitePath + "?_journal_mode=WAL&_busy_timeout=5000"
+	return testdb.SQLite(b.sqlitePath)
 }
 
 // connector returns a counted driver.Connector for one pool.

@@ -17,6 +17,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"time"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 type config struct {
@@ -71,8 +73,8 @@ func main() {
 	flag.StringVar(&delays, "delays", "1ms,5ms", "one-way delays of the loopback proxy for the latency scenario")
 	flag.StringVar(&cfg.isolate, "isolate-db", "gormmutex_bench", "PostgreSQL and MySQL database to create and use instead of the DSN's, so bulk rows never meet concurrent test suites ('' to use the DSN's)")
 	flag.BoolVar(&cfg.whatif, "whatif", false, "also measure what-if variants for the analysis: gormmutex-sql (its two statements through database/sql, no GORM), gormmutex-sql/prepared, gormmutex-sql/async-release and gormmutex/sync-off (PostgreSQL)")
-	flag.StringVar(&cfg.pgDSN, "pg", envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable"), "PostgreSQL DSN")
-	flag.StringVar(&cfg.myDSN, "mysql", envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true&interpolateParams=true"), "MySQL/MariaDB DSN")
+	flag.StringVar(&cfg.pgDSN, "pg", testdb.Postgres(), "PostgreSQL DSN")
+	flag.StringVar(&cfg.myDSN, "mysql", testdb.MySQL(), "MySQL/MariaDB DSN")
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("GORMMUTEX_REDIS_ADDR", "127.0.0.1:6379"), "Redis address")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_objects)")

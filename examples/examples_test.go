@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex/examples/internal/exampledb"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // programs are the example commands, by directory.
@@ -24,8 +26,8 @@ func TestExamples(t *testing.T) {
 	bin := build(t)
 	databases := []struct{ name, dsn string }{
 		{"sqlite", ""}, // each program makes its own SQLite file
-		{"postgres", envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable")},
-		{"mysql", envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true")},
+		{"postgres", testdb.Postgres()},
+		{"mysql", testdb.MySQL()},
 	}
 	for _, d := range databases {
 		t.Run(d.name, func(t *testing.T) {
@@ -97,7 +99,7 @@ func TestKind(t *testing.T) {
 
 // TestMySQLDSN checks that Open adds the options gormmutex needs.
 func TestMySQLDSN(t *testing.T) {
-	dsn := envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true")
+	dsn := testdb.MySQL()
 	requireReachable(t, dsn)
 	db, err := exampledb.Open(strings.Replace(dsn, "parseTime=true", "", 1))
 	if err != nil {
@@ -165,10 +167,7 @@ func requireReachable(t *testing.T, dsn string) {
 	if err == nil {
 		return
 	}
-	if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
-		t.Fatalf("%s is required (GORMMUTEX_REQUIRE_DBS=1) but unreachable: %v", exampledb.Kind(dsn), err)
-	}
-	t.Skipf("%s unreachable: %v", exampledb.Kind(dsn), err)
+	testdb.Unavailable(t, string(exampledb.Kind(dsn)), err)
 }
 
 // ping opens dsn and pings it, giving up after 10 seconds.
@@ -187,11 +186,4 @@ func ping(dsn string) error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("no answer in 10s")
 	}
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

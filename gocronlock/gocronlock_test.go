@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
-	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // Every test runs on SQLite (a file of its own in t.TempDir()), PostgreSQL
@@ -33,29 +33,6 @@ import (
 // stands in for a separate scheduler process.
 
 var databases = []string{"sqlite", "postgres", "mysql"}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-// mysqlDSN adds interpolateParams (one round trip per statement) and
-// parseTime unless the DSN sets them.
-func mysqlDSN(dsn string) string {
-	cfg, err := gomysql.ParseDSN(dsn)
-	if err != nil {
-		return dsn
-	}
-	if !strings.Contains(dsn, "interpolateParams") {
-		cfg.InterpolateParams = true
-	}
-	if !strings.Contains(dsn, "parseTime") {
-		cfg.ParseTime = true
-	}
-	return cfg.FormatDSN()
-}
 
 // openPool opens a new connection pool and checks that it can connect.
 func openPool(dial gorm.Dialector) (*gorm.DB, error) {
@@ -103,13 +80,13 @@ func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
 			// Cleanups run last-registered first: this one runs after the
 			// pools are closed and before the folder is removed.
 			t.Cleanup(func() { waitFilesClosed(t, dir) })
-			dsn := "file:" + filepath.Join(dir, "locks.db") + "?_journal_mode=WAL&_busy_timeout=5000"
+			dsn := testdb.SQLite(filepath.Join(dir, "locks.db"))
 			dial = func() gorm.Dialector { return sqlite.Open(dsn) }
 		case "postgres":
-			dsn := envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable")
+			dsn := testdb.Postgres()
 			dial = func() gorm.Dialector { return postgres.Open(dsn) }
 		case "mysql":
-			dsn := mysqlDSN(envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+			dsn := testdb.MySQL()
 			dial = func() gorm.Dialector { return mysql.Open(dsn) }
 		}
 		open := func() *gorm.DB {
@@ -131,10 +108,7 @@ func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
 			if name == "sqlite" {
 				t.Fatalf("open sqlite: %v", err)
 			}
-			if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
-				t.Fatalf("%s is unreachable and GORMMUTEX_REQUIRE_DBS=1: %v", name, err)
-			}
-			t.Skipf("%s unavailable (set GORMMUTEX_REQUIRE_DBS=1 to fail instead): %v", name, err)
+			testdb.Unavailable(t, name, err)
 		}
 		sqlDB, _ := first.DB()
 		defer sqlDB.Close()

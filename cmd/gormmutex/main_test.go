@@ -28,6 +28,8 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // The tests build the command once and run it as a subprocess against each
@@ -79,9 +81,9 @@ func testMain(m *testing.M) int {
 
 	sqlitePath := filepath.Join(dir, "locks.db")
 	backends = []*backend{
-		{name: "sqlite", dsn: sqlitePath, driver: "sqlite3", driverDSN: "file:" + sqlitePath + "?_journal_mode=WAL&_busy_timeout=5000"},
-		{name: "postgres", dsn: envOr("GORMMUTEX_POSTGRES_DSN", "host=127.0.0.1 user=postgres dbname=test sslmode=disable"), driver: "pgx"},
-		{name: "mysql", dsn: envOr("GORMMUTEX_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/test?parseTime=true"), driver: "mysql"},
+		{name: "sqlite", dsn: sqlitePath, driver: "sqlite3", driverDSN: testdb.SQLite(sqlitePath)},
+		{name: "postgres", dsn: testdb.Postgres(), driver: "pgx"},
+		{name: "mysql", dsn: testdb.MySQL(), driver: "mysql"},
 	}
 	var summary []string
 	for _, b := range backends {
@@ -102,13 +104,6 @@ func testMain(m *testing.M) int {
 		}
 	}
 	return code
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 // setUp opens the test's pool, within 5 s, and migrates the table.
@@ -170,10 +165,7 @@ func eachDB(t *testing.T, f func(t *testing.T, b *backend)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			if b.skip != "" {
-				if os.Getenv("GORMMUTEX_REQUIRE_DBS") == "1" {
-					t.Fatalf("%s is required (GORMMUTEX_REQUIRE_DBS=1) but unreachable: %s", b.name, b.skip)
-				}
-				t.Skipf("%s unavailable: %s", b.name, b.skip)
+				testdb.Unavailable(t, b.name, b.skip)
 			}
 			t.Parallel()
 			f(t, b)

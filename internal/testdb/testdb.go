@@ -1,0 +1,77 @@
+// Package testdb says where the project's tests and benchmarks find their
+// databases, so that every suite reads the same variables with the same
+// defaults and treats an unreachable server the same way.
+package testdb
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	gomysql "github.com/go-sql-driver/mysql"
+)
+
+// The environment variables the suites read.
+const (
+	PostgresEnv = "GORMMUTEX_POSTGRES_DSN"
+	MySQLEnv    = "GORMMUTEX_MYSQL_DSN"
+	// RequireEnv set to 1 makes an unreachable database fail a suite
+	// instead of skipping it (CI sets it).
+	RequireEnv = "GORMMUTEX_REQUIRE_DBS"
+)
+
+// Postgres returns the PostgreSQL DSN of GORMMUTEX_POSTGRES_DSN, by default
+// the local server's.
+func Postgres() string {
+	return envOr(PostgresEnv, "host=127.0.0.1 user=postgres dbname=test sslmode=disable")
+}
+
+// MySQL returns the MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, by default the
+// local server's, with the options the README asks for (see
+// WithMySQLOptions).
+func MySQL() string {
+	return WithMySQLOptions(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+}
+
+// WithMySQLOptions adds interpolateParams=true (one round trip per
+// statement instead of prepare, execute and close) and parseTime=true
+// (GORM reads times) to a MySQL DSN that does not set them.
+func WithMySQLOptions(dsn string) string {
+	cfg, err := gomysql.ParseDSN(dsn)
+	if err != nil {
+		return dsn
+	}
+	if !strings.Contains(dsn, "interpolateParams") {
+		cfg.InterpolateParams = true
+	}
+	if !strings.Contains(dsn, "parseTime") {
+		cfg.ParseTime = true
+	}
+	return cfg.FormatDSN()
+}
+
+// SQLite returns the DSN of a SQLite file shared by several connections:
+// WAL mode, and SQLite's own busy timeout.
+func SQLite(path string) string {
+	return "file:" + path + "?_journal_mode=WAL&_busy_timeout=5000"
+}
+
+// Required reports whether GORMMUTEX_REQUIRE_DBS=1.
+func Required() bool { return os.Getenv(RequireEnv) == "1" }
+
+// Unavailable skips t because the database name cannot be used, or fails t
+// when databases are required.
+func Unavailable(t testing.TB, name string, why any) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("%s is required (%s=1) but unavailable: %v", name, RequireEnv, why)
+	}
+	t.Skipf("%s unavailable (set %s=1 to fail instead): %v", name, RequireEnv, why)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
