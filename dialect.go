@@ -185,8 +185,30 @@ var postgresDialect = func() *dialect {
 		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"
 	d.release = "WITH released AS (" + d.release + notify
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
+	// The statements go to the driver as they are (lock.go), and pgx wants
+	// numbered placeholders.
+	for _, q := range []*string{&d.insert, &d.insertAsync, &d.release, &d.releaseAsync, &d.releaseMinHold,
+		&d.dropOwn, &d.refresh, &d.forceRelease, &d.purge} {
+		*q = numbered(*q)
+	}
 	return d
 }()
+
+// numbered turns each ? into $1, $2, ... in order. None of the statements
+// has a ? anywhere but in its placeholders.
+func numbered(q string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // MySQL and MariaDB: DATETIME(6) columns holding UTC_TIMESTAMP(6), so the
 // session time zone of each client does not matter and sub-second TTLs

@@ -30,7 +30,9 @@ const transientBudget = 30 * time.Second
 // concurrent use, and cheap to create: it holds no connection of its own and
 // uses db's connection pool.
 type Locker struct {
-	db     *gorm.DB // a clean session on the caller's handle; never modified
+	db     *gorm.DB         // a clean session on the caller's handle; never modified
+	pool   gorm.ConnPool    // db's connection pool, which the lock statements use directly
+	log    logger.Interface // db's logger, quiet about retried conflicts
 	cfg    Config
 	d      *dialect
 	holder string
@@ -59,9 +61,11 @@ func New(db *gorm.DB, cfg Config) *Locker {
 		return l
 	}
 	l.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
+	l.pool = l.db.Statement.ConnPool
 	// Conflicts that retry absorbs are not errors the application should
 	// see in its GORM log.
-	l.db.Logger = quietTransient{l.db.Logger, l.d.transient}
+	l.log = quietTransient{l.db.Logger, l.d.transient}
+	l.db.Logger = l.log
 	l.holder = cfg.Holder
 	if l.holder == "" {
 		l.holder = defaultHolder()
@@ -249,8 +253,8 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 func (l *Locker) takeOver(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
 	var expired int64
 	gone := false
-	err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
-		id, ok, err := scanID(db.Raw(l.d.probe, lockID))
+	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {
+		id, ok, err := l.queryID(sctx, l.d.probe, lockID)
 		expired, gone = id, !ok
 		return err
 	})
@@ -261,9 +265,7 @@ func (l *Locker) takeOver(ctx, sctx context.Context, lockID string, ttl any) (in
 		return 0, nil // live
 	case !gone:
 		// Whether this delete or someone else's removed the row, try again.
-		if err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
-			return db.Exec(l.d.takeover, expired).Error
-		}); err != nil {
+		if _, err := l.execOn(ctx, sctx, l.d.takeover, expired); err != nil {
 			return 0, err
 		}
 	}
@@ -278,68 +280,98 @@ func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int6
 	if l.cfg.AsyncCommit {
 		insert = l.d.insertAsync
 	}
-	err := l.retryOn(ctx, sctx, func(db *gorm.DB) error {
+	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {
 		id = 0
 		if l.d.returning {
 			var err error
-			id, _, err = scanID(db.Raw(insert, lockID, ttl, l.holder))
+			id, _, err = l.queryID(sctx, insert, lockID, ttl, l.holder)
 			return err
 		}
-		res := gorm.WithResult()
-		if err := db.Clauses(res).Exec(insert, lockID, ttl, l.holder).Error; err != nil {
+		res, err := l.run(sctx, insert, lockID, ttl, l.holder)
+		if err != nil {
 			return err
 		}
-		if res.RowsAffected == 1 && res.Result != nil {
-			var err error
-			id, err = res.Result.LastInsertId()
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			return err
 		}
-		return nil
+		id, err = res.LastInsertId()
+		return err
 	})
 	return id, err
 }
 
-// scanID reads the single integer a statement returns, if any: ok is false
-// when it returned no row.
-func scanID(tx *gorm.DB) (id int64, ok bool, err error) {
-	row := tx.Row()
-	if row == nil {
-		return 0, false, tx.Error
+// The lock's statements go straight to the connection pool of the caller's
+// *gorm.DB, not through GORM's callbacks and statement builder, which would
+// cost more than the rest of a lock on the client side. They are traced
+// through the caller's GORM logger all the same, and they use the caller's
+// pool (with PrepareStmt, its prepared statements).
+
+// run executes one statement and traces it.
+func (l *Locker) run(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	start := time.Now()
+	res, err := l.pool.ExecContext(ctx, query, args...)
+	var n int64 = -1
+	if err == nil {
+		n, _ = res.RowsAffected()
 	}
-	switch err := row.Scan(&id); {
-	case errors.Is(err, sql.ErrNoRows):
-		return 0, false, nil
-	case err != nil:
-		return 0, false, err
+	l.trace(ctx, start, query, args, n, err)
+	return res, err
+}
+
+// queryID runs a statement that returns at most one integer, and traces it:
+// ok is false when it returned no row.
+func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int64, ok bool, err error) {
+	start := time.Now()
+	err = l.pool.QueryRowContext(ctx, query, args...).Scan(&id)
+	ok = err == nil
+	if errors.Is(err, sql.ErrNoRows) {
+		err = nil
 	}
-	return id, true, nil
+	var n int64
+	if ok {
+		n = 1
+	}
+	l.trace(ctx, start, query, args, n, err)
+	return id, ok, err
+}
+
+func (l *Locker) trace(ctx context.Context, start time.Time, query string, args []any, rows int64, err error) {
+	l.log.Trace(ctx, start, func() (string, int64) { return l.db.Dialector.Explain(query, args...), rows }, err)
 }
 
 // exec runs one statement, retrying transient conflicts, and returns the
 // number of rows it affected.
-func (l *Locker) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+func (l *Locker) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return l.execOn(ctx, ctx, query, args...)
+}
+
+// execOn is exec with the statement run on sctx (see retryOn).
+func (l *Locker) execOn(ctx, sctx context.Context, query string, args ...any) (int64, error) {
 	var n int64
-	err := l.retry(ctx, func(db *gorm.DB) error {
-		tx := db.Exec(sql, args...)
-		n = tx.RowsAffected
-		return tx.Error
+	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {
+		res, err := l.run(sctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
 	})
 	return n, err
 }
 
-// retry runs f on a fresh session until it succeeds, fails with an error
-// that is not transient, transientBudget has passed or ctx ends.
-func (l *Locker) retry(ctx context.Context, f func(db *gorm.DB) error) error {
+// retry runs f until it succeeds, fails with an error that is not
+// transient, transientBudget has passed or ctx ends.
+func (l *Locker) retry(ctx context.Context, f func(ctx context.Context) error) error {
 	return l.retryOn(ctx, ctx, f)
 }
 
 // retryOn is retry with the statements run on sctx while the waits between
 // them end with ctx.
-func (l *Locker) retryOn(ctx, sctx context.Context, f func(db *gorm.DB) error) error {
+func (l *Locker) retryOn(ctx, sctx context.Context, f func(sctx context.Context) error) error {
 	var start time.Time
 	b := backoff{min: time.Millisecond, max: 50 * time.Millisecond}
 	for {
-		err := f(l.db.WithContext(sctx))
+		err := f(sctx)
 		if err == nil || !l.d.transient(err) {
 			return err
 		}

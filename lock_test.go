@@ -14,6 +14,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
@@ -798,18 +799,17 @@ func TestTakeoverRowVanishes(t *testing.T) {
 		t.Parallel()
 		id := lockID(t)
 		expiredRow(t, b, id)
-		db, purger := b.pool(t), b.pool(t)
+		purger := b.pool(t)
 		var armed atomic.Bool
 		armed.Store(true)
-		vanish := func(tx *gorm.DB) {
-			if strings.HasPrefix(tx.Statement.SQL.String(), "INSERT") && armed.CompareAndSwap(true, false) {
+		hook := &sqlcount.Counter{After: func(query string) {
+			if strings.Contains(query, "INSERT") && armed.CompareAndSwap(true, false) {
 				if err := purger.Exec("DELETE FROM "+TableName+" WHERE lock_id = ?", id).Error; err != nil {
 					t.Error(err)
 				}
 			}
-		}
-		db.Callback().Raw().After("gorm:raw").Register("test:vanish", vanish)
-		db.Callback().Row().After("gorm:row").Register("test:vanish", vanish)
+		}}
+		db := b.countedPool(t, hook)
 		lk, err := New(db, DefaultConfig()).Acquire(context.Background(), id)
 		if err != nil {
 			t.Fatalf("Acquire of a free lock whose expired row vanished = %v, want the lock", err)
@@ -829,18 +829,15 @@ func TestCancelledMidAcquire(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
-		db := b.pool(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var armed atomic.Bool
 		armed.Store(true)
-		cut := func(tx *gorm.DB) {
-			if strings.HasPrefix(tx.Statement.SQL.String(), "INSERT") && armed.CompareAndSwap(true, false) {
-				cancel() // the statement has been sent; its reply is not read yet (or just read)
+		db := b.countedPool(t, &sqlcount.Counter{After: func(query string) {
+			if strings.Contains(query, "INSERT") && armed.CompareAndSwap(true, false) {
+				cancel() // the statement has run; its reply is not read yet (or just read)
 			}
-		}
-		db.Callback().Raw().After("gorm:raw").Register("test:cut", cut)
-		db.Callback().Row().After("gorm:row").Register("test:cut", cut)
+		}})
 		id := lockID(t)
 		_, err := New(db, DefaultConfig()).Acquire(ctx, id)
 		wantErr(t, "Acquire whose context ended mid-statement", err, context.Canceled)
@@ -852,5 +849,42 @@ func TestCancelledMidAcquire(t *testing.T) {
 			t.Fatalf("Acquire after the cancelled one = %v: it left a phantom lock", err)
 		}
 		lk.Release(context.Background())
+	})
+}
+
+// traceLog records the SQL GORM's logger is given.
+type traceLog struct {
+	logger.Interface
+	mu   sync.Mutex
+	sqls []string
+}
+
+func (l *traceLog) LogMode(logger.LogLevel) logger.Interface { return l }
+
+func (l *traceLog) Trace(_ context.Context, _ time.Time, fc func() (string, int64), _ error) {
+	s, _ := fc()
+	l.mu.Lock()
+	l.sqls = append(l.sqls, s)
+	l.mu.Unlock()
+}
+
+// TestStatementsLogged: the lock's statements skip GORM's callbacks but
+// still reach the caller's GORM logger, with their arguments.
+func TestStatementsLogged(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		log := &traceLog{Interface: logger.Discard}
+		db := b.pool(t).Session(&gorm.Session{Logger: log})
+		id := lockID(t)
+		if err := Do(db, id, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		all := strings.Join(log.sqls, "\n")
+		if !strings.Contains(all, "INSERT") || !strings.Contains(all, "DELETE") || !strings.Contains(all, id) {
+			t.Errorf("GORM's logger saw %q; want the INSERT and the DELETE, naming %q", all, id)
+		}
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 	"weak"
 
-	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
 
@@ -66,9 +65,9 @@ func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 		return nil, l.err
 	}
 	var rows []DBMutex
-	err := l.retry(ctx, func(db *gorm.DB) error {
+	err := l.retry(ctx, func(ctx context.Context) error {
 		rows = rows[:0]
-		return db.Where(l.d.live).Order("lock_id").Find(&rows).Error
+		return l.db.WithContext(ctx).Where(l.d.live).Order("lock_id").Find(&rows).Error
 	})
 	if err != nil && l.d.name == "mysql" && strings.Contains(err.Error(), "time.Time") {
 		err = fmt.Errorf("%w (the MySQL DSN needs parseTime=true)", err)
@@ -131,7 +130,7 @@ func (l *Locker) maybePurge() {
 	// the pool meanwhile) go to the Locker's Logger at Debug level, not to
 	// GORM's logger as errors.
 	quiet := *l
-	quiet.db = l.db.Session(&gorm.Session{Logger: logger.Discard})
+	quiet.log = logger.Discard
 	go func() {
 		defer purgeRuns.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)

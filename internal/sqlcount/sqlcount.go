@@ -21,6 +21,11 @@ import (
 // a nil *Counter counts nothing.
 type Counter struct {
 	Exec, Query, Prepare, StmtExec, StmtQuery, Begin, Commit, Rollback atomic.Int64
+
+	// After, if set before the pool is used, is called with the SQL text
+	// once a direct Exec or Query has returned from the driver: tests use it
+	// to act between a statement and the next.
+	After func(query string)
 }
 
 // Counts is a snapshot of a Counter.
@@ -188,6 +193,7 @@ func (cn *countingConn) ExecContext(ctx context.Context, query string, args []dr
 	r, err := e.ExecContext(ctx, query, args)
 	if err != driver.ErrSkip {
 		cn.c.Exec.Add(1)
+		cn.after(query)
 	}
 	return r, err
 }
@@ -200,8 +206,15 @@ func (cn *countingConn) QueryContext(ctx context.Context, query string, args []d
 	r, err := q.QueryContext(ctx, query, args)
 	if err != driver.ErrSkip {
 		cn.c.Query.Add(1)
+		cn.after(query)
 	}
 	return r, err
+}
+
+func (cn *countingConn) after(query string) {
+	if cn.c.After != nil {
+		cn.c.After(query)
+	}
 }
 
 func (cn *countingConn) CheckNamedValue(nv *driver.NamedValue) error {
