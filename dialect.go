@@ -83,7 +83,7 @@ type ddl struct{ name, sql string }
 
 // dialectFor returns the statements for db's database.
 func dialectFor(db *gorm.DB) (*dialect, error) {
-	if db == nil || db.Dialector == nil || db.Statement == nil {
+	if db == nil || db.Dialector == nil || db.Statement == nil || db.Statement.ConnPool == nil {
 		return nil, fmt.Errorf("%w: nil *gorm.DB", ErrInvalidConfig)
 	}
 	switch name := db.Dialector.Name(); name {
