@@ -56,10 +56,15 @@ func TestPostgresCrash(t *testing.T) {
 	other := New(b.pool(t), DefaultConfig())
 	_, err := other.Acquire(ctx, "held")
 	wantErr(t, "Acquire of a lock acquired before the crash", err, ErrLocked)
-	if lk, err := other.Acquire(ctx, "fast"); err != nil {
-		t.Errorf("AsyncCommit lock after the crash: Acquire = %v; the crash was expected to forget it", err)
-	} else {
+	// Whether the crash forgets it depends on when the server happened to
+	// write its log (a full WAL page wakes the WAL writer), so this is shown,
+	// not asserted: the documented promise is only that it may be lost.
+	if lk, err := other.Acquire(ctx, "fast"); err == nil {
 		t.Logf("as documented, the crash forgot the AsyncCommit lock (token %d); the next holder got token %d", lostInFastMode.Token(), lk.Token())
+	} else if errors.Is(err, ErrLocked) {
+		t.Logf("the AsyncCommit lock survived this crash: its log had been written in time")
+	} else {
+		t.Fatal(err)
 	}
 	// The release was probably undone: the lock is back until its expiry,
 	// and never beyond.
@@ -127,7 +132,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 // transaction that commits asynchronously stays in memory until the crash.
 func (p *privatePostgres) start(t *testing.T, sockDir string) {
 	t.Helper()
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_writer_delay=10s -c fsync=on", p.port, sockDir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c wal_writer_delay=10s -c bgwriter_lru_maxpages=0 -c fsync=on", p.port, sockDir)
 	if out, err := p.pgctl("start", "-w", "-t", "60", "-l", filepath.Join(sockDir, "log"), "-o", opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(sockDir, "log"))
 		t.Fatalf("pg_ctl start: %v\n%s\n%s", err, out, log)
