@@ -285,17 +285,7 @@ func (b *backend) rebind(q string) string {
 	if b.name != "postgres" {
 		return q
 	}
-	var sb strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&sb, "$%d", n)
-			continue
-		}
-		sb.WriteRune(r)
-	}
-	return sb.String()
+	return dollars(q)
 }
 
 func (b *backend) close() {
