@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,10 +87,15 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 			t.Fatalf("AutoMigrate again = %v", err)
 		}
 		m := dbs[0].Migrator()
-		for _, ix := range []string{"uix_db_mutexes_lock_id", "idx_db_mutexes_expires_at"} {
-			if !m.HasIndex(&DBMutex{}, ix) {
-				t.Errorf("index %s missing after AutoMigrate", ix)
+		d, _ := dialectFor(dbs[0])
+		for _, ix := range d.indexes {
+			if !m.HasIndex(&DBMutex{}, ix.name) {
+				t.Errorf("index %s missing after AutoMigrate", ix.name)
 			}
+		}
+		helper := map[string]string{"mysql": releasesTable, "sqlite": sequenceTable}[b.name]
+		if helper != "" && !m.HasTable(helper) {
+			t.Errorf("table %s missing after AutoMigrate", helper)
 		}
 		lk := mustAcquire(t, New(dbs[1], DefaultConfig()), "x")
 		_, err = New(dbs[2], DefaultConfig()).Acquire(context.Background(), "x")
@@ -115,8 +121,15 @@ func TestAutoMigrateUpgrade(t *testing.T) {
 		if err := db.Exec(old).Error; err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Exec("INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('old', '2026-01-01 00:00:00', NULL)").Error; err != nil {
-			t.Fatal(err)
+		// 'gone' takes the largest id and leaves: a token handed out once.
+		for _, q := range []string{
+			"INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('old', '2026-01-01 00:00:00', NULL)",
+			"INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('gone', '2026-01-01 00:00:00', NULL)",
+			"DELETE FROM db_mutexes WHERE lock_id = 'gone'",
+		} {
+			if err := db.Exec(q).Error; err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := AutoMigrate(db); err != nil {
 			t.Fatalf("AutoMigrate over an old table = %v", err)
@@ -133,7 +146,25 @@ func TestAutoMigrateUpgrade(t *testing.T) {
 		if err != nil || len(rows) != 1 || rows[0].LockID != "old" {
 			t.Fatalf("List = %+v, %v; want the old row", rows, err)
 		}
-		mustAcquire(t, l, "new").Release(context.Background())
+		lk := mustAcquire(t, l, "new")
+		if lk.Token() <= 2 {
+			t.Errorf("first token after the upgrade = %d, want above the old table's 2", lk.Token())
+		}
+		lk.Release(context.Background())
+		if b.name == "sqlite" {
+			var layout string
+			db.Raw("SELECT sql FROM sqlite_master WHERE name = ?", TableName).Scan(&layout)
+			if !strings.Contains(layout, "WITHOUT ROWID") {
+				t.Errorf("table after the upgrade: %s; want the WITHOUT ROWID layout", layout)
+			}
+		}
+		// A second AutoMigrate finds nothing to do and keeps the sequence.
+		if err := AutoMigrate(db); err != nil {
+			t.Fatalf("AutoMigrate again = %v", err)
+		}
+		if lk2 := mustAcquire(t, l, "new"); lk2.Token() <= lk.Token() {
+			t.Errorf("token after a second AutoMigrate = %d, want above %d", lk2.Token(), lk.Token())
+		}
 	})
 }
 

@@ -20,47 +20,43 @@ import (
 type dialect struct {
 	name string
 
-	// insert creates the lock row if no live row has the id (lockID, ttl,
-	// holder). It affects (and, with returning, returns) one row when the
-	// lock was acquired and none when it is held.
+	// insert creates the lock row, or takes over the row of the same lock id
+	// if it is free (expired, or on MySQL released), giving it a fresh id
+	// (lockID, ttl, holder). The new id comes back as a result row where
+	// returning is set, else as the driver's LastInsertId; no row, or a
+	// LastInsertId of 0, means the lock is live elsewhere.
 	insert string
-	// returning says insert returns the new id as a result row; otherwise
-	// the id comes from the driver's LastInsertId.
+	// returning says insert returns the new id as a result row.
 	returning bool
 	// notifies says release and forceRelease also send
 	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go).
 	notifies bool
-	// insertTakesOver says insert also takes an expired row over, so a
-	// failed insert means the lock is live.
-	insertTakesOver bool
-	// probe looks at the id's row after insert found one (lockID): it
-	// returns the row's id if the row has expired, 0 if it is live, and no
-	// row if it has gone meanwhile. Empty when insertTakesOver.
-	probe string
-	// takeover deletes an expired row by its id (id), after which insert is
-	// tried once more.
-	takeover string
-	// release deletes the holder's row if it is still live (id).
+	// release deletes the holder's row if it is still live (lockID, id).
 	release string
-	// releaseAsync is release with an asynchronous commit, for locks with
-	// a TTL (id); empty where the database cannot do that per statement.
+	// releaseAsync frees the holder's live row without waiting for the
+	// disk, for locks with a TTL (lockID, id); empty where the database
+	// cannot. If it fails, release is tried.
 	releaseAsync string
 	// insertAsync is insert with an asynchronous commit, for
 	// Config.AsyncCommit (lockID, ttl, holder); empty where unsupported.
 	insertAsync string
 	// releaseMinHold keeps the holder's live row until created_at + MinHold
-	// (minHold, id).
+	// (minHold, lockID, id).
 	releaseMinHold string
-	// dropOwn deletes the holder's row whatever its expiry (id); it runs only
-	// after release found the row expired, to tidy up.
+	// dropOwn deletes the holder's row whatever its expiry (lockID, id); it
+	// runs only after release found the row expired, to tidy up.
 	dropOwn string
-	// refresh moves a live row's expiry to now + TTL (ttl, id).
+	// refresh moves a live row's expiry to now + TTL (ttl, lockID, id).
 	refresh string
 	// forceRelease deletes a live row by lock id (lockID).
 	forceRelease string
-	// purge deletes up to a batch of expired rows (batch).
-	purge string
-	// live is the WHERE predicate of a live row, for List.
+	// purge deletes up to a batch of rows that no longer hold a lock (batch),
+	// each statement run until it deletes less than a batch.
+	purge []string
+	// tidy deletes up to a batch of entries of a helper table that no
+	// longer matter (batch), after purge; empty where there is none.
+	tidy string
+	// live is the WHERE predicate of a held row, for List.
 	live string
 
 	// duration turns a TTL or MinHold into the bind value that the
@@ -75,11 +71,27 @@ type dialect struct {
 	createTable string
 	// columns adds each column, for tables created by an older version.
 	columns []ddl
+	// rebuild is a query that returns a row when the table has an older
+	// layout, and rebuild its statements that move it to the current one, run
+	// in one transaction; empty where no layout has changed.
+	rebuild struct {
+		check string
+		steps []string
+	}
+	// setup creates the other objects the statements use. Each statement is
+	// idempotent; where one fails and sql in its place succeeds, that is
+	// used (on MySQL a server without the MEMORY engine gets the table in
+	// its default engine).
+	setup []step
 	// indexes creates each index.
 	indexes []ddl
 }
 
 type ddl struct{ name, sql string }
+
+// step is one idempotent setup statement, and the one to run instead if it
+// fails (empty: none).
+type step struct{ sql, otherwise string }
 
 // dialectFor returns the statements for db's database.
 func dialectFor(db *gorm.DB) (*dialect, error) {
@@ -100,24 +112,24 @@ func dialectFor(db *gorm.DB) (*dialect, error) {
 
 // build fills in the statements that have the same shape everywhere from a
 // dialect's expressions: now is the current time on the database's clock,
-// plus(x) adds the bound interval to the time expression x.
+// plus(x) adds the bound interval to the time expression x. A dialect that
+// has set live (to exclude more than expired rows) keeps it.
 func build(d *dialect, now string, plus func(string) string) *dialect {
-	live := fmt.Sprintf("(expires_at IS NULL OR expires_at > %s)", now)
-	d.live = live
-	d.release = fmt.Sprintf("DELETE FROM %s WHERE id = ? AND %s", TableName, live)
+	unexpired := fmt.Sprintf("(expires_at IS NULL OR expires_at > %s)", now)
+	if d.live == "" {
+		d.live = unexpired
+	}
+	own := "lock_id = ? AND id = ?"
+	d.release = fmt.Sprintf("DELETE FROM %s WHERE %s AND %s", TableName, own, unexpired)
 	// Every UPDATE bumps version, so a matched row always counts as
 	// affected, even on MySQL where an UPDATE that changes nothing reports
 	// 0 rows (unless the DSN sets clientFoundRows).
-	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus("created_at"), live)
-	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE id = ?", TableName)
-	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE id = ? AND %s", TableName, plus(now), live)
-	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, live)
-	if !d.insertTakesOver {
-		d.probe = fmt.Sprintf("SELECT CASE WHEN expires_at <= %s THEN id ELSE 0 END FROM %s WHERE lock_id = ?", now, TableName)
-		d.takeover = fmt.Sprintf("DELETE FROM %s WHERE id = ? AND expires_at <= %s", TableName, now)
-	}
-	if d.purge == "" {
-		d.purge = fmt.Sprintf("DELETE FROM %[1]s WHERE id IN (SELECT id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)
+	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus("created_at"), own, unexpired)
+	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", TableName, own)
+	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus(now), own, unexpired)
+	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
+	if d.purge == nil {
+		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)}
 	}
 	return d
 }
@@ -145,13 +157,12 @@ var postgresDialect = func() *dialect {
 		notify = " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
 	)
 	d := build(&dialect{
-		name:            "postgres",
-		insert:          "INSERT INTO " + TableName + " " + values + takeover,
-		insertAsync:     async + "INSERT INTO " + TableName + " " + selected + takeover,
-		returning:       true,
-		insertTakesOver: true,
-		notifies:        true,
-		duration:        durationSeconds,
+		name:        "postgres",
+		insert:      "INSERT INTO " + TableName + " " + values + takeover,
+		insertAsync: async + "INSERT INTO " + TableName + " " + selected + takeover,
+		returning:   true,
+		notifies:    true,
+		duration:    durationSeconds,
 		transient: func(err error) bool {
 			var pg interface{ SQLState() string }
 			if errors.As(err, &pg) {
@@ -181,14 +192,14 @@ var postgresDialect = func() *dialect {
 	}, "now()", plus)
 	d.releaseAsync = async + ", released AS (" + d.release + notify + ", async_commit"
 	// A purge that a crash undoes only leaves expired rows behind.
-	d.purge = async + " DELETE FROM " + TableName + " USING async_commit WHERE id IN (SELECT id FROM " + TableName +
-		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"
+	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE id IN (SELECT id FROM " + TableName +
+		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
 	d.release = "WITH released AS (" + d.release + notify
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
 	// The statements go to the driver as they are (lock.go), and pgx wants
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.release, &d.releaseAsync, &d.releaseMinHold,
-		&d.dropOwn, &d.refresh, &d.forceRelease, &d.purge} {
+		&d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0]} {
 		*q = numbered(*q)
 	}
 	return d
@@ -210,21 +221,55 @@ func numbered(q string) string {
 	return b.String()
 }
 
+// releasesTable holds, on MySQL, the ids of rows whose locks were
+// released but whose rows are still there. It is a MEMORY table: a release
+// is recorded there without waiting for the disk, and a server restart
+// empties it, which turns those releases back into locks held until their
+// expiry (the safe direction).
+const releasesTable = "db_mutex_releases"
+
 // MySQL and MariaDB: DATETIME(6) columns holding UTC_TIMESTAMP(6), so the
 // session time zone of each client does not matter and sub-second TTLs
 // work. lock_id is VARBINARY so that ids compare byte for byte (no case
-// folding, no PAD SPACE, no charset conversion). INSERT IGNORE reports 1 row
-// for an insert and 0 for a duplicate whatever clientFoundRows says, and the
-// ids it validates beforehand cannot be truncated, so IGNORE hides nothing
-// else.
+// folding, no PAD SPACE, no charset conversion).
+//
+// InnoDB makes every commit that changed a row wait for the disk, and MySQL
+// has no per-statement way out, so a TTL lock is released by recording its
+// id in releasesTable (MEMORY, outside InnoDB) instead of deleting its row.
+// The acquiring statement counts such a row as free, like an expired one,
+// and the background purge deletes both.
+//
+// The acquire is one INSERT ... ON DUPLICATE KEY UPDATE. MySQL assigns the
+// columns left to right and later ones see the new values, so id goes
+// first, decided on the old row; the rest follow a changed id. VALUES(id)
+// is the AUTO_INCREMENT value reserved for the row that was not inserted:
+// larger than every id before it and never handed out again, so a taken-
+// over row gets a fresh fencing token as on PostgreSQL. LAST_INSERT_ID(x)
+// makes the driver's LastInsertId report the new id on a takeover and 0
+// when the lock is live, whatever clientFoundRows says about rows.
 var mysqlDialect = func() *dialect {
 	const now = "UTC_TIMESTAMP(6)"
 	plus := func(t string) string { return t + " + INTERVAL ? MICROSECOND" }
+	free := "expires_at <= " + now + " OR id IN (SELECT id FROM " + releasesTable + ")"
+	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
+	unexpired := "(expires_at IS NULL OR expires_at > " + now + ")"
 	return build(&dialect{
 		name: "mysql",
-		insert: "INSERT IGNORE INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
-			" VALUES (?, " + now + ", " + plus(now) + ", ?)",
-		purge: "DELETE FROM " + TableName + " WHERE expires_at <= " + now + " LIMIT ?",
+		insert: "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
+			" VALUES (?, " + now + ", " + plus(now) + ", ?)" +
+			" ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
+			taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder"),
+		releaseAsync: "INSERT INTO " + releasesTable + " (id) SELECT id FROM " + TableName +
+			" WHERE lock_id = ? AND id = ? AND " + unexpired,
+		live: unexpired + " AND id NOT IN (SELECT id FROM " + releasesTable + ")",
+		purge: []string{
+			"DELETE FROM " + TableName + " WHERE expires_at <= " + now + " LIMIT ?",
+			// Durably now, so that a restart no longer brings them back.
+			"DELETE FROM " + TableName + " WHERE id IN (SELECT id FROM " + releasesTable + ") LIMIT ?",
+		},
+		// Ids whose rows are gone, taken over or purged; an id is never
+		// reused, so none of these can free a lock.
+		tidy: "DELETE FROM " + releasesTable + " WHERE id NOT IN (SELECT id FROM " + TableName + ") LIMIT ?",
 		duration: func(d *time.Duration) any {
 			if d == nil {
 				return nil
@@ -251,6 +296,10 @@ var mysqlDialect = func() *dialect {
 			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''"},
 			{"version", "ALTER TABLE " + TableName + " ADD COLUMN version BIGINT NOT NULL DEFAULT 0"},
 		},
+		setup: []step{{
+			sql:       "CREATE TABLE IF NOT EXISTS " + releasesTable + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
+			otherwise: "CREATE TABLE IF NOT EXISTS " + releasesTable + " (id BIGINT NOT NULL PRIMARY KEY)",
+		}},
 		indexes: []ddl{
 			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
 			{"idx_db_mutexes_expires_at", "CREATE INDEX idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
@@ -258,10 +307,21 @@ var mysqlDialect = func() *dialect {
 	}, now, plus)
 }()
 
+// sequenceTable holds, on SQLite, the last fencing token handed out.
+const sequenceTable = "db_mutex_sequence"
+
 // SQLite: times are text in one fixed format with milliseconds, which
 // compares correctly as text; datetime('now') would drop the milliseconds.
-// AUTOINCREMENT makes SQLite never reuse an id, even the largest one after
-// it is deleted, which the fencing token needs.
+//
+// In WAL mode with synchronous=NORMAL (the go-sqlite3 default) a commit
+// does not wait for the disk; its cost is the pages it writes, one per
+// B-tree it touches. So the table is WITHOUT ROWID, keyed by lock_id: a
+// lock row lives in one B-tree, with no rowid table, unique index or
+// expiry index beside it (the purge scans instead, in the background).
+// Fencing tokens come from sequenceTable, which triggers advance whenever
+// a row gets an id, so an id is never handed out twice, even after the row
+// holding the largest one is deleted. The acquire inserts, or takes an
+// expired row over, in one statement, as on PostgreSQL.
 var sqliteDialect = func() *dialect {
 	const now = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 	plus := func(t string) string {
@@ -270,11 +330,27 @@ var sqliteDialect = func() *dialect {
 		}
 		return "strftime('%Y-%m-%d %H:%M:%f', " + t + ", ?)"
 	}
-	return build(&dialect{
+	const (
+		nextID = "(SELECT seq + 1 FROM " + sequenceTable + " WHERE name = '" + TableName + "')"
+		table  = ` (
+	lock_id TEXT NOT NULL PRIMARY KEY,
+	id INTEGER NOT NULL,
+	created_at DATETIME NOT NULL,
+	expires_at DATETIME,
+	holder TEXT NOT NULL DEFAULT '',
+	version INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID`
+		advance  = " ON " + TableName + " BEGIN UPDATE " + sequenceTable + " SET seq = NEW.id WHERE name = '" + TableName + "' AND seq < NEW.id; END"
+		newTable = TableName + "_new"
+		sequence = "CREATE TABLE IF NOT EXISTS " + sequenceTable + " (name TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID"
+	)
+	d := build(&dialect{
 		name: "sqlite",
-		insert: "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
-			" VALUES (?, " + now + ", " + plus(now) + ", ?)" +
-			" ON CONFLICT (lock_id) DO NOTHING RETURNING id",
+		insert: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
+			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" +
+			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +
+			" expires_at = excluded.expires_at, holder = excluded.holder" +
+			" WHERE " + TableName + ".expires_at <= " + now + " RETURNING id",
 		returning: true,
 		duration: func(d *time.Duration) any {
 			if d == nil {
@@ -289,23 +365,36 @@ var sqliteDialect = func() *dialect {
 				strings.Contains(msg, "database table is locked") ||
 				strings.Contains(msg, "SQLITE_BUSY")
 		},
-		createTable: "CREATE TABLE IF NOT EXISTS " + TableName + ` (
-	id INTEGER PRIMARY KEY AUTOINCREMENT,
-	lock_id TEXT NOT NULL,
-	created_at DATETIME NOT NULL,
-	expires_at DATETIME,
-	holder TEXT NOT NULL DEFAULT '',
-	version INTEGER NOT NULL DEFAULT 0
-)`,
+		createTable: "CREATE TABLE IF NOT EXISTS " + TableName + table,
 		columns: []ddl{
 			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder TEXT NOT NULL DEFAULT ''"},
 			{"version", "ALTER TABLE " + TableName + " ADD COLUMN version INTEGER NOT NULL DEFAULT 0"},
 		},
-		indexes: []ddl{
-			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX IF NOT EXISTS uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
-			{"idx_db_mutexes_expires_at", "CREATE INDEX IF NOT EXISTS idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
+		setup: []step{
+			{sql: sequence},
+			// Start above every id already in the table (an upgraded one).
+			{sql: "INSERT OR IGNORE INTO " + sequenceTable + " (name, seq) SELECT '" + TableName + "', coalesce(max(id), 0) FROM " + TableName},
+			{sql: "CREATE TRIGGER IF NOT EXISTS " + TableName + "_token_insert AFTER INSERT" + advance},
+			{sql: "CREATE TRIGGER IF NOT EXISTS " + TableName + "_token_update AFTER UPDATE OF id" + advance},
 		},
 	}, now, plus)
+	// Tables made by earlier versions have an AUTOINCREMENT rowid, a unique
+	// index on lock_id and an expiry index. The rebuild keeps the rows and starts the
+	// sequence after the largest id ever handed out.
+	d.rebuild.check = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '" + TableName + "' AND sql NOT LIKE '%WITHOUT ROWID%'"
+	d.rebuild.steps = []string{
+		"CREATE TABLE " + newTable + table,
+		"INSERT INTO " + newTable + " (lock_id, id, created_at, expires_at, holder, version)" +
+			" SELECT lock_id, id, created_at, expires_at, holder, version FROM " + TableName,
+		sequence,
+		"INSERT OR REPLACE INTO " + sequenceTable + " (name, seq) SELECT '" + TableName + "', max(" +
+			"coalesce((SELECT max(id) FROM " + TableName + "), 0), " +
+			"coalesce((SELECT seq FROM sqlite_sequence WHERE name = '" + TableName + "'), 0), " +
+			"coalesce((SELECT seq FROM " + sequenceTable + " WHERE name = '" + TableName + "'), 0))",
+		"DROP TABLE " + TableName,
+		"ALTER TABLE " + newTable + " RENAME TO " + TableName,
+	}
+	return d
 }()
 
 // durationSeconds is PostgreSQL's bind value for make_interval(secs => ?).

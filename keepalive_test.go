@@ -396,6 +396,7 @@ func TestListForceRelease(t *testing.T) {
 		}
 		wantErr(t, "ForceRelease of a free lock", l.ForceRelease(ctx, base+"/held"), ErrNotHeld)
 		wantErr(t, "ForceRelease of an expired lock", l.ForceRelease(ctx, base+"/expired"), ErrNotHeld)
+		wantErr(t, "ForceRelease of a released lock", l.ForceRelease(ctx, base+"/released"), ErrNotHeld)
 		next := mustAcquire(t, New(b.pool(t), DefaultConfig()), base+"/held")
 		if next.Token() <= held.Token() {
 			t.Errorf("token after ForceRelease = %d, want > %d", next.Token(), held.Token())

@@ -223,9 +223,6 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	start := time.Now()
 	ttl := l.d.duration(l.cfg.TTL)
 	id, err := l.insert(ctx, sctx, lockID, ttl)
-	if err == nil && id == 0 && !l.d.insertTakesOver {
-		id, err = l.takeOver(ctx, sctx, lockID, ttl)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -243,37 +240,9 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	return lk, nil
 }
 
-// takeOver runs after insert found a row for lockID, where insert cannot
-// take an expired row over by itself. A live row means the lock is held
-// (one statement, read-only). An expired row is deleted by its id and
-// insert tried again; so is a row that disappeared since insert looked
-// (purged, or tidied by its late holder), which would otherwise make a free
-// lock look held. Of several contenders doing this, only one insert
-// succeeds: the unique index decides.
-func (l *Locker) takeOver(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
-	var expired int64
-	gone := false
-	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {
-		id, ok, err := l.queryID(sctx, l.d.probe, lockID)
-		expired, gone = id, !ok
-		return err
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case !gone && expired == 0:
-		return 0, nil // live
-	case !gone:
-		// Whether this delete or someone else's removed the row, try again.
-		if _, err := l.execOn(ctx, sctx, l.d.takeover, expired); err != nil {
-			return 0, err
-		}
-	}
-	return l.insert(ctx, sctx, lockID, ttl)
-}
-
-// insert runs the dialect's insert and returns the new row's id, or 0 when
-// the lock is live elsewhere.
+// insert runs the dialect's insert, which also takes a free row of lockID
+// over, and returns the lock's new id, or 0 when the lock is live
+// elsewhere.
 func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
 	var id int64
 	insert := l.d.insert
@@ -289,9 +258,6 @@ func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int6
 		}
 		res, err := l.run(sctx, insert, lockID, ttl, l.holder)
 		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
 			return err
 		}
 		id, err = res.LastInsertId()
@@ -463,13 +429,16 @@ func (lk *Lock) Release(ctx context.Context) error {
 	var n int64
 	var err error
 	if hold := l.cfg.MinHold; hold > 0 && time.Since(lk.acquired) < hold {
-		n, err = l.exec(ctx, l.d.releaseMinHold, l.d.duration(&hold), lk.token)
-	} else if l.cfg.TTL != nil && l.d.releaseAsync != "" {
-		// A release lost in a database crash keeps the lock only until its
-		// expiry, which is safe, so it need not wait for the disk.
-		n, err = l.exec(ctx, l.d.releaseAsync, lk.token)
+		n, err = l.exec(ctx, l.d.releaseMinHold, l.d.duration(&hold), lk.lockID, lk.token)
 	} else {
-		n, err = l.exec(ctx, l.d.release, lk.token)
+		if l.cfg.TTL != nil && l.d.releaseAsync != "" {
+			// A release lost in a database crash keeps the lock only until
+			// its expiry, which is safe, so it need not wait for the disk.
+			n, err = l.exec(ctx, l.d.releaseAsync, lk.lockID, lk.token)
+		}
+		if l.cfg.TTL == nil || l.d.releaseAsync == "" || (err != nil && ctx.Err() == nil) {
+			n, err = l.exec(ctx, l.d.release, lk.lockID, lk.token)
+		}
 	}
 	if err != nil {
 		return lockErr("release", lk.lockID, err) // not released: the caller may try again
@@ -478,7 +447,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if n == 0 {
 		// Expired, possibly taken over (then the id is someone else's and
 		// this deletes nothing). Tidy up our own expired row.
-		_, _ = l.exec(ctx, l.d.dropOwn, lk.token)
+		_, _ = l.exec(ctx, l.d.dropOwn, lk.lockID, lk.token)
 		return lockErr("release", lk.lockID, ErrTimeout)
 	}
 	return nil
@@ -502,7 +471,7 @@ func (lk *Lock) Refresh(ctx context.Context) error {
 	}
 	l := lk.locker
 	start := time.Now()
-	n, err := l.exec(ctx, l.d.refresh, l.d.duration(l.cfg.TTL), lk.token)
+	n, err := l.exec(ctx, l.d.refresh, l.d.duration(l.cfg.TTL), lk.lockID, lk.token)
 	if err != nil {
 		return lockErr("refresh", lk.lockID, err)
 	}

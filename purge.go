@@ -27,8 +27,9 @@ const (
 	purgePace = 4
 )
 
-// Purge deletes every expired lock row and returns how many it deleted.
-// Live locks, and locks that never expire, are not touched. Acquire already
+// Purge deletes every lock row that no longer holds a lock (expired, or on
+// MySQL released) and returns how many it deleted. Live locks, and locks
+// that never expire, are not touched. Acquire already
 // takes over an expired row of its own id and purges other ids now and then
 // in the background, so Purge is for operators and for tables that see many
 // one-off ids.
@@ -44,17 +45,33 @@ func (l *Locker) purge(ctx context.Context, pace int) (int64, error) {
 		return 0, l.err
 	}
 	var total int64
-	for {
-		start := time.Now()
-		n, err := l.exec(ctx, l.d.purge, purgeBatch)
-		total += n
-		if err != nil || n < purgeBatch {
-			return total, err
+	batches := func(q string) (int64, error) {
+		var sum int64
+		for {
+			start := time.Now()
+			n, err := l.exec(ctx, q, purgeBatch)
+			sum += n
+			if err != nil || n < purgeBatch {
+				return sum, err
+			}
+			if err := sleep(ctx, time.Duration(pace)*time.Since(start), nil); err != nil {
+				return sum, err
+			}
 		}
-		if err := sleep(ctx, time.Duration(pace)*time.Since(start), nil); err != nil {
+	}
+	for _, q := range l.d.purge {
+		n, err := batches(q)
+		total += n
+		if err != nil {
 			return total, err
 		}
 	}
+	if l.d.tidy != "" {
+		if _, err := batches(l.d.tidy); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // List returns the live locks (held, or released early under MinHold and
