@@ -83,5 +83,10 @@ func AutoMigrate(db *gorm.DB) error {
 			return err
 		}
 	}
+	for _, ix := range d.stale {
+		if err := ensure("drop index "+ix.name, func() bool { return !m.HasIndex(&DBMutex{}, ix.name) }, ix.sql); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -28,6 +28,9 @@ type dialect struct {
 	insert string
 	// returning says insert returns the new id as a result row.
 	returning bool
+	// prepare says the statements are prepared once per pool and reused
+	// (lock.go); PostgreSQL's driver caches prepared statements itself.
+	prepare bool
 	// notifies says release and forceRelease also send
 	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go).
 	notifies bool
@@ -85,6 +88,8 @@ type dialect struct {
 	setup []step
 	// indexes creates each index.
 	indexes []ddl
+	// stale drops each index of an older layout, where it exists.
+	stale []ddl
 }
 
 type ddl struct{ name, sql string }
@@ -239,7 +244,10 @@ const releasesTable = "db_mutex_releases"
 // The acquiring statement counts such a row as free, like an expired one,
 // and the background purge deletes both.
 //
-// The acquire is one INSERT ... ON DUPLICATE KEY UPDATE. MySQL assigns the
+// The table is keyed by lock_id, so an acquire of a lock id that has a row
+// finds it in the clustered index and updates it in place, and id is a
+// unique AUTO_INCREMENT column beside it. The acquire is one
+// INSERT ... ON DUPLICATE KEY UPDATE. MySQL assigns the
 // columns left to right and later ones see the new values, so id goes
 // first, decided on the old row; the rest follow a changed id. VALUES(id)
 // is the AUTO_INCREMENT value reserved for the row that was not inserted:
@@ -253,8 +261,9 @@ var mysqlDialect = func() *dialect {
 	free := "expires_at <= " + now + " OR id IN (SELECT id FROM " + releasesTable + ")"
 	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
 	unexpired := "(expires_at IS NULL OR expires_at > " + now + ")"
-	return build(&dialect{
-		name: "mysql",
+	d := build(&dialect{
+		name:    "mysql",
+		prepare: true,
 		insert: "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
 			" VALUES (?, " + now + ", " + plus(now) + ", ?)" +
 			" ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
@@ -285,12 +294,13 @@ var mysqlDialect = func() *dialect {
 				strings.Contains(msg, "(40001)")
 		},
 		createTable: "CREATE TABLE IF NOT EXISTS " + TableName + ` (
-	id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-	lock_id VARBINARY(255) NOT NULL,
+	lock_id VARBINARY(255) NOT NULL PRIMARY KEY,
+	id BIGINT NOT NULL AUTO_INCREMENT,
 	created_at DATETIME(6) NOT NULL,
 	expires_at DATETIME(6) NULL,
 	holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT '',
-	version BIGINT NOT NULL DEFAULT 0
+	version BIGINT NOT NULL DEFAULT 0,
+	UNIQUE KEY uix_db_mutexes_id (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
 		columns: []ddl{
 			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''"},
@@ -301,10 +311,17 @@ var mysqlDialect = func() *dialect {
 			otherwise: "CREATE TABLE IF NOT EXISTS " + releasesTable + " (id BIGINT NOT NULL PRIMARY KEY)",
 		}},
 		indexes: []ddl{
-			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
 			{"idx_db_mutexes_expires_at", "CREATE INDEX idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
 		},
+		// Tables made by earlier versions are keyed by id, with a unique
+		// index on lock_id.
+		stale: []ddl{{"uix_db_mutexes_lock_id", "DROP INDEX uix_db_mutexes_lock_id ON " + TableName}},
 	}, now, plus)
+	d.rebuild.check = "SELECT 1 FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE()" +
+		" AND TABLE_NAME = '" + TableName + "' AND CONSTRAINT_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'"
+	d.rebuild.steps = []string{"ALTER TABLE " + TableName +
+		" DROP PRIMARY KEY, ADD PRIMARY KEY (lock_id), ADD UNIQUE KEY uix_db_mutexes_id (id)"}
+	return d
 }()
 
 // sequenceTable holds, on SQLite, the last fencing token handed out.
@@ -345,7 +362,8 @@ var sqliteDialect = func() *dialect {
 		sequence = "CREATE TABLE IF NOT EXISTS " + sequenceTable + " (name TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID"
 	)
 	d := build(&dialect{
-		name: "sqlite",
+		name:    "sqlite",
+		prepare: true,
 		insert: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
 			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" +
 			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +

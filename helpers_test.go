@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,4 +185,17 @@ func wantErr(t testing.TB, what string, err, want error) {
 	if !errors.Is(err, want) {
 		t.Fatalf("%s = %v, want an error matching %v", what, err, want)
 	}
+}
+
+// quietPool is a pool on which no background purge runs, for tests that
+// need rows a purge would delete.
+func quietPool(t testing.TB, b *backend) *gorm.DB {
+	t.Helper()
+	db := b.pool(t)
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateOf(sqlDB).nextPurge.Store(math.MaxInt64)
+	return db
 }

@@ -37,6 +37,9 @@ type Locker struct {
 	d      *dialect
 	holder string
 	err    error // a configuration error, returned by every method
+	// stmts are the statements prepared on pool, where the dialect
+	// prepares and pool is a plain *sql.DB; nil otherwise.
+	stmts *statements
 }
 
 // New returns a Locker that takes locks through db with cfg. db must not be
@@ -62,6 +65,9 @@ func New(db *gorm.DB, cfg Config) *Locker {
 	}
 	l.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
 	l.pool = l.db.Statement.ConnPool
+	if pool, ok := l.pool.(*sql.DB); ok && l.d.prepare {
+		l.stmts = statementsFor(pool)
+	}
 	// Conflicts that retry absorbs are not errors the application should
 	// see in its GORM log.
 	l.log = quietTransient{l.db.Logger, l.d.transient}
@@ -269,13 +275,24 @@ func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int6
 // The lock's statements go straight to the connection pool of the caller's
 // *gorm.DB, not through GORM's callbacks and statement builder, which would
 // cost more than the rest of a lock on the client side. They are traced
-// through the caller's GORM logger all the same, and they use the caller's
-// pool (with PrepareStmt, its prepared statements).
+// through the caller's GORM logger all the same. On MySQL and SQLite they
+// are prepared once per pool and connection and reused (pool.go), which
+// spares the database parsing them at every call; PostgreSQL's driver
+// does that by itself, and so does GORM's PrepareStmt mode.
 
 // run executes one statement and traces it.
 func (l *Locker) run(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	start := time.Now()
-	res, err := l.pool.ExecContext(ctx, query, args...)
+	var res sql.Result
+	var err error
+	if l.stmts != nil {
+		var stmt *sql.Stmt
+		if stmt, err = l.stmts.get(ctx, query); err == nil {
+			res, err = stmt.ExecContext(ctx, args...)
+		}
+	} else {
+		res, err = l.pool.ExecContext(ctx, query, args...)
+	}
 	var n int64 = -1
 	if err == nil {
 		n, _ = res.RowsAffected()
@@ -288,7 +305,14 @@ func (l *Locker) run(ctx context.Context, query string, args ...any) (sql.Result
 // ok is false when it returned no row.
 func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int64, ok bool, err error) {
 	start := time.Now()
-	err = l.pool.QueryRowContext(ctx, query, args...).Scan(&id)
+	if l.stmts != nil {
+		var stmt *sql.Stmt
+		if stmt, err = l.stmts.get(ctx, query); err == nil {
+			err = stmt.QueryRowContext(ctx, args...).Scan(&id)
+		}
+	} else {
+		err = l.pool.QueryRowContext(ctx, query, args...).Scan(&id)
+	}
 	ok = err == nil
 	if errors.Is(err, sql.ErrNoRows) {
 		err = nil

@@ -2,14 +2,10 @@ package gormmutex
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-	"weak"
 
 	"gorm.io/gorm/logger"
 )
@@ -111,15 +107,8 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 	return lockErr("force-release", lockID, err)
 }
 
-// purgeState is when the next background purge is due for one pool.
-type purgeState struct{ next atomic.Int64 } // unix nanoseconds
-
-var (
-	// purges maps weak.Pointer[sql.DB] to *purgeState; an entry is removed
-	// when its pool is garbage collected, so closed pools are forgotten.
-	purges    sync.Map
-	purgeRuns sync.WaitGroup // background purges in flight, for tests
-)
+// purgeRuns counts background purges in flight, for tests.
+var purgeRuns sync.WaitGroup
 
 // maybePurge starts a background Purge if none has run on this pool in this
 // process for purgeInterval.
@@ -128,18 +117,10 @@ func (l *Locker) maybePurge() {
 	if err != nil {
 		return
 	}
-	key := weak.Make(pool)
-	v, ok := purges.Load(key)
-	if !ok {
-		var loaded bool
-		if v, loaded = purges.LoadOrStore(key, &purgeState{}); !loaded {
-			runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { purges.Delete(k) }, key)
-		}
-	}
-	s := v.(*purgeState)
+	s := stateOf(pool)
 	now := time.Now().UnixNano()
-	next := s.next.Load()
-	if now < next || !s.next.CompareAndSwap(next, now+int64(purgeInterval)) {
+	next := s.nextPurge.Load()
+	if now < next || !s.nextPurge.CompareAndSwap(next, now+int64(purgeInterval)) {
 		return
 	}
 	purgeRuns.Add(1)

@@ -12,7 +12,9 @@ import (
 
 // TestRoundTrips counts, at the database/sql driver level, what one
 // uncontended Do costs: one statement to acquire and one to release, with
-// no BEGIN, COMMIT or server-side prepare. django-db-mutex needs 8.
+// no BEGIN or COMMIT. django-db-mutex needs 8. On MySQL and SQLite the
+// statements are prepared once per connection and then reused; the pool
+// here has one connection, so that the count is the steady state.
 func TestRoundTrips(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
 		measure := func(t *testing.T, dsn string) (do, held sqlcount.Counts) {
@@ -20,6 +22,11 @@ func TestRoundTrips(t *testing.T) {
 			bb := *b
 			bb.dsn = dsn
 			db := bb.countedPool(t, c)
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sqlDB.SetMaxOpenConns(1)
 			l := New(db, DefaultConfig())
 			ctx := context.Background()
 			id := lockID(t)
@@ -50,9 +57,9 @@ func TestRoundTrips(t *testing.T) {
 			t.Errorf("uncontended Do used a transaction or a prepare: %v", do)
 		}
 		if b.name == "mysql" {
-			// Without interpolateParams the MySQL driver prepares, executes
-			// and closes every statement with arguments: the README says to
-			// set it.
+			// The statements are prepared, so interpolateParams, which
+			// spares the MySQL driver a prepare for each statement sent
+			// with arguments, makes no difference to them.
 			cfg, err := gomysql.ParseDSN(b.dsn)
 			if err != nil {
 				t.Fatal(err)
@@ -60,8 +67,8 @@ func TestRoundTrips(t *testing.T) {
 			cfg.InterpolateParams = false
 			do, _ := measure(t, cfg.FormatDSN())
 			fmt.Printf("round trips on mysql    without interpolateParams: %d (%v)\n", do.Total(), do)
-			if do.Total() <= 2 || do.Prepare == 0 {
-				t.Errorf("without interpolateParams Do made %v; the counting driver should see the prepares", do)
+			if do.Total() != 2 {
+				t.Errorf("without interpolateParams Do made %v, want 2", do)
 			}
 		}
 	})

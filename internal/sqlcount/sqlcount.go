@@ -23,8 +23,9 @@ type Counter struct {
 	Exec, Query, Prepare, StmtExec, StmtQuery, Begin, Commit, Rollback atomic.Int64
 
 	// After, if set before the pool is used, is called with the SQL text
-	// once a direct Exec or Query has returned from the driver: tests use it
-	// to act between a statement and the next.
+	// once an Exec or Query, direct or of a prepared statement, has
+	// returned from the driver: tests use it to act between a statement and
+	// the next.
 	After func(query string)
 }
 
@@ -166,7 +167,7 @@ func (cn *countingConn) PrepareContext(ctx context.Context, query string) (drive
 	if err != nil {
 		return nil, err
 	}
-	return &countingStmt{st, cn.c}, nil
+	return &countingStmt{st, cn, query}, nil
 }
 
 func (cn *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
@@ -247,11 +248,13 @@ func (cn *countingConn) Ping(ctx context.Context) error {
 
 type countingStmt struct {
 	driver.Stmt
-	c *Counter
+	cn    *countingConn
+	query string
 }
 
 func (s *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	s.c.StmtExec.Add(1)
+	s.cn.c.StmtExec.Add(1)
+	defer s.cn.after(s.query)
 	if e, ok := s.Stmt.(driver.StmtExecContext); ok {
 		return e.ExecContext(ctx, args)
 	}
@@ -260,7 +263,8 @@ func (s *countingStmt) ExecContext(ctx context.Context, args []driver.NamedValue
 }
 
 func (s *countingStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	s.c.StmtQuery.Add(1)
+	s.cn.c.StmtQuery.Add(1)
+	defer s.cn.after(s.query)
 	if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
 		return q.QueryContext(ctx, args)
 	}
