@@ -31,6 +31,8 @@ type dialect struct {
 	// prepare says the statements are prepared once per pool and reused
 	// (lock.go); PostgreSQL's driver caches prepared statements itself.
 	prepare bool
+	// inProcess says the database runs in the application's process.
+	inProcess bool
 	// notifies says release and forceRelease also send
 	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go).
 	notifies bool
@@ -362,8 +364,9 @@ var sqliteDialect = func() *dialect {
 		sequence = "CREATE TABLE IF NOT EXISTS " + sequenceTable + " (name TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID"
 	)
 	d := build(&dialect{
-		name:    "sqlite",
-		prepare: true,
+		name:      "sqlite",
+		prepare:   true,
+		inProcess: true,
 		insert: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
 			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" +
 			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +

@@ -219,12 +219,25 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 // and a lock it took is released at once.
 const attemptTimeout = 10 * time.Second
 
+// detach returns a context for statements that must finish whether or not
+// ctx ends, bounded by timeout. Where the database is in the process
+// (SQLite), a statement has no network to hang on (the DSN's busy timeout
+// bounds its waits), and the context is left without a deadline: a
+// context that can end makes the driver start a goroutine per statement to
+// watch it.
+func (l *Locker) detach(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if l.d.inProcess {
+		return context.WithoutCancel(ctx), func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
 // tryAcquire makes one attempt: ErrLocked if the lock is live elsewhere.
 func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attemptTimeout)
+	sctx, cancel := l.detach(ctx, attemptTimeout)
 	defer cancel()
 	start := time.Now()
 	ttl := l.d.duration(l.cfg.TTL)
@@ -478,7 +491,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 }
 
 func (lk *Lock) releaseDetached(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	ctx, cancel := lk.locker.detach(ctx, releaseTimeout)
 	defer cancel()
 	return lk.Release(ctx)
 }

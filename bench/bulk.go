@@ -52,9 +52,12 @@ WHERE s.n <= ?`
 		if live {
 			exp = "strftime('%Y-%m-%d %H:%M:%f', 'now', '+3650 days')"
 		}
+		// The ids continue the core's token sequence (its triggers advance
+		// it row by row; the subquery is read once).
 		q = `WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?2)
-INSERT INTO db_mutexes (lock_id, created_at, expires_at, holder)
-SELECT ?1 || n, strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 hours'), ` + exp + `, 'bench-bulk' FROM s`
+INSERT INTO db_mutexes (lock_id, id, created_at, expires_at, holder)
+SELECT ?1 || n, n + (SELECT seq FROM db_mutex_sequence WHERE name = 'db_mutexes'),
+       strftime('%Y-%m-%d %H:%M:%f', 'now', '-2 hours'), ` + exp + `, 'bench-bulk' FROM s`
 	}
 	_, err := b.admin.ExecContext(ctx, q, prefix, n)
 	return err

@@ -33,7 +33,6 @@ type config struct {
 	live         int
 	delays       []time.Duration
 	isolate      string
-	whatif       bool
 	pgDSN        string
 	myDSN        string
 	redisAddr    string
@@ -72,7 +71,6 @@ func main() {
 	flag.IntVar(&cfg.live, "live", 100000, "live rows of other ids for scenario e (0: skip)")
 	flag.StringVar(&delays, "delays", "1ms,5ms", "one-way delays of the loopback proxy for the latency scenario")
 	flag.StringVar(&cfg.isolate, "isolate-db", "gormmutex_bench", "PostgreSQL and MySQL database to create and use instead of the DSN's, so bulk rows never meet concurrent test suites ('' to use the DSN's)")
-	flag.BoolVar(&cfg.whatif, "whatif", false, "also measure what-if variants for the analysis: gormmutex-sql (its two statements through database/sql, no GORM), gormmutex-sql/prepared, gormmutex-sql/async-release and gormmutex/sync-off (PostgreSQL)")
 	flag.StringVar(&cfg.pgDSN, "pg", testdb.Postgres(), "PostgreSQL DSN")
 	flag.StringVar(&cfg.myDSN, "mysql", testdb.MySQL(), "MySQL/MariaDB DSN")
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("GORMMUTEX_REDIS_ADDR", "127.0.0.1:6379"), "Redis address")

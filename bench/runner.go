@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
@@ -105,31 +102,6 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 			kind = "mysql"
 		}
 		return &nativeContender{kind: kind, db: db, c: c}, nil
-	case "gormmutex-sql", "gormmutex-sql/prepared", "gormmutex-sql/nonotify", "gormmutex-gorm/row":
-		_, variant, _ := strings.Cut(name, "/")
-		var db *sql.DB
-		var gdb *gorm.DB
-		var err error
-		if variant == "row" {
-			gdb, err = b.openGorm(o)
-			if err == nil {
-				gdb = gdb.Session(&gorm.Session{NewDB: true, Initialized: true})
-			}
-		} else {
-			db, err = b.openSQL(o)
-		}
-		if err != nil {
-			return nil, err
-		}
-		raw, err := newRawGM(b.name, db, gdb, c, variant)
-		if err != nil {
-			if db != nil {
-				db.Close()
-			}
-			closeGorm(gdb)
-			return nil, err
-		}
-		return raw, nil
 	}
 	return nil, fmt.Errorf("unknown contender %q", name)
 }
@@ -342,28 +314,9 @@ func (r *runner) main(ctx context.Context) error {
 		}
 	}
 
-	// What-if variants, for the analysis.
-	whatifs := []string{"gormmutex-gorm/row", "gormmutex-sql", "gormmutex-sql/prepared", "gormmutex-sql/nonotify"}
-	if cfg.whatif {
-		for _, b := range r.backends {
-			for _, name := range whatifs {
-				if name == "gormmutex-gorm/row" && b.name == "mysql" {
-					continue // MySQL's acquire has no RETURNING: the core already uses Exec
-				}
-				if name == "gormmutex-sql/nonotify" && b.name != "postgres" {
-					continue
-				}
-				c, err := r.newContender(b, name, poolOpts{})
-				if err != nil {
-					return err
-				}
-				conts[[2]string{b.name, name}] = c
-			}
-		}
-	}
 	names := func(store string) []string {
 		var out []string
-		for _, n := range append(contendersFor(store), whatifs...) {
+		for _, n := range contendersFor(store) {
 			if _, ok := conts[[2]string{store, n}]; ok && !contains(out, n) {
 				out = append(out, n)
 			}
