@@ -35,8 +35,8 @@
 // every earlier one for the same id.
 //
 // An uncontended Do costs two round trips to the database: one statement to
-// acquire and one to release, with no transaction. On MySQL, put
-// interpolateParams=true in the DSN, or the driver prepares every statement.
+// acquire and one to release, with no transaction. On MySQL and SQLite the
+// two statements are prepared once per connection and then reused.
 //
 // What is not promised: a lock with a TTL protects fn only for that TTL. If
 // fn runs longer, or its process is paused (GC, SIGSTOP, a suspended VM)

@@ -12,14 +12,17 @@ const TableName = "db_mutexes"
 const MaxLockIDLen = 255
 
 // DBMutex is one row of the lock table: a lock that is held, or one that has
-// expired and not yet been purged or taken over. Read rows with
+// expired (or, on MySQL, been released) and not yet been purged or taken
+// over. Read rows with
 // Locker.List; the table is created by AutoMigrate, not by GORM's own
 // migrator.
 type DBMutex struct {
-	// ID is the row's auto-increment primary key. Every acquisition inserts a
-	// new row (or, on PostgreSQL, gives the taken-over row a new id from the
-	// same sequence), and the database never reuses an id, so ID is the
-	// lock's fencing token: see Lock.Token.
+	// ID is the lock's fencing token (see Lock.Token). Every acquisition,
+	// including the takeover of a free row, gives the row a new id from a
+	// counter that never hands out a value twice: the table's sequence on
+	// PostgreSQL, its AUTO_INCREMENT counter on MySQL, and the table
+	// db_mutex_sequence on SQLite. It is the primary key on PostgreSQL; on
+	// MySQL and SQLite the table is keyed by LockID.
 	ID int64 `gorm:"primaryKey;autoIncrement"`
 	// LockID is the lock's name, 1 to MaxLockIDLen bytes, compared byte for
 	// byte (case and trailing spaces matter on every database).
