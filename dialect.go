@@ -68,8 +68,9 @@ type dialect struct {
 	// dialect's interval expression takes; nil stays nil (never expires).
 	duration func(*time.Duration) any
 	// transient says whether an error is a conflict the database reports
-	// under contention (deadlock, serialization failure, busy), which is
-	// retried rather than returned.
+	// under contention (deadlock, serialization failure, busy), or a
+	// connection the server ended before the statement committed, which
+	// is retried rather than returned.
 	transient func(error) bool
 
 	// createTable creates the table if it does not exist.
@@ -173,12 +174,24 @@ var postgresDialect = func() *dialect {
 		transient: func(err error) bool {
 			var pg interface{ SQLState() string }
 			if errors.As(err, &pg) {
-				switch pg.SQLState() {
-				case "40001", "40P01": // serialization_failure, deadlock_detected
+				switch code := pg.SQLState(); {
+				case code == "40001", code == "40P01": // serialization_failure, deadlock_detected
+					return true
+				case code == "57P01", code == "57P02", code == "57P03", strings.HasPrefix(code, "08"):
+					// The server ended the connection (admin or crash
+					// shutdown, a restart) or cannot take it yet, and the
+					// pool replaces the connection. The statement did not
+					// commit, unless the server ended it between its commit
+					// and its reply: a retried acquire then finds a lock
+					// nobody holds, held until its TTL; a retried release
+					// reports ErrTimeout.
 					return true
 				}
 			}
-			return false
+			// pgx says so of an error that happened before anything was
+			// sent.
+			var safe interface{ SafeToRetry() bool }
+			return errors.As(err, &safe) && safe.SafeToRetry()
 		},
 		createTable: "CREATE TABLE IF NOT EXISTS " + TableName + ` (
 	id BIGSERIAL PRIMARY KEY,

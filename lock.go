@@ -3,11 +3,14 @@ package gormmutex
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -318,12 +321,16 @@ func (l *Locker) run(ctx context.Context, query string, args ...any) (sql.Result
 // ok is false when it returned no row.
 func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int64, ok bool, err error) {
 	start := time.Now()
-	if l.stmts != nil {
+	pool, plain := l.pool.(*sql.DB)
+	switch {
+	case l.stmts != nil:
 		var stmt *sql.Stmt
 		if stmt, err = l.stmts.get(ctx, query); err == nil {
 			err = stmt.QueryRowContext(ctx, args...).Scan(&id)
 		}
-	} else {
+	case plain && ctx.Done() != nil:
+		id, err = queryOne(ctx, pool, query, args)
+	default:
 		err = l.pool.QueryRowContext(ctx, query, args...).Scan(&id)
 	}
 	ok = err == nil
@@ -336,6 +343,79 @@ func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int
 	}
 	l.trace(ctx, start, query, args, n, err)
 	return id, ok, err
+}
+
+// queryOne runs query on one of pool's connections at the driver level and
+// reads the integer in the first column of its first row (sql.ErrNoRows if
+// there is none). For a context that can end, database/sql starts a
+// goroutine per query to watch it, and on a small machine waking that
+// goroutine costs about as much as the statement; the driver watches the
+// context itself (pgx with context.AfterFunc). A connection the driver
+// reports bad before the query went out is replaced, up to three times,
+// as database/sql would.
+func queryOne(ctx context.Context, pool *sql.DB, query string, args []any) (int64, error) {
+	named := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		v, err := driver.DefaultParameterConverter.ConvertValue(a)
+		if err != nil {
+			return 0, err
+		}
+		named[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+	}
+	var id int64
+	var err error
+	for range 3 {
+		var conn *sql.Conn
+		if conn, err = pool.Conn(ctx); err != nil {
+			return 0, err
+		}
+		err = conn.Raw(func(dc any) error {
+			q, ok := dc.(driver.QueryerContext)
+			if !ok {
+				return errNoQueryer
+			}
+			rows, err := q.QueryContext(ctx, query, named)
+			if err != nil {
+				return err
+			}
+			dest := make([]driver.Value, len(rows.Columns()))
+			err = rows.Next(dest)
+			if cerr := rows.Close(); err == nil || err == io.EOF && cerr != nil {
+				err = cerr
+			}
+			switch {
+			case err == io.EOF:
+				return sql.ErrNoRows
+			case err != nil:
+				return err
+			}
+			id, err = toInt64(dest[0])
+			return err
+		})
+		conn.Close()
+		if !errors.Is(err, driver.ErrBadConn) {
+			break
+		}
+	}
+	if errors.Is(err, errNoQueryer) { // nothing was sent
+		err = pool.QueryRowContext(ctx, query, args...).Scan(&id)
+	}
+	return id, err
+}
+
+var errNoQueryer = errors.New("no QueryerContext")
+
+// toInt64 reads an id the driver returned.
+func toInt64(v driver.Value) (int64, error) {
+	switch v := v.(type) {
+	case int64:
+		return v, nil
+	case []byte:
+		return strconv.ParseInt(string(v), 10, 64)
+	case string:
+		return strconv.ParseInt(v, 10, 64)
+	}
+	return 0, fmt.Errorf("gormmutex: the driver returned %T for an id", v)
 }
 
 func (l *Locker) trace(ctx context.Context, start time.Time, query string, args []any, rows int64, err error) {

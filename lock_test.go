@@ -872,3 +872,52 @@ func TestStatementsLogged(t *testing.T) {
 		}
 	})
 }
+
+// TestAcquireOnKilledConnection: the server ended the pool's idle
+// connection (a restart, an idle timeout, an operator). The next Acquire
+// gets the lock on a new connection instead of failing.
+func TestAcquireOnKilledConnection(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		var idSQL, kill string
+		switch b.name {
+		case "postgres":
+			idSQL, kill = "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"
+		case "mysql":
+			idSQL, kill = "SELECT CONNECTION_ID()", "KILL ?"
+		default:
+			t.Skip("SQLite has no server connection to kill")
+		}
+		t.Parallel()
+		db := b.pool(t)
+		sqlDB, _ := db.DB()
+		sqlDB.SetMaxOpenConns(1)
+		admin := b.pool(t)
+		l := New(db, DefaultConfig())
+		id := lockID(t)
+		for i := 0; i < 2; i++ {
+			// Warm: the connection has run (and on MySQL prepared) the
+			// lock's statements.
+			if err := l.Do(context.Background(), id, func(context.Context) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var pid int64
+			if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.Exec(kill, pid).Error; err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			lk, err := l.Acquire(ctx, id)
+			cancel()
+			if err != nil {
+				t.Fatalf("Acquire after the server ended the connection = %v", err)
+			}
+			if err := lk.Release(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
