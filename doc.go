@@ -32,7 +32,11 @@
 // wins. Release deletes only the caller's own lock, and reports
 // ErrTimeout if the lock had expired, whether or not someone took it over.
 // Every acquisition gets a fencing token (Lock.Token) that is larger than
-// every earlier one for the same id.
+// every earlier one for the same id. An acquisition is a durable commit
+// (unless Config.AsyncCommit). The release of a lock with a TTL does not
+// wait for the disk (PostgreSQL commits it asynchronously, MySQL records it
+// in a MEMORY table), so a database crash can bring such a lock back, but
+// only until its expiry.
 //
 // An uncontended Do costs two round trips to the database: one statement to
 // acquire and one to release, with no transaction. On MySQL and SQLite the

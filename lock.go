@@ -529,13 +529,16 @@ func (lk *Lock) ExpiresAt() (time.Time, bool) {
 	return lk.expires, !lk.expires.IsZero()
 }
 
-// Release frees the lock. It deletes only this holder's row: a late release
+// Release frees the lock. It touches only this holder's row: a late release
 // never touches the next holder's lock. If the lock had expired (or was
 // force-released) before Release, it returns an error matching ErrTimeout,
 // whether or not someone took the lock over. A second Release returns an
 // error matching ErrReleased and sends nothing to the database. With
 // Config.MinHold, a lock released early stays unavailable to others until
-// MinHold after its acquisition.
+// MinHold after its acquisition. The release of a lock with a TTL does not
+// wait for the disk, so a database crash right after it can bring the lock
+// back until its expiry (the README's Durability section says how, per
+// database).
 func (lk *Lock) Release(ctx context.Context) error {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
