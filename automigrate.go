@@ -2,6 +2,7 @@ package gormmutex
 
 import (
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -53,17 +54,26 @@ func AutoMigrate(db *gorm.DB) error {
 		// The check runs in the transaction, so that of several processes
 		// upgrading at once only the first rebuilds; the others fail to
 		// commit, or find the table rebuilt.
-		err := s.Transaction(func(tx *gorm.DB) error {
-			if !old(tx) {
-				return nil
-			}
-			for _, q := range d.rebuild.steps {
-				if err := tx.Exec(q).Error; err != nil {
-					return err
+		rebuild := func() error {
+			return s.Transaction(func(tx *gorm.DB) error {
+				if !old(tx) {
+					return nil
 				}
-			}
-			return nil
-		})
+				for _, q := range d.rebuild.steps {
+					if err := tx.Exec(q).Error; err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		// A transaction that lost to another process's rebuild (SQLite:
+		// "database is locked") tries again, and then finds it done.
+		err := rebuild()
+		for start := time.Now(); err != nil && d.transient(err) && time.Since(start) < transientBudget; {
+			time.Sleep(50 * time.Millisecond)
+			err = rebuild()
+		}
 		if err != nil && old(s) {
 			return fmt.Errorf("gormmutex: migrate table %s to the current layout: %w", TableName, err)
 		}

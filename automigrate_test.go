@@ -131,8 +131,22 @@ func TestAutoMigrateUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := AutoMigrate(db); err != nil {
-			t.Fatalf("AutoMigrate over an old table = %v", err)
+		// Several processes start at once and all find the old table.
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			p := fresh.pool(t)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = AutoMigrate(p)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("AutoMigrate over an old table, process %d = %v", i, err)
+			}
 		}
 		for _, col := range []string{"holder", "version"} {
 			if !db.Migrator().HasColumn(&DBMutex{}, col) {

@@ -146,6 +146,16 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 // in autocommit. One statement both inserts and takes over an expired row;
 // a takeover gives the row a fresh id from the same sequence (EXCLUDED.id is
 // the nextval the insert drew), so the fencing token still increases.
+//
+// The table is keyed by lock_id and has no other index, and a release sets
+// the row's expiry to -infinity instead of deleting it. The acquire, the
+// release and a renewal then change no indexed column, so PostgreSQL makes
+// them HOT updates: the old row versions are pruned in place, without
+// vacuum and without a new index entry each time. A table whose hot lock is
+// taken thousands of times a second stays a few pages even where
+// autovacuum lags or is off, where a DELETE and INSERT per lock would leave
+// a dead row and three dead index entries per lock. Released and expired
+// rows are deleted by the purge, which scans for them.
 var postgresDialect = func() *dialect {
 	plus := func(t string) string { return t + " + make_interval(secs => ?)" }
 	const (
@@ -159,9 +169,9 @@ var postgresDialect = func() *dialect {
 		// WAL to reach the disk: still one statement, one round trip. The
 		// CTE runs only where it is read (FROM async_commit).
 		async = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
-		// Releases notify waiters (wake.go). The CTE deletes; the SELECT
-		// notifies once per deleted row, and its row count is the number
-		// deleted.
+		// Releases notify waiters (wake.go). The CTE frees the row; the
+		// SELECT notifies once per freed row, and its row count is the
+		// number freed.
 		notify = " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
 	)
 	d := build(&dialect{
@@ -193,26 +203,41 @@ var postgresDialect = func() *dialect {
 			var safe interface{ SafeToRetry() bool }
 			return errors.As(err, &safe) && safe.SafeToRetry()
 		},
+		// fillfactor leaves room on each page for the HOT updates.
 		createTable: "CREATE TABLE IF NOT EXISTS " + TableName + ` (
-	id BIGSERIAL PRIMARY KEY,
-	lock_id VARCHAR(255) NOT NULL,
+	lock_id VARCHAR(255) NOT NULL PRIMARY KEY,
+	id BIGSERIAL NOT NULL,
 	created_at TIMESTAMPTZ NOT NULL,
 	expires_at TIMESTAMPTZ,
 	holder VARCHAR(255) NOT NULL DEFAULT '',
 	version BIGINT NOT NULL DEFAULT 0
-)`,
+) WITH (fillfactor = 70)`,
 		columns: []ddl{
 			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS holder VARCHAR(255) NOT NULL DEFAULT ''"},
 			{"version", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"},
 		},
-		indexes: []ddl{
-			{"uix_db_mutexes_lock_id", "CREATE UNIQUE INDEX IF NOT EXISTS uix_db_mutexes_lock_id ON " + TableName + " (lock_id)"},
-			{"idx_db_mutexes_expires_at", "CREATE INDEX IF NOT EXISTS idx_db_mutexes_expires_at ON " + TableName + " (expires_at)"},
+		// Tables made by earlier versions are keyed by id, with a unique
+		// index on lock_id and an index on expires_at.
+		stale: []ddl{
+			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
+			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
 		},
 	}, "now()", plus)
+	const keyedByID = "SELECT 1 FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)" +
+		" WHERE c.conrelid = '" + TableName + "'::regclass AND c.contype = 'p' AND a.attname = 'id'"
+	d.rebuild.check = keyedByID
+	// One statement, which locks the table before it looks again, so that
+	// of several processes upgrading at once only the first changes it.
+	d.rebuild.steps = []string{"DO $$ BEGIN LOCK TABLE " + TableName + " IN ACCESS EXCLUSIVE MODE; IF EXISTS (" + keyedByID + ") THEN" +
+		" EXECUTE format('ALTER TABLE " + TableName + " DROP CONSTRAINT %I', (SELECT conname FROM pg_constraint WHERE conrelid = '" +
+		TableName + "'::regclass AND contype = 'p'));" +
+		" ALTER TABLE " + TableName + " ADD PRIMARY KEY (lock_id); ALTER TABLE " + TableName + " SET (fillfactor = 70);" +
+		" END IF; END $$"}
+	// A release marks the row free instead of deleting it (see above).
+	d.release = "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
 	d.releaseAsync = async + ", released AS (" + d.release + notify + ", async_commit"
 	// A purge that a crash undoes only leaves expired rows behind.
-	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE id IN (SELECT id FROM " + TableName +
+	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + TableName +
 		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
 	d.release = "WITH released AS (" + d.release + notify
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify

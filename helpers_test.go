@@ -199,3 +199,17 @@ func quietPool(t testing.TB, b *backend) *gorm.DB {
 	stateOf(sqlDB).nextPurge.Store(math.MaxInt64)
 	return db
 }
+
+// connKill returns the SQL that reads a connection's server-side id and
+// the SQL that ends the connection with that id; it skips t on SQLite.
+func connKill(t *testing.T, b *backend) (idSQL, kill string) {
+	t.Helper()
+	switch b.name {
+	case "postgres":
+		return "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"
+	case "mysql":
+		return "SELECT CONNECTION_ID()", "KILL ?"
+	}
+	t.Skip("SQLite has no server connection to kill")
+	return "", ""
+}

@@ -104,15 +104,7 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
-		var idSQL, kill string
-		switch b.name {
-		case "postgres":
-			idSQL, kill = "SELECT pg_backend_pid()", "SELECT pg_terminate_backend(?)"
-		case "mysql":
-			idSQL, kill = "SELECT CONNECTION_ID()", "KILL ?"
-		default:
-			t.Skip("SQLite has no server connection to kill")
-		}
+		idSQL, kill := connKill(t, b)
 		db := b.pool(t)
 		sqlDB, _ := db.DB()
 		sqlDB.SetMaxOpenConns(1)
