@@ -237,8 +237,17 @@ func closeGorm(db *gorm.DB) {
 }
 
 // migrate creates gormmutex's table (with its own AutoMigrate) and the
-// django baseline's table.
-func (b *backend) migrate(ctx context.Context) error {
+// django baseline's table; with fresh, it drops them first.
+func (b *backend) migrate(ctx context.Context, fresh bool) error {
+	if fresh {
+		// The bench's own database: every run starts from new tables, so
+		// that no run inherits the dead rows or the layout of an earlier one.
+		for _, t := range []string{djangoTable, "db_mutex_releases", gormmutex.TableName} {
+			if _, err := b.admin.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+				return fmt.Errorf("%s: drop %s: %w", b.name, t, err)
+			}
+		}
+	}
 	db, err := b.openGorm(poolOpts{maxConns: 2})
 	if err != nil {
 		return err
