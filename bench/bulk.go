@@ -65,7 +65,7 @@ SELECT ?1 || n, n + (SELECT seq FROM db_mutex_sequence WHERE name = 'db_mutexes'
 
 // analyze refreshes the planner's statistics after a bulk change, as
 // autovacuum (PostgreSQL) or InnoDB's persistent statistics would soon do.
-// On PostgreSQL it also writes the change out (CHECKPOINT): the scenarios
+// It also writes the change out (PostgreSQL: CHECKPOINT): the scenarios
 // are about a table that has held these rows for a while, and without it
 // the checkpoint of a million new rows would slow the windows' commits,
 // not the lookups being measured.
@@ -76,6 +76,14 @@ func (b *backend) analyze(ctx context.Context) {
 		_, _ = b.admin.ExecContext(ctx, "CHECKPOINT")
 	case "mysql":
 		_, _ = b.admin.ExecContext(ctx, "ANALYZE TABLE db_mutexes")
+		// InnoDB's counterpart: FOR EXPORT writes the table's dirty pages
+		// out; UNLOCK TABLES, on the same connection, ends it.
+		if c, err := b.admin.Conn(ctx); err == nil {
+			if _, err := c.ExecContext(ctx, "FLUSH TABLES db_mutexes FOR EXPORT"); err == nil {
+				_, _ = c.ExecContext(ctx, "UNLOCK TABLES")
+			}
+			c.Close()
+		}
 	case "sqlite":
 		_, _ = b.admin.ExecContext(ctx, "ANALYZE db_mutexes")
 	}
