@@ -196,5 +196,7 @@ func (r *runner) bulkPhase(ctx context.Context, b *backend) error {
 			}
 		}
 	}
+	// Write the phase's changes out before the next store's windows.
+	b.analyze(ctx)
 	return nil
 }
