@@ -124,38 +124,22 @@ func (r *runner) bulkPhase(ctx context.Context, b *backend) error {
 
 	// d: expired rows. Each round inserts them, measures d, deletes them and
 	// measures the table without them, in alternating order as in e, so that
-	// d and its baseline are adjacent in time and pair up by round. Both run
-	// on fresh pools warmed on the empty table, so that their background
-	// purges have already run and none runs in a window. Round 0 also
+	// d and its baseline are adjacent in time and pair up by round. d runs
+	// on a fresh pool warmed on the empty table, so that its background
+	// purge has already run and none runs in the window. Round 0 also
 	// measures d-purge.
-	// A pool's purge falls due again a minute after its last, so every
-	// window of this loop gets a fresh warmed pool.
-	fresh := func() (contender, error) {
-		c, err := r.newContender(b, "gormmutex", poolOpts{})
-		if err == nil {
-			if err = warmPool(ctx, c); err != nil {
-				c.close()
-			}
-		}
-		return c, err
-	}
-	emptyD := func(i int) error {
-		c, err := fresh()
-		if err != nil {
-			return err
-		}
-		defer c.close()
-		_, err = r.run(ctx, c, mk("empty-d"), i)
-		return err
-	}
 	for i := 0; nExp > 0 && i < r.cfg.rounds; i++ {
 		if i%2 == 1 {
-			if err := emptyD(i); err != nil {
+			if _, err := r.run(ctx, q, mk("empty-d"), i); err != nil {
 				return err
 			}
 		}
-		dq, err := fresh()
+		dq, err := r.newContender(b, "gormmutex", poolOpts{})
 		if err != nil {
+			return err
+		}
+		if err := warmPool(ctx, dq); err != nil {
+			dq.close()
 			return err
 		}
 		t := time.Now()
@@ -202,7 +186,7 @@ func (r *runner) bulkPhase(ctx context.Context, b *backend) error {
 		}
 		b.analyze(ctx)
 		if i%2 == 0 {
-			if err := emptyD(i); err != nil {
+			if _, err := r.run(ctx, q, mk("empty-d"), i); err != nil {
 				return err
 			}
 		}
