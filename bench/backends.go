@@ -242,10 +242,8 @@ func (b *backend) migrate(ctx context.Context, fresh bool) error {
 	if fresh {
 		// The bench's own database: every run starts from new tables, so
 		// that no run inherits the dead rows or the layout of an earlier one.
-		for _, t := range []string{djangoTable, "db_mutex_releases", gormmutex.TableName} {
-			if _, err := b.admin.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-				return fmt.Errorf("%s: drop %s: %w", b.name, t, err)
-			}
+		if err := b.dropTables(ctx); err != nil {
+			return err
 		}
 	}
 	db, err := b.openGorm(poolOpts{maxConns: 2})
@@ -258,6 +256,72 @@ func (b *backend) migrate(ctx context.Context, fresh bool) error {
 	}
 	if _, err := b.admin.ExecContext(ctx, djangoDDL[b.name]); err != nil {
 		return fmt.Errorf("%s: create %s: %w", b.name, djangoTable, err)
+	}
+	return nil
+}
+
+// sibling returns a backend on a second database of the same server (a
+// second file for SQLite), named after b's with suffix, with new tables.
+// Scenario d fills the sibling's table with bulk rows and measures it in
+// rounds that alternate with b's empty table, so that both see the same
+// drift and neither meets the other's rows or background work.
+func (b *backend) sibling(ctx context.Context, suffix string) (*backend, error) {
+	nb := &backend{name: b.name, title: b.title, version: b.version}
+	switch b.name {
+	case "postgres":
+		cfg := b.pgCfg.Copy()
+		cfg.Database += suffix
+		if !dbNameRE.MatchString(cfg.Database) {
+			return nil, fmt.Errorf("postgres: bad database name %q", cfg.Database)
+		}
+		var n int
+		if err := b.admin.QueryRowContext(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", cfg.Database).Scan(&n); err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		if n == 0 {
+			if _, err := b.admin.ExecContext(ctx, "CREATE DATABASE "+cfg.Database); err != nil && !strings.Contains(err.Error(), "already exists") {
+				return nil, fmt.Errorf("postgres: create database: %w", err)
+			}
+		}
+		nb.pgCfg = cfg
+		nb.admin = sql.OpenDB(stdlib.GetConnector(*cfg.Copy()))
+	case "mysql":
+		cfg := b.myCfg.Clone()
+		cfg.DBName += suffix
+		if !dbNameRE.MatchString(cfg.DBName) {
+			return nil, fmt.Errorf("mysql: bad database name %q", cfg.DBName)
+		}
+		if _, err := b.admin.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.DBName); err != nil {
+			return nil, fmt.Errorf("mysql: create database: %w", err)
+		}
+		conn, err := gomysql.NewConnector(cfg)
+		if err != nil {
+			return nil, err
+		}
+		nb.myCfg = cfg
+		nb.admin = sql.OpenDB(conn)
+	case "sqlite":
+		nb.sqlitePath = strings.TrimSuffix(b.sqlitePath, ".db") + suffix + ".db"
+		nb.admin = sql.OpenDB(sqlcount.DSNConnector(&sqlite3.SQLiteDriver{}, nb.sqliteDSN()))
+		nb.admin.SetMaxOpenConns(1)
+	}
+	if b.name != "sqlite" {
+		nb.admin.SetMaxOpenConns(4)
+	}
+	if err := nb.migrate(ctx, true); err != nil {
+		nb.close()
+		return nil, err
+	}
+	return nb, nil
+}
+
+// dropTables drops the lock tables, which on InnoDB, unlike a DELETE of
+// many rows, leaves the server no purge work that would slow what follows.
+func (b *backend) dropTables(ctx context.Context) error {
+	for _, t := range []string{djangoTable, "db_mutex_releases", gormmutex.TableName} {
+		if _, err := b.admin.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+			return fmt.Errorf("%s: drop %s: %w", b.name, t, err)
+		}
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ type spec struct {
 	dur       time.Duration
 	warm      time.Duration
 	round     int
+	on        *backend // the database the window runs on, if not its store's own (scenario d)
 }
 
 // hold is one critical section: when it started (right after acquire) and
