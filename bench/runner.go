@@ -32,18 +32,18 @@ type entry struct {
 }
 
 type runner struct {
-	cfg    config
-	runID  string
-	start  time.Time
-	end    time.Time
-	mu     sync.Mutex
-	order  []key
-	m      map[key]*entry
-	notes  map[key][]string
+	cfg   config
+	runID string
+	start time.Time
+	end   time.Time
+	mu    sync.Mutex
+	order []key
+	m     map[key]*entry
+	notes map[key][]string
 	// leftover counts the rows of a key's ids found in its table after
 	// its windows (and deleted).
 	leftover map[key]int64
-	gnotes []string // notes on the whole run
+	gnotes   []string // notes on the whole run
 
 	backends []*backend // SQL backends that answered
 	redisVer string
