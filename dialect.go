@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,7 +35,9 @@ type dialect struct {
 	// inProcess says the database runs in the application's process.
 	inProcess bool
 	// notifies says release and forceRelease also send
-	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go).
+	// pg_notify(notifyChannel, lock_id), which wakes waiters (wake.go):
+	// release only when a waiter marked the row recently, forceRelease
+	// always.
 	notifies bool
 	// release deletes the holder's row if it is still live (lockID, id).
 	release string
@@ -45,6 +48,11 @@ type dialect struct {
 	// insertAsync is insert with an asynchronous commit, for
 	// Config.AsyncCommit (lockID, ttl, holder); empty where unsupported.
 	insertAsync string
+	// insertWaiting and insertWaitingAsync are insert and insertAsync for
+	// a caller that will wait if the lock is held: where the lock is live
+	// elsewhere, they also mark its row as waited for, so that its release
+	// notifies (same arguments); empty where releases do not notify.
+	insertWaiting, insertWaitingAsync string
 	// releaseMinHold keeps the holder's live row until created_at + MinHold
 	// (minHold, lockID, id).
 	releaseMinHold string
@@ -173,14 +181,37 @@ var postgresDialect = func() *dialect {
 		// SELECT notifies once per freed row, and its row count is the
 		// number freed.
 		notify = " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
+		// A release notifies only while a waiter wants it: a waiting
+		// acquire that finds the lock held sets wanted_until a few of its
+		// polling intervals ahead, and every later attempt renews it. A
+		// NOTIFY is not free: at commit it takes a lock that is one for
+		// the whole server and that it holds until the commit ends (on
+		// synchronous commit, until the WAL is on disk), so notifying
+		// transactions commit one at a time. Without waiters, a release
+		// sends none. Rows where a waiter that gave up set it notify until
+		// it passes, which costs a wasted wake-up, never a missed one.
+		notifyWanted = " RETURNING lock_id, wanted_until) SELECT CASE WHEN wanted_until > now() THEN pg_notify('" +
+			notifyChannel + "', lock_id) END FROM released"
 	)
+	// want marks the row of a lock that acquired found held. It runs only
+	// when acquired returned nothing, on the row the conflict locked, and
+	// writes only when the mark has less than half its time left, so that
+	// waiters polling a busy lock do not write at every attempt. A row
+	// that the statement's snapshot cannot see yet (inserted since it
+	// began) leaves the mark to the next attempt.
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
+	want := "), wanted AS (UPDATE " + TableName + " SET wanted_until = now() + make_interval(secs => " + secs(wantedFor) +
+		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
+		secs(wantedFor/2) + "))) SELECT id FROM acquired"
 	d := build(&dialect{
-		name:        "postgres",
-		insert:      "INSERT INTO " + TableName + " " + values + takeover,
-		insertAsync: async + "INSERT INTO " + TableName + " " + selected + takeover,
-		returning:   true,
-		notifies:    true,
-		duration:    durationSeconds,
+		name:               "postgres",
+		insert:             "INSERT INTO " + TableName + " " + values + takeover,
+		insertAsync:        async + "INSERT INTO " + TableName + " " + selected + takeover,
+		insertWaiting:      "WITH acquired AS (INSERT INTO " + TableName + " " + values + takeover + want,
+		insertWaitingAsync: async + ", acquired AS (INSERT INTO " + TableName + " " + selected + takeover + want,
+		returning:          true,
+		notifies:           true,
+		duration:           durationSeconds,
 		transient: func(err error) bool {
 			var pg interface{ SQLState() string }
 			if errors.As(err, &pg) {
@@ -210,11 +241,13 @@ var postgresDialect = func() *dialect {
 	created_at TIMESTAMPTZ NOT NULL,
 	expires_at TIMESTAMPTZ,
 	holder VARCHAR(255) NOT NULL DEFAULT '',
-	version BIGINT NOT NULL DEFAULT 0
+	version BIGINT NOT NULL DEFAULT 0,
+	wanted_until TIMESTAMPTZ
 ) WITH (fillfactor = 70)`,
 		columns: []ddl{
 			{"holder", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS holder VARCHAR(255) NOT NULL DEFAULT ''"},
 			{"version", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"},
+			{"wanted_until", "ALTER TABLE " + TableName + " ADD COLUMN IF NOT EXISTS wanted_until TIMESTAMPTZ"},
 		},
 		// Tables made by earlier versions are keyed by id, with a unique
 		// index on lock_id and an index on expires_at.
@@ -235,15 +268,15 @@ var postgresDialect = func() *dialect {
 		" END IF; END $$"}
 	// A release marks the row free instead of deleting it (see above).
 	d.release = "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
-	d.releaseAsync = async + ", released AS (" + d.release + notify + ", async_commit"
+	d.releaseAsync = async + ", released AS (" + d.release + notifyWanted + ", async_commit"
 	// A purge that a crash undoes only leaves expired rows behind.
 	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + TableName +
 		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
-	d.release = "WITH released AS (" + d.release + notify
+	d.release = "WITH released AS (" + d.release + notifyWanted
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
 	// The statements go to the driver as they are (lock.go), and pgx wants
 	// numbered placeholders.
-	for _, q := range []*string{&d.insert, &d.insertAsync, &d.release, &d.releaseAsync, &d.releaseMinHold,
+	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseAsync, &d.releaseMinHold,
 		&d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0]} {
 		*q = numbered(*q)
 	}

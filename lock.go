@@ -179,6 +179,10 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 	}
 	b := backoff{min: waitMin, max: waitMax}
 	var w *waker
+	// A caller that will wait marks a held lock's row as waited for, so
+	// that its release wakes this process (dialect.go, wake.go); where
+	// nothing can wake it, it polls and leaves no mark.
+	waiting := !deadline.IsZero() && l.wakerFor() != nil
 	for attempt := 0; ; attempt++ {
 		// From the second attempt on, a waiter registers for a wake-up
 		// before it tries, so a release between its attempt and its sleep
@@ -188,7 +192,7 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 		if w != nil {
 			woke, unregister = w.register(ctx, lockID)
 		}
-		lk, err := l.tryAcquire(ctx, lockID)
+		lk, err := l.tryAcquire(ctx, lockID, waiting)
 		if err == nil {
 			unregister()
 			l.maybePurge()
@@ -236,7 +240,8 @@ func (l *Locker) detach(ctx context.Context, timeout time.Duration) (context.Con
 }
 
 // tryAcquire makes one attempt: ErrLocked if the lock is live elsewhere.
-func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
+// With waiting, a held lock's row is marked so that its release notifies.
+func (l *Locker) tryAcquire(ctx context.Context, lockID string, waiting bool) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -244,7 +249,7 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 	defer cancel()
 	start := time.Now()
 	ttl := l.d.duration(l.cfg.TTL)
-	id, err := l.insert(ctx, sctx, lockID, ttl)
+	id, err := l.insert(ctx, sctx, lockID, ttl, waiting)
 	if err != nil {
 		return nil, err
 	}
@@ -265,10 +270,15 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string) (*Lock, error) {
 // insert runs the dialect's insert, which also takes a free row of lockID
 // over, and returns the lock's new id, or 0 when the lock is live
 // elsewhere.
-func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any) (int64, error) {
+func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any, waiting bool) (int64, error) {
 	var id int64
 	insert := l.d.insert
-	if l.cfg.AsyncCommit {
+	switch {
+	case waiting && l.cfg.AsyncCommit && l.d.insertWaitingAsync != "":
+		insert = l.d.insertWaitingAsync
+	case waiting && !l.cfg.AsyncCommit && l.d.insertWaiting != "":
+		insert = l.d.insertWaiting
+	case l.cfg.AsyncCommit:
 		insert = l.d.insertAsync
 	}
 	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {

@@ -30,7 +30,10 @@ type Config struct {
 	// Wait is how long Acquire and Do keep trying while the lock is held.
 	// 0, the default, fails at once with ErrLocked. Above 0, they retry with
 	// capped, jittered exponential backoff until the lock is free, Wait has
-	// passed (ErrLocked) or the context ends (the context's error).
+	// passed (ErrLocked) or the context ends (the context's error). On
+	// PostgreSQL a waiter is also woken by the holder's release: it marks
+	// the held lock's row, and a release notifies only while such a mark is
+	// fresh.
 	Wait time.Duration `json:"wait" yaml:"wait"`
 
 	// SuppressAcquisitionErrors makes Do return nil without running fn when

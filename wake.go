@@ -32,6 +32,10 @@ const (
 	listenIdle = 2 * time.Second
 	// listenStart bounds how long a waiter waits for LISTEN to be active.
 	listenStart = 100 * time.Millisecond
+	// wantedFor is how long the mark that a waiting acquire leaves on a
+	// held lock's row asks its release to notify (dialect.go): four of the
+	// longest sleeps between attempts, each of which renews it.
+	wantedFor = 4 * waitMax
 )
 
 var wakers sync.Map // weak.Pointer[sql.DB] -> *waker

@@ -2,10 +2,14 @@ package gormmutex
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestWakeOnRelease: on PostgreSQL a waiter is woken by the release's
@@ -74,6 +78,135 @@ func TestWakeOnRelease(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("waiters did not get the lock")
 			}
+		}
+	})
+}
+
+// TestNotifyOnlyWhenWaited: a release notifies only while a waiter has
+// marked the lock's row. With no one waiting, or only fail-fast callers
+// finding the lock held, or after a waiter's mark has lapsed, a release
+// sends no notification; a release that a waiter wanted does (and
+// TestWakeOnRelease checks that it wakes the waiter). Only PostgreSQL
+// notifies at all.
+func TestNotifyOnlyWhenWaited(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		ctx := context.Background()
+		holder := New(b.pool(t), DefaultConfig())
+		if b.name != "postgres" {
+			if holder.d.notifies || holder.d.insertWaiting != "" || holder.wakerFor() != nil {
+				t.Fatalf("%s releases notify, but only PostgreSQL's should", b.name)
+			}
+			return
+		}
+		id := lockID(t)
+		ln, err := pgx.Connect(ctx, b.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close(ctx)
+		if _, err := ln.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+			t.Fatal(err)
+		}
+		admin := b.pool(t)
+		// notified reports whether a notification for id came before the
+		// sentinel sent now: notifications arrive in commit order, so one
+		// sent by a release that has returned comes first.
+		sentinel := 0
+		notified := func() int {
+			t.Helper()
+			sentinel++
+			mark := id + "/sentinel/" + string(rune('a'+sentinel))
+			if err := admin.Exec("SELECT pg_notify(?, ?)", notifyChannel, mark).Error; err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for {
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				m, err := ln.WaitForNotification(wctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("waiting for the sentinel notification: %v", err)
+				}
+				switch {
+				case m.Payload == mark:
+					return n
+				case m.Payload == id:
+					n++
+				case strings.HasPrefix(m.Payload, id+"/"):
+					t.Fatalf("stray sentinel %q", m.Payload)
+				}
+			}
+		}
+
+		// Nobody waits; a fail-fast caller in another pool finds it held.
+		// Locks with a TTL and without one are released by different
+		// statements.
+		forever := New(b.pool(t), Config{})
+		for _, h := range []*Locker{holder, forever} {
+			lk := mustAcquire(t, h, id)
+			other := New(b.pool(t), DefaultConfig())
+			if _, err := other.Acquire(ctx, id); !errors.Is(err, ErrLocked) {
+				t.Fatalf("fail-fast Acquire of a held lock = %v, want ErrLocked", err)
+			}
+			if err := lk.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := notified(); n != 0 {
+				t.Errorf("a release (TTL %v) nobody waited for sent %d notification(s), want 0", h.cfg.TTL != nil, n)
+			}
+		}
+
+		// A waiter in another pool marks the row, with or without
+		// AsyncCommit (two statements); the release notifies.
+		for _, async := range []bool{false, true} {
+			if err := admin.Exec("UPDATE "+TableName+" SET wanted_until = NULL WHERE lock_id = ?", id).Error; err != nil {
+				t.Fatal(err)
+			}
+			lk := mustAcquire(t, holder, id)
+			waiter := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
+			got := make(chan error, 1)
+			go func() {
+				wl, err := waiter.Acquire(ctx, id)
+				if err == nil {
+					err = wl.Release(ctx)
+				}
+				got <- err
+			}()
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				var marked bool
+				if err := admin.Raw("SELECT COALESCE(wanted_until > now(), false) FROM "+TableName+" WHERE lock_id = ?", id).Row().Scan(&marked); err != nil {
+					t.Fatal(err)
+				}
+				if marked {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the waiter (AsyncCommit %v) did not mark the held lock's row", async)
+				}
+			}
+			if err := lk.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-got; err != nil {
+				t.Fatalf("waiter: %v", err)
+			}
+			// The holder's release notified, and so may the waiter's own
+			// release, which came while its mark was still fresh.
+			if n := notified(); n < 1 {
+				t.Errorf("a release with a waiter sent %d notifications, want at least 1", n)
+			}
+		}
+
+		// Once the mark has lapsed, releases are silent again.
+		time.Sleep(wantedFor + time.Second)
+		lk := mustAcquire(t, holder, id)
+		if err := lk.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := notified(); n != 0 {
+			t.Errorf("a release after the waiter's mark lapsed sent %d notification(s), want 0", n)
 		}
 	})
 }
