@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -702,6 +703,78 @@ func TestPurge(t *testing.T) {
 			if err := lk.Release(ctx); err != nil {
 				t.Errorf("Release after Purge = %v", err)
 			}
+		}
+	})
+}
+
+// TestBackgroundPurgeBoundsChurn: under a churn of unique ids, some
+// released and some abandoned (a crashed holder's lock, left to expire),
+// the background purge that a Do starts once its pool's interval has passed
+// brings the table back to the live locks each time, in several batches
+// when there are more rows than one batch: the table stays bounded by what
+// one purge interval adds, however long the churn goes on.
+func TestBackgroundPurgeBoundsChurn(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		t.Parallel()
+		ctx := context.Background()
+		fresh := freshNamespace(t, b)
+		db := quietPool(t, fresh)
+		if err := AutoMigrate(db); err != nil {
+			t.Fatal(err)
+		}
+		sqlDB, err := db.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		released := New(db, ttl(time.Hour))
+		abandoned := New(db, ttl(100*time.Millisecond))
+		live := mustAcquire(t, New(db, Config{}), "live")
+		count := func() int64 {
+			t.Helper()
+			var n int64
+			if err := db.Model(&DBMutex{}).Count(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		const perCycle = purgeBatch + purgeBatch/5 // more than one batch
+		for cycle := 0; cycle < 2; cycle++ {
+			for i := 0; i < perCycle; i++ {
+				id := fmt.Sprintf("churn/%d/%d", cycle, i)
+				if i%3 == 0 {
+					mustAcquire(t, abandoned, id)
+					continue
+				}
+				if err := mustAcquire(t, released, id).Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // the abandoned locks expire
+			if b.name != "sqlite" && count() < perCycle {
+				// SQLite deletes released rows at once; elsewhere they wait
+				// for the purge, and so do expired rows everywhere.
+				t.Fatalf("cycle %d: %d rows before the purge, want at least %d", cycle, count(), perCycle)
+			}
+			// The pool's purge interval has passed: the next Do starts one.
+			stateOf(sqlDB).nextPurge.Store(0)
+			trigger := fmt.Sprintf("trigger/%d", cycle)
+			if err := released.Do(ctx, trigger, func(context.Context) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			purgeRuns.Wait()
+			// Left: the live lock and perhaps the trigger's own row, which
+			// its release freed after the purge had passed it.
+			if n := count(); n > 2 {
+				t.Errorf("cycle %d: %d rows after the background purge, want the live lock and at most the trigger's row", cycle, n)
+			}
+			if next := stateOf(sqlDB).nextPurge.Load(); next == 0 {
+				t.Errorf("cycle %d: no background purge was started", cycle)
+			}
+			stateOf(sqlDB).nextPurge.Store(math.MaxInt64)
+		}
+		if err := live.Release(ctx); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
