@@ -49,6 +49,12 @@ func helperMain() int {
 	case "keepalive":
 		err := New(db, Config{TTL: &ttl, KeepAlive: true}).Do(ctx, id, func(ctx context.Context) error {
 			lk := ctx.Value(lockKey{}).(*Lock)
+			// The first Do started a background purge. A test that pauses
+			// this process (SIGSTOP) right after "acquired" must not catch
+			// it mid-statement: on SQLite a paused writer keeps the whole
+			// file locked. Its first keep-alive renewal is a third of the
+			// TTL away.
+			purgeRuns.Wait()
 			fmt.Println("acquired", lk.Token())
 			<-ctx.Done()
 			fmt.Println("cancelled", errors.Is(context.Cause(ctx), ErrTimeout))
