@@ -182,9 +182,10 @@ func TestAsyncCommit(t *testing.T) {
 			return
 		}
 		c := &sqlcount.Counter{}
-		counted := New(b.countedPool(t, c), Config{TTL: Duration(time.Minute), AsyncCommit: true})
+		cdb := b.countedPool(t, c)
+		counted := New(cdb, Config{TTL: Duration(time.Minute), AsyncCommit: true})
 		mustAcquire(t, counted, id+"/warm-up").Release(ctx) // and the first background purge
-		purgeRuns.Wait()
+		waitPurges(t, cdb)
 		c.Reset()
 		lk := mustAcquire(t, counted, id)
 		_, err := fast.Acquire(ctx, id)

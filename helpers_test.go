@@ -200,6 +200,21 @@ func quietPool(t testing.TB, b *backend) *gorm.DB {
 	return db
 }
 
+// waitPurges waits until no background purge runs on db's pool.
+func waitPurges(t testing.TB, db *gorm.DB) {
+	t.Helper()
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stateOf(sqlDB)
+	for deadline := time.Now().Add(time.Minute); s.purging.Load() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a background purge still runs after a minute")
+		}
+	}
+}
+
 // connKill returns the SQL that reads a connection's server-side id and
 // the SQL that ends the connection with that id; it skips t on SQLite.
 func connKill(t *testing.T, b *backend) (idSQL, kill string) {

@@ -762,7 +762,7 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 			if err := released.Do(ctx, trigger, func(context.Context) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
-			purgeRuns.Wait()
+			waitPurges(t, db)
 			// Left: the live lock and perhaps the trigger's own row, which
 			// its release freed after the purge had passed it.
 			if n := count(); n > 2 {

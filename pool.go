@@ -15,6 +15,7 @@ import (
 // poolState is one *sql.DB's state.
 type poolState struct {
 	nextPurge atomic.Int64 // unix nanoseconds
+	purging   atomic.Int64 // background purges in flight, for tests
 
 	mu       sync.Mutex
 	prepared weak.Pointer[statements]

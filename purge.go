@@ -107,7 +107,10 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 	return lockErr("force-release", lockID, err)
 }
 
-// purgeRuns counts background purges in flight, for tests.
+// purgeRuns counts background purges in flight in the process, so that the
+// tests can wait for all of them at the end. A test running in parallel
+// with others waits for its own pool's (poolState.purging) instead: a
+// WaitGroup's Wait must not overlap another test's Add.
 var purgeRuns sync.WaitGroup
 
 // maybePurge starts a background Purge if none has run on this pool in this
@@ -124,6 +127,7 @@ func (l *Locker) maybePurge() {
 		return
 	}
 	purgeRuns.Add(1)
+	s.purging.Add(1)
 	// The purge is housekeeping: its failures (say, the application closed
 	// the pool meanwhile) go to the Locker's Logger at Debug level, not to
 	// GORM's logger as errors.
@@ -131,6 +135,7 @@ func (l *Locker) maybePurge() {
 	quiet.log = logger.Discard
 	go func() {
 		defer purgeRuns.Done()
+		defer s.purging.Add(-1)
 		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 		defer cancel()
 		if n, err := quiet.purge(ctx, purgePace); err != nil {

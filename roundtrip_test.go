@@ -34,7 +34,7 @@ func TestRoundTrips(t *testing.T) {
 			if err := l.Do(ctx, id, func(context.Context) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
-			purgeRuns.Wait()
+			waitPurges(t, db)
 			c.Reset()
 			if err := l.Do(ctx, id, func(context.Context) error { return nil }); err != nil {
 				t.Fatal(err)
