@@ -83,6 +83,12 @@ func TestKeepAliveLost(t *testing.T) {
 					}
 					return nil
 				})
+				// fn's own failure would be joined with the ErrTimeout of
+				// its lapsed lock, so check that it got as far as taking
+				// the lock over.
+				if next == nil {
+					t.Fatalf("fn did not take the lock over after evicting its holder: Do = %v", err)
+				}
 				wantErr(t, "Do after losing the lock", err, ErrTimeout)
 				if lostAfter > ttl/3+time.Second {
 					t.Errorf("fn learned of the loss after %v, want within a renewal interval (%v) plus margin", lostAfter, ttl/3)

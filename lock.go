@@ -247,9 +247,8 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string, waiting bool) (*
 	}
 	sctx, cancel := l.detach(ctx, attemptTimeout)
 	defer cancel()
-	start := time.Now()
 	ttl := l.d.duration(l.cfg.TTL)
-	id, err := l.insert(ctx, sctx, lockID, ttl, waiting)
+	id, start, err := l.insert(ctx, sctx, lockID, ttl, waiting)
 	if err != nil {
 		return nil, err
 	}
@@ -269,9 +268,12 @@ func (l *Locker) tryAcquire(ctx context.Context, lockID string, waiting bool) (*
 
 // insert runs the dialect's insert, which also takes a free row of lockID
 // over, and returns the lock's new id, or 0 when the lock is live
-// elsewhere.
-func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any, waiting bool) (int64, error) {
+// elsewhere, and the local time at which the statement that decided it was
+// sent: after a transient conflict it is sent again, and the lock's
+// expiry estimate (Lock.ExpiresAt) counts from the last sending.
+func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any, waiting bool) (int64, time.Time, error) {
 	var id int64
+	var sent time.Time
 	insert := l.d.insert
 	switch {
 	case waiting && l.cfg.AsyncCommit && l.d.insertWaitingAsync != "":
@@ -283,6 +285,7 @@ func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any, waiti
 	}
 	err := l.retryOn(ctx, sctx, func(sctx context.Context) error {
 		id = 0
+		sent = time.Now()
 		if l.d.returning {
 			var err error
 			id, _, err = l.queryID(sctx, insert, lockID, ttl, l.holder)
@@ -295,7 +298,7 @@ func (l *Locker) insert(ctx, sctx context.Context, lockID string, ttl any, waiti
 		id, err = res.LastInsertId()
 		return err
 	})
-	return id, err
+	return id, sent, err
 }
 
 // The lock's statements go straight to the connection pool of the caller's
@@ -510,7 +513,7 @@ type Lock struct {
 	locker   *Locker
 	lockID   string
 	token    int64
-	acquired time.Time // local clock, read before the acquiring statement was sent
+	acquired time.Time // local clock, read before the acquiring statement was (last) sent
 
 	mu       sync.Mutex // guards the fields below
 	released bool
@@ -530,7 +533,8 @@ func (lk *Lock) Token() int64 { return lk.token }
 
 // ExpiresAt returns when the lock expires, on the local clock, and false if
 // it never expires. The time is a safe estimate: it is the local time at
-// which the acquiring (or last refreshing) statement was sent plus the TTL,
+// which the acquiring (or last refreshing) statement was sent plus the TTL
+// (for an acquire retried after a transient conflict, its last sending),
 // so the lock expires on the database no earlier than that, whatever the
 // skew between the two clocks.
 func (lk *Lock) ExpiresAt() (time.Time, bool) {

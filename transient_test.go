@@ -12,7 +12,9 @@ import (
 
 // TestSQLiteBusyRetried: while another connection holds SQLite's write
 // lock, a fail-fast Acquire waits the busy spell out instead of reporting
-// ErrLocked, even with SQLite's own busy timeout off.
+// ErrLocked, even with SQLite's own busy timeout off. The lock's expiry
+// estimate counts from the attempt that got it, not from the first one
+// that met the busy database.
 func TestSQLiteBusyRetried(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
@@ -32,13 +34,18 @@ func TestSQLiteBusyRetried(t *testing.T) {
 		if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
 			t.Fatal(err)
 		}
+		const busy, ttl = 400 * time.Millisecond, 2 * time.Second
+		began := time.Now()
 		go func() {
-			time.Sleep(400 * time.Millisecond)
+			time.Sleep(busy)
 			conn.ExecContext(context.Background(), "COMMIT")
 		}()
-		lk, err := New(nb.pool(t), DefaultConfig()).Acquire(context.Background(), lockID(t))
+		lk, err := New(nb.pool(t), Config{TTL: Duration(ttl)}).Acquire(context.Background(), lockID(t))
 		if err != nil {
 			t.Fatalf("Acquire while the database was busy = %v, want the lock once it is free", err)
+		}
+		if exp, _ := lk.ExpiresAt(); exp.Before(began.Add(busy + ttl)) {
+			t.Errorf("ExpiresAt = %v after the busy spell began, want at least %v (the busy spell and the TTL)", exp.Sub(began), busy+ttl)
 		}
 		lk.Release(context.Background())
 	})
