@@ -183,7 +183,7 @@ var postgresDialect = func() *dialect {
 		notify = " RETURNING lock_id) SELECT pg_notify('" + notifyChannel + "', lock_id) FROM released"
 		// A release notifies only while a waiter wants it: a waiting
 		// acquire that finds the lock held sets wanted_until a few of its
-		// polling intervals ahead, and every later attempt renews it. A
+		// polling intervals ahead, and its later attempts renew it. A
 		// NOTIFY is not free: at commit it takes a lock that is one for
 		// the whole server and that it holds until the commit ends (on
 		// synchronous commit, until the WAL is on disk), so notifying

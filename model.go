@@ -12,17 +12,20 @@ const TableName = "db_mutexes"
 const MaxLockIDLen = 255
 
 // DBMutex is one row of the lock table: a lock that is held, or one that has
-// expired (or, on MySQL, been released) and not yet been purged or taken
-// over. Read rows with
-// Locker.List; the table is created by AutoMigrate, not by GORM's own
-// migrator.
+// expired or been released and not yet been purged or taken over (a
+// release deletes its row, except on PostgreSQL, and on MySQL for a lock
+// with a TTL, where the row stays for the purge). Read rows with Locker.List: on PostgreSQL a released row's
+// expires_at is -infinity, which a time.Time cannot hold. The table is
+// created by AutoMigrate, not by GORM's own migrator. On PostgreSQL it has
+// one more column, wanted_until, for waking waiters (README, "How it
+// works").
 type DBMutex struct {
 	// ID is the lock's fencing token (see Lock.Token). Every acquisition,
 	// including the takeover of a free row, gives the row a new id from a
 	// counter that never hands out a value twice: the table's sequence on
 	// PostgreSQL, its AUTO_INCREMENT counter on MySQL, and the table
-	// db_mutex_sequence on SQLite. It is the primary key on PostgreSQL; on
-	// MySQL and SQLite the table is keyed by LockID.
+	// db_mutex_sequence on SQLite. The table is keyed by LockID on every
+	// database; ID is unique too.
 	ID int64 `gorm:"primaryKey;autoIncrement"`
 	// LockID is the lock's name, 1 to MaxLockIDLen bytes, compared byte for
 	// byte (case and trailing spaces matter on every database).
