@@ -200,6 +200,17 @@ func quietPool(t testing.TB, b *backend) *gorm.DB {
 	return db
 }
 
+// quietTable returns a quiet pool (see quietPool) on a lock table of its
+// own, in a fresh namespace, migrated.
+func quietTable(t *testing.T, b *backend) *gorm.DB {
+	t.Helper()
+	db := quietPool(t, freshNamespace(t, b))
+	if err := AutoMigrate(db); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // waitPurges waits until no background purge runs on db's pool.
 func waitPurges(t testing.TB, db *gorm.DB) {
 	t.Helper()

@@ -656,11 +656,7 @@ func TestPurge(t *testing.T) {
 		ctx := context.Background()
 		// A table of its own and a pool without background purges, so that
 		// no other purge gets there first.
-		fresh := freshNamespace(t, b)
-		db := quietPool(t, fresh)
-		if err := AutoMigrate(db); err != nil {
-			t.Fatal(err)
-		}
+		db := quietTable(t, b)
 		short := New(db, ttl(50*time.Millisecond))
 		live := New(db, ttl(time.Hour))
 		never := New(db, Config{})
@@ -718,11 +714,7 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
 		t.Parallel()
 		ctx := context.Background()
-		fresh := freshNamespace(t, b)
-		db := quietPool(t, fresh)
-		if err := AutoMigrate(db); err != nil {
-			t.Fatal(err)
-		}
+		db := quietTable(t, b)
 		sqlDB, err := db.DB()
 		if err != nil {
 			t.Fatal(err)
@@ -1007,11 +999,7 @@ func TestHotLockTableStaysSmall(t *testing.T) {
 			t.Skip("InnoDB reports table sizes as estimates; the update is in place there")
 		}
 		t.Parallel()
-		fresh := freshNamespace(t, b)
-		db := quietPool(t, fresh)
-		if err := AutoMigrate(db); err != nil {
-			t.Fatal(err)
-		}
+		db := quietTable(t, b)
 		if b.name == "postgres" {
 			// As if autovacuum were off or behind.
 			if err := db.Exec("ALTER TABLE " + TableName + " SET (autovacuum_enabled = false)").Error; err != nil {
