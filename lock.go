@@ -178,21 +178,23 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 		deadline = time.Now().Add(l.cfg.Wait)
 	}
 	b := backoff{min: waitMin, max: waitMax}
-	var w *waker
 	// A caller that will wait marks a held lock's row as waited for, so
 	// that its release wakes this process (dialect.go, wake.go); where
 	// nothing can wake it, it polls and leaves no mark.
-	waiting := !deadline.IsZero() && l.wakerFor() != nil
+	var wk *waker
+	if !deadline.IsZero() {
+		wk = l.wakerFor()
+	}
 	for attempt := 0; ; attempt++ {
 		// From the second attempt on, a waiter registers for a wake-up
 		// before it tries, so a release between its attempt and its sleep
 		// is not missed.
 		var woke <-chan struct{}
 		unregister := func() {}
-		if w != nil {
-			woke, unregister = w.register(ctx, lockID)
+		if wk != nil && attempt > 0 {
+			woke, unregister = wk.register(ctx, lockID)
 		}
-		lk, err := l.tryAcquire(ctx, lockID, waiting)
+		lk, err := l.tryAcquire(ctx, lockID, wk != nil)
 		if err == nil {
 			unregister()
 			l.maybePurge()
@@ -206,9 +208,6 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 		if left <= 0 {
 			unregister()
 			return nil, lockErr("acquire", lockID, err)
-		}
-		if attempt == 0 {
-			w = l.wakerFor()
 		}
 		err = sleep(ctx, min(b.next(), left), woke)
 		unregister()
