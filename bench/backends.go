@@ -330,7 +330,7 @@ func (b *backend) dropTables(ctx context.Context) error {
 func (b *backend) countRows(ctx context.Context, table, prefix string) (int64, error) {
 	lo, hi := prefixRange(prefix)
 	var n int64
-	err := b.admin.QueryRowContext(ctx, b.rebind("SELECT count(*) FROM "+table+" WHERE lock_id >= ? AND lock_id < ?"), lo, hi).Scan(&n)
+	err := b.admin.QueryRowContext(ctx, "SELECT count(*) FROM "+table+" WHERE "+b.inRange(), lo, hi).Scan(&n)
 	return n, err
 }
 
@@ -338,7 +338,7 @@ func (b *backend) countRows(ctx context.Context, table, prefix string) (int64, e
 // a range on the lock_id index.
 func (b *backend) deletePrefix(ctx context.Context, table, prefix string) (int64, error) {
 	lo, hi := prefixRange(prefix)
-	res, err := b.admin.ExecContext(ctx, b.rebind("DELETE FROM "+table+" WHERE lock_id >= ? AND lock_id < ?"), lo, hi)
+	res, err := b.admin.ExecContext(ctx, "DELETE FROM "+table+" WHERE "+b.inRange(), lo, hi)
 	if err != nil {
 		return 0, err
 	}
@@ -353,12 +353,13 @@ func prefixRange(p string) (string, string) {
 	return p, string(hi)
 }
 
-// rebind turns ? placeholders into $n on PostgreSQL.
-func (b *backend) rebind(q string) string {
-	if b.name != "postgres" {
-		return q
+// inRange is the predicate of a half-open lock_id range, in the driver's
+// placeholders (the range's ends are bound).
+func (b *backend) inRange() string {
+	if b.name == "postgres" {
+		return "lock_id >= $1 AND lock_id < $2"
 	}
-	return dollars(q)
+	return "lock_id >= ? AND lock_id < ?"
 }
 
 func (b *backend) close() {
@@ -380,19 +381,4 @@ func envOr(key, def string) string {
 // withTimeout is a shorthand for bounded setup steps.
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
-}
-
-// dollars numbers the ? placeholders of q as $1, $2, ...
-func dollars(q string) string {
-	var sb strings.Builder
-	n := 0
-	for _, c := range q {
-		if c == '?' {
-			n++
-			fmt.Fprintf(&sb, "$%d", n)
-			continue
-		}
-		sb.WriteRune(c)
-	}
-	return sb.String()
 }
