@@ -22,8 +22,17 @@ func TestSQLiteBusyRetried(t *testing.T) {
 			t.Skip("busy is SQLite's word for a write lock held elsewhere")
 		}
 		t.Parallel()
-		nb := *b
-		nb.dsn = strings.Replace(b.dsn, "_busy_timeout=5000", "_busy_timeout=0", 1)
+		// A file of its own: with the busy timeout off, even opening a
+		// connection (which sets WAL mode) fails while another test writes.
+		fresh := freshNamespace(t, b)
+		if err := AutoMigrate(fresh.pool(t)); err != nil {
+			t.Fatal(err)
+		}
+		nb := *fresh
+		nb.dsn = strings.Replace(fresh.dsn, "_busy_timeout=5000", "_busy_timeout=0", 1)
+		if nb.dsn == fresh.dsn {
+			t.Fatalf("no busy timeout to turn off in %q", fresh.dsn)
+		}
 		blocker := nb.pool(t)
 		sqlDB, _ := blocker.DB()
 		conn, err := sqlDB.Conn(context.Background())
