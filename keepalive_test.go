@@ -382,10 +382,10 @@ func TestListForceRelease(t *testing.T) {
 			t.Fatalf("List shows %v, want only the held and the never-expiring lock", mine)
 		}
 		h := mine[base+"/held"]
-		if h.Holder != "worker-7 ☃" || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
+		if h.Holder != holderOf("worker-7 ☃") || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
 			t.Errorf("List row = %+v, want holder, token %d and a one-hour expiry", h, held.Token())
 		}
-		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != "forever" {
+		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != holderOf("forever") {
 			t.Errorf("never-expiring row = %+v", n)
 		}
 

@@ -59,7 +59,7 @@ func New(db *gorm.DB, cfg Config) *Locker {
 		l.err = ErrInTransaction
 		return l
 	}
-	if l.err = cfg.validate(); l.err != nil {
+	if l.err = cfg.Validate(); l.err != nil {
 		return l
 	}
 	if cfg.AsyncCommit && l.d.insertAsync == "" {
@@ -75,10 +75,7 @@ func New(db *gorm.DB, cfg Config) *Locker {
 	// see in its GORM log.
 	l.log = quietTransient{l.db.Logger, l.d.transient}
 	l.db.Logger = l.log
-	l.holder = cfg.Holder
-	if l.holder == "" {
-		l.holder = defaultHolder()
-	}
+	l.holder = holderOf(cfg.Holder)
 	return l
 }
 
@@ -633,17 +630,33 @@ func validText(s string) bool {
 }
 
 // defaultHolder is "hostname:pid", cut to fit the holder column.
-var defaultHolder = sync.OnceValue(func() string {
+var defaultHolder = sync.OnceValue(func() string { return fitHolder(hostPID()) })
+
+func hostPID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	h := fmt.Sprintf("%s:%d", host, os.Getpid())
+	return fmt.Sprintf("%s:%d", host, os.Getpid())
+}
+
+// holderOf returns what a lock's row says of its holder: "hostname:pid",
+// or name followed by it in parentheses, so that an operator looking at a
+// lock left by a killed process can still find its host and process.
+func holderOf(name string) string {
+	if name == "" {
+		return defaultHolder()
+	}
+	return fitHolder(name + " (" + hostPID() + ")")
+}
+
+// fitHolder cuts h to fit the holder column, on a rune boundary.
+func fitHolder(h string) string {
 	for len(h) > MaxLockIDLen || !utf8.ValidString(h) {
 		h = h[:len(h)-1]
 	}
 	return h
-})
+}
 
 // Waiting for a held lock starts at waitMin between attempts and doubles up
 // to waitMax, each sleep jittered to between half and all of its length so
