@@ -12,4 +12,3 @@ const DefaultTTL = 30 * time.Minute
 // Duration returns a pointer to d, for setting Config.TTL in one expression:
 // Config{TTL: gormmutex.Duration(time.Minute)}.
 func Duration(d time.Duration) *time.Duration { return &d }
-
