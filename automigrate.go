@@ -1,24 +1,30 @@
 package gormmutex
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 )
 
 // AutoMigrate creates the lock table, its indexes and the helper objects
 // the lock's statements use if they do not exist, and brings a table made
-// by an older version up to date, keeping its rows. It is safe to call at
-// every start-up, from several processes at once: a step that fails because
-// another process did it first counts as done. It uses gormmutex's own DDL
-// rather than GORM's migrator, because the column types matter (on MySQL,
-// lock_id is VARBINARY so ids compare byte for byte).
+// by an older version, or by GORM's own migrator from [DBMutex], up to
+// date, keeping its rows. It is safe to call at every start-up, from
+// several processes at once: a step that fails because another process did
+// it first counts as done, and is not logged as an error. On a current
+// layout it runs no DDL at all, so an application user without DDL
+// privileges can call it (it then only reads the catalog); where a step is
+// missing and the user may not run it, the error names the step.
 //
-// Besides TableName it creates, on MySQL, the MEMORY table
-// db_mutex_releases (where TTL locks are released without waiting for the
-// disk), and on SQLite the table db_mutex_sequence and two triggers that
-// hand out fencing tokens.
+// It uses gormmutex's own DDL rather than GORM's migrator, because the
+// column types matter (on MySQL, lock_id is VARBINARY so ids compare byte
+// for byte) and differ by database. Besides TableName it creates, on MySQL,
+// the MEMORY table db_mutex_releases (where TTL locks are released without
+// waiting for the disk), and on SQLite the table db_mutex_sequence and two
+// triggers that hand out fencing tokens.
 func AutoMigrate(db *gorm.DB) error {
 	d, err := dialectFor(db)
 	if err != nil {
@@ -28,75 +34,109 @@ func AutoMigrate(db *gorm.DB) error {
 		return ErrInTransaction
 	}
 	s := db.Session(&gorm.Session{NewDB: true})
+	// A statement that fails because another process migrates at the same
+	// time is absorbed below; it must not reach the application's log as an
+	// error. Failures that are not absorbed are returned instead.
+	s.Logger = quietErrors{s.Logger}
 	m := s.Migrator()
-	ensure := func(what string, exists func() bool, sql string) error {
-		if exists() {
+	sc := d.schema
+	ensure := func(what string, done func() bool, sql string) error {
+		if done() {
 			return nil
 		}
-		if err := s.Exec(sql).Error; err != nil && !exists() {
+		if err := s.Exec(sql).Error; err != nil && !done() {
 			return fmt.Errorf("gormmutex: migrate %s: %w", what, err)
 		}
 		return nil
 	}
-	if err := ensure("table "+TableName, func() bool { return m.HasTable(TableName) }, d.createTable); err != nil {
+	if err := ensure("table "+TableName, func() bool { return m.HasTable(TableName) }, sc.createTable); err != nil {
 		return err
 	}
-	for _, c := range d.columns {
+	for _, c := range sc.columns {
 		if err := ensure("column "+c.name, func() bool { return m.HasColumn(&DBMutex{}, c.name) }, c.sql); err != nil {
 			return err
 		}
 	}
-	if d.rebuild.check != "" {
-		old := func(tx *gorm.DB) bool {
+	if sc.rebuild.check != "" {
+		if err := rebuild(s, d); err != nil {
+			return err
+		}
+	}
+	for _, st := range sc.steps {
+		done := func() bool {
 			var n int
-			return tx.Raw(d.rebuild.check).Scan(&n).Error == nil && n == 1
+			return s.Raw(st.done).Scan(&n).Error == nil && n == 1
 		}
-		// The check runs in the transaction, so that of several processes
-		// upgrading at once only the first rebuilds; the others fail to
-		// commit, or find the table rebuilt.
-		rebuild := func() error {
-			return s.Transaction(func(tx *gorm.DB) error {
-				if !old(tx) {
-					return nil
-				}
-				for _, q := range d.rebuild.steps {
-					if err := tx.Exec(q).Error; err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+		if done() {
+			continue
 		}
-		// A transaction that lost to another process's rebuild (SQLite:
-		// "database is locked") tries again, and then finds it done.
-		err := rebuild()
-		for start := time.Now(); err != nil && d.transient(err) && time.Since(start) < transientBudget; {
-			time.Sleep(50 * time.Millisecond)
-			err = rebuild()
+		err := s.Exec(st.run).Error
+		if err != nil && st.otherwise != "" {
+			err = s.Exec(st.otherwise).Error
 		}
-		if err != nil && old(s) {
-			return fmt.Errorf("gormmutex: migrate table %s to the current layout: %w", TableName, err)
+		if err != nil && !done() {
+			return fmt.Errorf("gormmutex: migrate %s: %w", st.name, err)
 		}
 	}
-	for _, st := range d.setup {
-		if err := s.Exec(st.sql).Error; err != nil {
-			if st.otherwise == "" {
-				return fmt.Errorf("gormmutex: migrate: %w", err)
-			}
-			if err := s.Exec(st.otherwise).Error; err != nil {
-				return fmt.Errorf("gormmutex: migrate: %w", err)
-			}
-		}
-	}
-	for _, ix := range d.indexes {
+	for _, ix := range sc.indexes {
 		if err := ensure("index "+ix.name, func() bool { return m.HasIndex(&DBMutex{}, ix.name) }, ix.sql); err != nil {
 			return err
 		}
 	}
-	for _, ix := range d.stale {
+	for _, ix := range sc.stale {
 		if err := ensure("drop index "+ix.name, func() bool { return !m.HasIndex(&DBMutex{}, ix.name) }, ix.sql); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// rebuild moves a table of an older layout to the current one, in one
+// transaction whose check runs inside it, so that of several processes
+// upgrading at once only the first rebuilds; the others fail to commit, or
+// find the table rebuilt.
+func rebuild(s *gorm.DB, d *dialect) error {
+	old := func(tx *gorm.DB) bool {
+		var n int
+		return tx.Raw(d.schema.rebuild.check).Scan(&n).Error == nil && n == 1
+	}
+	if !old(s) {
+		return nil
+	}
+	run := func() error {
+		return s.Transaction(func(tx *gorm.DB) error {
+			if !old(tx) {
+				return nil
+			}
+			for _, q := range d.schema.rebuild.steps {
+				if err := tx.Exec(q).Error; err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	// A transaction that lost to another process's rebuild (SQLite:
+	// "database is locked") tries again, and then finds it done.
+	err := run()
+	for start := time.Now(); err != nil && d.transient(err) && time.Since(start) < transientBudget; {
+		time.Sleep(50 * time.Millisecond)
+		err = run()
+	}
+	if err != nil && old(s) {
+		return fmt.Errorf("gormmutex: migrate table %s to the current layout: %w", TableName, err)
+	}
+	return nil
+}
+
+// quietErrors is a GORM logger that traces failed statements at Info
+// level, as it does successful ones, instead of as errors.
+type quietErrors struct{ logger.Interface }
+
+func (q quietErrors) LogMode(level logger.LogLevel) logger.Interface {
+	return quietErrors{q.Interface.LogMode(level)}
+}
+
+func (q quietErrors) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	q.Interface.Trace(ctx, begin, fc, nil)
 }

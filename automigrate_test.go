@@ -88,12 +88,12 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 		}
 		m := dbs[0].Migrator()
 		d, _ := dialectFor(dbs[0])
-		for _, ix := range d.indexes {
+		for _, ix := range d.schema.indexes {
 			if !m.HasIndex(&DBMutex{}, ix.name) {
 				t.Errorf("index %s missing after AutoMigrate", ix.name)
 			}
 		}
-		helper := map[string]string{"mysql": releasesTable, "sqlite": sequenceTable}[b.name]
+		helper := map[string]string{"mysql": mysqlReleases, "sqlite": sqliteSequence}[b.name]
 		if helper != "" && !m.HasTable(helper) {
 			t.Errorf("table %s missing after AutoMigrate", helper)
 		}

@@ -78,6 +78,17 @@ type Config struct {
 	// [ErrInvalidConfig]. Default false.
 	AsyncCommit bool `json:"async_commit" yaml:"async_commit"`
 
+	// TransactionPooling says that the connections go through a pooler in
+	// transaction mode (PgBouncer with pool_mode=transaction, Supavisor's
+	// transaction port, RDS Proxy), where a server connection serves
+	// another client after every transaction. On PostgreSQL, waiters then
+	// poll instead of LISTENing for releases: a LISTEN would stay on
+	// whichever server connection ran it, for other clients to receive.
+	// Nothing else changes: every lock statement is a transaction of its
+	// own. Default false. See the README's Deploying section for the DSN
+	// settings such a pooler needs.
+	TransactionPooling bool `json:"transaction_pooling" yaml:"transaction_pooling"`
+
 	// Holder says who holds the lock, in the lock's row, at most 200 bytes.
 	// Empty means "hostname:pid"; a Holder that is set is stored as
 	// "Holder (hostname:pid)", so that the host and process of a lock stay
@@ -131,7 +142,8 @@ func (c Config) Validate() error {
 }
 
 // configKeys are the keys that UnmarshalJSON and UnmarshalYAML accept.
-var configKeys = []string{"ttl", "wait", "keep_alive", "min_hold", "suppress_acquisition_errors", "async_commit", "holder"}
+var configKeys = []string{"ttl", "wait", "keep_alive", "min_hold", "suppress_acquisition_errors", "async_commit",
+	"transaction_pooling", "holder"}
 
 // UnmarshalJSON reads a Config written as JSON. Durations are strings with
 // a unit, such as "30m" or "1800s"; "ttl": null means the lock never
@@ -192,6 +204,8 @@ func (c *Config) apply(m map[string]any) error {
 			out.KeepAlive, err = parseBool(v)
 		case "async_commit":
 			out.AsyncCommit, err = parseBool(v)
+		case "transaction_pooling":
+			out.TransactionPooling, err = parseBool(v)
 		case "holder":
 			s, ok := v.(string)
 			if !ok {
@@ -286,6 +300,7 @@ type encoded struct {
 	KeepAlive                 bool    `json:"keep_alive" yaml:"keep_alive"`
 	MinHold                   string  `json:"min_hold" yaml:"min_hold"`
 	AsyncCommit               bool    `json:"async_commit,omitempty" yaml:"async_commit,omitempty"`
+	TransactionPooling        bool    `json:"transaction_pooling,omitempty" yaml:"transaction_pooling,omitempty"`
 	Holder                    string  `json:"holder,omitempty" yaml:"holder,omitempty"`
 }
 
@@ -295,7 +310,7 @@ func (c Config) encode() encoded {
 		s := c.TTL.String()
 		ttl = &s
 	}
-	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.Holder}
+	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.TransactionPooling, c.Holder}
 }
 
 // MarshalJSON writes the Config the way [Config.UnmarshalJSON] reads it,

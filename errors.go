@@ -3,22 +3,33 @@ package gormmutex
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 )
 
-// Sentinel errors. Every error that concerns one lock is a *LockError that
-// names the lock and unwraps to one of these, so callers match them with
-// errors.Is and print them with the lock id included.
+// Sentinel errors. Every error that concerns one lock is a [*LockError]
+// that names the lock and unwraps to one of these, so callers match them
+// with [errors.Is] and print them with the lock id included.
 var (
 	// ErrLocked reports that another holder has the lock, so the lock was not
-	// acquired and, in Do, fn did not run. It is the counterpart of
-	// django-db-mutex's DBMutexError.
+	// acquired and, in Do, fn did not run. [errors.As] with a [*HeldError]
+	// tells who holds it. It is the counterpart of django-db-mutex's
+	// DBMutexError.
 	ErrLocked = errors.New("gormmutex: lock is held by another holder")
 
-	// ErrTimeout reports that the lock expired (or was force-released) before
-	// its holder released it, so another holder may have run at the same
-	// time. In Do, fn has run. It is the counterpart of django-db-mutex's
+	// ErrTimeout reports that the lock was lost before its holder released
+	// it, so another holder may have run at the same time: it expired, or
+	// someone force-released it ([ErrForceReleased] tells that case apart).
+	// In Do, fn has run. It is the counterpart of django-db-mutex's
 	// DBMutexTimeoutError.
 	ErrTimeout = errors.New("gormmutex: lock expired before it was released")
+
+	// ErrForceReleased reports that the lock was taken from its holder
+	// while its lease still ran: [Locker.ForceRelease], or its row deleted
+	// by hand. It matches ErrTimeout too, since another holder may have
+	// overlapped all the same.
+	ErrForceReleased error = &childError{parent: ErrTimeout,
+		msg: "gormmutex: lock was force-released by someone else before its holder released it"}
 
 	// ErrInvalidLockID reports a lock id that is empty, longer than
 	// MaxLockIDLen bytes, not valid UTF-8 or contains a NUL byte. No SQL runs
@@ -40,10 +51,20 @@ var (
 	ErrNotHeld = errors.New("gormmutex: no live lock with that id")
 
 	// ErrInvalidConfig reports a Config or argument that cannot work: a nil
-	// *gorm.DB or fn, a negative TTL, Wait or MinHold, KeepAlive without a
-	// TTL, an unsupported database, or a Holder that does not fit the table.
+	// *gorm.DB or fn, a Config that fails [Config.Validate], a decoded
+	// configuration with a bare number or an unknown key, or an unsupported
+	// database.
 	ErrInvalidConfig = errors.New("gormmutex: invalid configuration")
 )
+
+// childError is a sentinel that also matches its parent.
+type childError struct {
+	parent error
+	msg    string
+}
+
+func (e *childError) Error() string        { return e.msg }
+func (e *childError) Is(target error) bool { return target == e.parent }
 
 // LockError is the error type for failures that concern one lock. Err is one
 // of the sentinel errors above, a context error, or the database's own error.
@@ -51,13 +72,15 @@ type LockError struct {
 	// LockID is the id of the lock the operation was about.
 	LockID string
 	// Op is the operation that failed: "acquire", "release", "refresh",
-	// "force-release" or "do".
+	// "keep-alive" (a renewal in the background, [Lock.KeepAlive]),
+	// "force-release", "lookup" or "do" (an argument of [Locker.Do]).
 	Op string
 	// Err is the underlying error; errors.Is and errors.As see through to it.
 	Err error
 }
 
-// Error returns a message that names the operation and the lock id.
+// Error returns a message that names the operation and the lock id, on one
+// line.
 func (e *LockError) Error() string {
 	return fmt.Sprintf("%s (op %s, lock %q)", e.Err.Error(), e.Op, e.LockID)
 }
@@ -65,9 +88,74 @@ func (e *LockError) Error() string {
 // Unwrap returns the underlying error.
 func (e *LockError) Unwrap() error { return e.Err }
 
+// lockErr wraps err in a LockError, unless err is nil. An err that is
+// already a LockError of the same lock keeps its message and gets op, so
+// that messages do not nest "(op ...) (op ...)".
 func lockErr(op, lockID string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if le, ok := err.(*LockError); ok && le.LockID == lockID {
+		err = le.Err
+	}
 	return &LockError{LockID: lockID, Op: op, Err: err}
 }
+
+// HeldError is what [ErrLocked] says of the holder, reached with
+// [errors.As]. It is read with one more statement after the acquiring one
+// found the lock held, so it is best effort: the lock may have changed
+// hands in between. Where that statement finds no live lock (released in
+// between) or fails, the error is ErrLocked alone.
+type HeldError struct {
+	// Holder is the holder's Config.Holder, with its "hostname:pid".
+	Holder string
+	// Token is the holder's fencing token.
+	Token int64
+	// Since is when the holder acquired the lock, on the database's clock.
+	Since time.Time
+	// Until is when the lock expires on the database's clock; zero for a
+	// lock that never expires.
+	Until time.Time
+}
+
+// Error says who holds the lock and until when.
+func (e *HeldError) Error() string {
+	until := "never expires"
+	if !e.Until.IsZero() {
+		until = "until " + e.Until.UTC().Format(time.RFC3339Nano)
+	}
+	return fmt.Sprintf("%s: held by %q since %s, %s", ErrLocked.Error(), e.Holder, e.Since.UTC().Format(time.RFC3339Nano), until)
+}
+
+// Unwrap returns ErrLocked.
+func (e *HeldError) Unwrap() error { return ErrLocked }
+
+// joinErrors is errors.Join on one line: the messages are separated by
+// "; ", so log lines do not break.
+func joinErrors(errs ...error) error {
+	var list []error
+	for _, err := range errs {
+		if err != nil {
+			list = append(list, err)
+		}
+	}
+	switch len(list) {
+	case 0:
+		return nil
+	case 1:
+		return list[0]
+	}
+	return joined(list)
+}
+
+type joined []error
+
+func (j joined) Error() string {
+	msgs := make([]string, len(j))
+	for i, err := range j {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (j joined) Unwrap() []error { return j }

@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +69,6 @@ func TestMain(m *testing.M) {
 	}
 	fmt.Printf("gormmutex test databases: %s\n", strings.Join(summary, "; "))
 	code := m.Run()
-	purgeRuns.Wait()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -196,7 +194,7 @@ func quietPool(t testing.TB, b *backend) *gorm.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateOf(sqlDB).nextPurge.Store(math.MaxInt64)
+	stateOf(sqlDB).schedulePurge(0, true)
 	return db
 }
 
@@ -218,11 +216,10 @@ func waitPurges(t testing.TB, db *gorm.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := stateOf(sqlDB)
-	for deadline := time.Now().Add(time.Minute); s.purging.Load() != 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a background purge still runs after a minute")
-		}
+	select {
+	case <-stateOf(sqlDB).purgeDone():
+	case <-time.After(time.Minute):
+		t.Fatal("a background purge still runs after a minute")
 	}
 }
 

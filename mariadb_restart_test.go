@@ -77,7 +77,7 @@ func TestMariaDBCrash(t *testing.T) {
 	}
 	// B was released through the MEMORY table, its row left in place; C
 	// was released by deleting its row.
-	if n := countRows(t, db, "SELECT COUNT(*) FROM "+releasesTable+" WHERE id = ?", bl.Token()); n != 1 {
+	if n := countRows(t, db, "SELECT COUNT(*) FROM "+mysqlReleases+" WHERE id = ?", bl.Token()); n != 1 {
 		t.Fatalf("%d release marks for B before the crash, want 1", n)
 	}
 	if n := countRows(t, db, "SELECT COUNT(*) FROM "+TableName+" WHERE lock_id IN ('B', 'C')"); n != 1 {
@@ -125,13 +125,13 @@ func TestMariaDBCrash(t *testing.T) {
 	// keeps a MEMORY table's definition and drops its rows. AutoMigrate on
 	// the restarted server succeeds.
 	var engine string
-	if err := db.Raw("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?", releasesTable).Scan(&engine).Error; err != nil {
+	if err := db.Raw("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?", mysqlReleases).Scan(&engine).Error; err != nil {
 		t.Fatal(err)
 	}
 	if engine != "MEMORY" {
-		t.Errorf("engine of %s after the restart = %q, want MEMORY", releasesTable, engine)
+		t.Errorf("engine of %s after the restart = %q, want MEMORY", mysqlReleases, engine)
 	}
-	if n := countRows(t, db, "SELECT COUNT(*) FROM "+releasesTable); n != 0 {
+	if n := countRows(t, db, "SELECT COUNT(*) FROM "+mysqlReleases); n != 0 {
 		t.Errorf("%d release marks after the restart, want 0", n)
 	}
 	if err := AutoMigrate(db); err != nil {

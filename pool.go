@@ -3,26 +3,35 @@ package gormmutex
 import (
 	"context"
 	"database/sql"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"weak"
 )
 
-// What gormmutex keeps per connection pool, in this process: when the next
-// background purge is due, and the lock's statements prepared on the pool.
+// What gormmutex keeps per connection pool, in this process: the dialect
+// variant found on it, when the next background purge is due, the lock's
+// statements prepared on it, and the waker that fans releases out to this
+// process's waiters. One registry holds it, keyed weakly by the *sql.DB,
+// so that closed pools are forgotten.
 
 // poolState is one *sql.DB's state.
 type poolState struct {
-	nextPurge atomic.Int64 // unix nanoseconds
-	purging   atomic.Int64 // background purges in flight, for tests
+	pool *sql.DB
 
-	mu       sync.Mutex
-	prepared weak.Pointer[statements]
+	dialect atomic.Pointer[dialect] // the variant found on the pool; nil until checked
+	checkMu sync.Mutex              // one variant check at a time
+
+	mu        sync.Mutex // guards the fields below
+	nextPurge int64      // unix nanoseconds; math.MaxInt64: never
+	purging   chan struct{}
+	prepared  weak.Pointer[prepared]
+	waker     *waker
 }
 
-// pools maps weak.Pointer[sql.DB] to *poolState. An entry is removed when
-// its pool is garbage collected, so closed pools are forgotten.
+// pools maps weak.Pointer[sql.DB] to *poolState.
 var pools sync.Map
 
 func stateOf(pool *sql.DB) *poolState {
@@ -30,33 +39,96 @@ func stateOf(pool *sql.DB) *poolState {
 	if v, ok := pools.Load(key); ok {
 		return v.(*poolState)
 	}
-	v, loaded := pools.LoadOrStore(key, &poolState{})
+	v, loaded := pools.LoadOrStore(key, &poolState{pool: pool})
 	if !loaded {
 		runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { pools.Delete(k) }, key)
 	}
 	return v.(*poolState)
 }
 
-// statements are the lock's statements prepared on one pool. Lockers hold
+// variant returns the dialect that base's variant check chose for the
+// pool, checking once; a check that fails is tried again next time.
+func (s *poolState) variant(ctx context.Context, base *dialect) (*dialect, error) {
+	if d := s.dialect.Load(); d != nil {
+		return d, nil
+	}
+	s.checkMu.Lock()
+	defer s.checkMu.Unlock()
+	if d := s.dialect.Load(); d != nil {
+		return d, nil
+	}
+	d, err := base.variant(ctx, s.pool)
+	if err != nil {
+		return nil, err
+	}
+	s.dialect.Store(d)
+	return d, nil
+}
+
+// startPurge returns a channel to close when a background purge that
+// starts now ends, or nil if one is not due or still runs (a purge of a
+// large backlog can outlast purgeInterval).
+func (s *poolState) startPurge(now time.Time) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.UnixNano() < s.nextPurge {
+		return nil
+	}
+	if s.purging != nil {
+		select {
+		case <-s.purging:
+		default:
+			return nil
+		}
+	}
+	s.nextPurge = now.UnixNano() + int64(purgeInterval)
+	s.purging = make(chan struct{})
+	return s.purging
+}
+
+// schedulePurge sets when the next background purge is due; never stops
+// them.
+func (s *poolState) schedulePurge(at int64, never bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextPurge = at
+	if never {
+		s.nextPurge = math.MaxInt64
+	}
+}
+
+// purgeDone returns a channel that is closed once the last background
+// purge started on the pool has ended (at once if none has started).
+func (s *poolState) purgeDone() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.purging == nil {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	return s.purging
+}
+
+// prepared are the lock's statements prepared on one pool. Lockers hold
 // them; the pool's state only points at them weakly, so that a pool's
 // prepared statements do not outlive the last Locker that uses them (a
 // *sql.Stmt keeps its pool alive). Once no Locker holds them, they are
 // closed, and the next Locker prepares them again.
-type statements struct {
+type prepared struct {
 	pool *sql.DB
 	mu   sync.Mutex
 	byQ  map[string]*sql.Stmt
 }
 
-// statementsFor returns pool's prepared statements.
-func statementsFor(pool *sql.DB) *statements {
-	s := stateOf(pool)
+// statements returns the pool's prepared statements.
+func (s *poolState) statements() *prepared {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.prepared.Value(); st != nil {
 		return st
 	}
-	st := &statements{pool: pool, byQ: map[string]*sql.Stmt{}}
+	st := &prepared{pool: s.pool, byQ: map[string]*sql.Stmt{}}
 	runtime.AddCleanup(st, func(byQ map[string]*sql.Stmt) {
 		for _, stmt := range byQ {
 			stmt.Close()
@@ -67,7 +139,7 @@ func statementsFor(pool *sql.DB) *statements {
 }
 
 // get returns query prepared on the pool, preparing it the first time.
-func (st *statements) get(ctx context.Context, query string) (*sql.Stmt, error) {
+func (st *prepared) get(ctx context.Context, query string) (*sql.Stmt, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if stmt, ok := st.byQ[query]; ok {
@@ -79,4 +151,15 @@ func (st *statements) get(ctx context.Context, query string) (*sql.Stmt, error) 
 	}
 	st.byQ[query] = stmt
 	return stmt, nil
+}
+
+// wakerOf returns the pool's waker for dialect d's wake-ups, making it on
+// first use.
+func (s *poolState) wakerOf(d *dialect) *waker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waker == nil {
+		s.waker = &waker{pool: s.pool, wake: d.wake, waiters: map[string][]chan struct{}{}}
+	}
+	return s.waker
 }

@@ -54,7 +54,9 @@ func helperMain() int {
 			// it mid-statement: on SQLite a paused writer keeps the whole
 			// file locked. Its first keep-alive renewal is a third of the
 			// TTL away.
-			purgeRuns.Wait()
+			if sqlDB, err := db.DB(); err == nil {
+				<-stateOf(sqlDB).purgeDone()
+			}
 			fmt.Println("acquired", lk.Token())
 			<-ctx.Done()
 			fmt.Println("cancelled", errors.Is(context.Cause(ctx), ErrTimeout))

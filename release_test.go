@@ -39,7 +39,7 @@ func TestLostReleaseMarks(t *testing.T) {
 			t.Fatal(err)
 		}
 		acquired := time.Now()
-		if err := db.Exec("DELETE FROM "+releasesTable+" WHERE id = ?", again.Token()).Error; err != nil {
+		if err := db.Exec("DELETE FROM "+mysqlReleases+" WHERE id = ?", again.Token()).Error; err != nil {
 			t.Fatal(err)
 		}
 		rival := New(other, ttl(time.Minute))
@@ -87,7 +87,7 @@ func TestReleasesTableFull(t *testing.T) {
 		}
 		for _, q := range []string{
 			"SET SESSION max_heap_table_size = 16384",
-			"CREATE TABLE " + releasesTable + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
+			"CREATE TABLE " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
 		} {
 			if _, err := c.ExecContext(ctx, q); err != nil {
 				t.Fatal(err)
@@ -111,7 +111,7 @@ func TestReleasesTableFull(t *testing.T) {
 			}
 		}
 		var marks, rows int64
-		db.Table(releasesTable).Count(&marks)
+		db.Table(mysqlReleases).Count(&marks)
 		db.Model(&DBMutex{}).Count(&rows)
 		if marks == 0 || marks >= locks {
 			t.Fatalf("%d release marks for %d releases; the test wants the table to fill up part way", marks, locks)

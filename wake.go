@@ -5,72 +5,64 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"reflect"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
-	"weak"
 )
 
-// On PostgreSQL a release wakes the processes waiting for the lock instead
-// of leaving them to poll: the release statement also calls
-// pg_notify(notifyChannel, lock_id), and each process that has waiters keeps
-// one connection of its pool LISTENing, which wakes the longest-waiting
-// waiter for that id. Polling with backoff stays as the fallback (a lock
-// that expires sends nothing), so a lost notification costs latency, never
-// correctness.
-//
-// The core package does not import pgx: the listening connection is
-// reached through database/sql's Conn.Raw and the two methods of pgx's
-// stdlib connection it needs. With another driver, waiting simply polls.
+// Where the database can notify (a dialect's wake is set), a release wakes
+// the processes waiting for the lock instead of leaving them to poll: the
+// release statement notifies with the lock id, and each process that has
+// waiters keeps one connection of its pool listening, which wakes the
+// longest-waiting waiter for that id. Polling with backoff stays as the
+// fallback (a lock that expires sends nothing), so a lost notification
+// costs latency, never correctness. This file has no SQL: the dialect's
+// wakeup says how to listen and wait.
 
 const (
-	notifyChannel = "gormmutex"
 	// listenIdle is how long the listening connection stays after the last
 	// waiter left, before it goes back to the pool.
 	listenIdle = 2 * time.Second
-	// listenStart bounds how long a waiter waits for LISTEN to be active.
+	// listenStart bounds how long a waiter waits for the listener to be
+	// active.
 	listenStart = 100 * time.Millisecond
-	// wantedFor is how long the mark that a waiting acquire leaves on a
-	// held lock's row asks its release to notify (dialect.go): four of the
-	// longest sleeps between attempts, each of which renews it.
-	wantedFor = 4 * waitMax
 )
 
-var wakers sync.Map // weak.Pointer[sql.DB] -> *waker
+// wakeup is how a dialect's releases reach waiters in other processes.
+type wakeup struct {
+	// listen and unlisten start and stop the notifications on a connection.
+	listen, unlisten string
+	// wait waits on conn for one notification and returns its payload, the
+	// lock id; errNoNotifications where the driver cannot.
+	wait func(ctx context.Context, conn *sql.Conn) (string, error)
+}
+
+var errNoNotifications = errors.New("gormmutex: driver cannot wait for notifications")
+
+// wakerFor returns the waker of l's pool for dialect d, or nil where
+// waiters poll: the database cannot notify, the pool goes through a
+// transaction pooler, or it is too small to spare a connection.
+func (l *Locker) wakerFor(d *dialect) *waker {
+	if d.wake == nil || l.cfg.TransactionPooling || l.state == nil {
+		return nil
+	}
+	if max := l.state.pool.Stats().MaxOpenConnections; max > 0 && max < 3 {
+		return nil // the listener would take a connection the locks need
+	}
+	return l.state.wakerOf(d)
+}
 
 // waker fans notifications for one pool out to the waiters of this process.
 type waker struct {
 	pool      *sql.DB
-	delivered atomic.Int64 // wake-ups handed to waiters, for tests
+	wake      *wakeup
+	delivered atomic.Int64 // wake-ups handed to waiters
 
 	mu        sync.Mutex // guards the fields below
 	waiters   map[string][]chan struct{}
 	listening bool          // a listener goroutine is running
-	ready     chan struct{} // closed once LISTEN is active (or failed)
+	ready     chan struct{} // closed once the listener is active (or failed)
 	broken    bool          // the driver cannot wait for notifications: poll
-}
-
-// wakerFor returns the waker of l's pool, or nil where releases do not
-// notify.
-func (l *Locker) wakerFor() *waker {
-	if !l.d.notifies {
-		return nil
-	}
-	pool, err := l.db.DB()
-	if err != nil {
-		return nil
-	}
-	if max := pool.Stats().MaxOpenConnections; max > 0 && max < 3 {
-		return nil // the listener would take a connection the locks need
-	}
-	key := weak.Make(pool)
-	v, loaded := wakers.LoadOrStore(key, &waker{pool: pool, waiters: map[string][]chan struct{}{}})
-	if !loaded {
-		runtime.AddCleanup(pool, func(k weak.Pointer[sql.DB]) { wakers.Delete(k) }, key)
-	}
-	return v.(*waker)
 }
 
 // register adds a waiter for lockID and returns the channel that its
@@ -107,8 +99,8 @@ func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, f
 			w.waiters[lockID] = list
 		}
 	}
-	// Wait briefly for LISTEN on first use; a waiter that registers before
-	// it is active only risks missing a wake-up, and polls anyway.
+	// Wait briefly for the listener on first use; a waiter that registers
+	// before it is active only risks missing a wake-up, and polls anyway.
 	t := time.NewTimer(listenStart)
 	defer t.Stop()
 	select {
@@ -119,20 +111,10 @@ func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, f
 	return ch, unregister
 }
 
-// wake closes the channel of the longest-waiting waiter for lockID, or of
-// every waiter when all is true (the listener is going away).
-func (w *waker) wake(lockID string, all bool) {
+// wakeOne closes the channel of the longest-waiting waiter for lockID.
+func (w *waker) wakeOne(lockID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if all {
-		for id, list := range w.waiters {
-			for _, c := range list {
-				close(c)
-			}
-			delete(w.waiters, id)
-		}
-		return
-	}
 	if list := w.waiters[lockID]; len(list) > 0 {
 		w.delivered.Add(1)
 		close(list[0])
@@ -144,7 +126,20 @@ func (w *waker) wake(lockID string, all bool) {
 	}
 }
 
-// listen holds one pool connection LISTENing until no waiter is left for
+// wakeAll closes every waiter's channel: the listener is going away, and
+// they poll, or register again.
+func (w *waker) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, list := range w.waiters {
+		for _, c := range list {
+			close(c)
+		}
+		delete(w.waiters, id)
+	}
+}
+
+// listen holds one pool connection listening until no waiter is left for
 // listenIdle, waking waiters as releases arrive.
 func (w *waker) listen(ready chan struct{}) {
 	readyOnce := sync.OnceFunc(func() { close(ready) })
@@ -156,7 +151,7 @@ func (w *waker) listen(ready chan struct{}) {
 		w.listening = false
 		w.broken = w.broken || broken
 		w.mu.Unlock()
-		w.wake("", true) // the remaining waiters poll, or register again
+		w.wakeAll()
 	}()
 
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -166,18 +161,18 @@ func (w *waker) listen(ready chan struct{}) {
 		return
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "LISTEN "+notifyChannel); err != nil {
+	if _, err := conn.ExecContext(ctx, w.wake.listen); err != nil {
 		return
 	}
 	readyOnce()
 	idleSince := time.Now()
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenIdle/2)
-		payload, err := waitForNotification(wctx, conn)
+		payload, err := w.wake.wait(wctx, conn)
 		cancel()
 		switch {
 		case err == nil:
-			w.wake(payload, false)
+			w.wakeOne(payload)
 			idleSince = time.Now()
 			continue
 		case errors.Is(err, errNoNotifications):
@@ -194,49 +189,10 @@ func (w *waker) listen(ready chan struct{}) {
 		if !idle {
 			idleSince = time.Now()
 		} else if time.Since(idleSince) >= listenIdle {
-			if _, err := conn.ExecContext(ctx, "UNLISTEN "+notifyChannel); err != nil {
+			if _, err := conn.ExecContext(ctx, w.wake.unlisten); err != nil {
 				conn.Raw(func(any) error { return driver.ErrBadConn })
 			}
 			return
 		}
 	}
-}
-
-var errNoNotifications = errors.New("gormmutex: driver cannot wait for notifications")
-
-// waitForNotification waits on conn for one notification and returns its
-// payload. It reaches pgx's (*stdlib.Conn).Conn().WaitForNotification by
-// reflection so that the core package does not import pgx.
-func waitForNotification(ctx context.Context, conn *sql.Conn) (string, error) {
-	var payload string
-	err := conn.Raw(func(driverConn any) error {
-		// Instrumenting wrappers that expose the driver's connection with
-		// Unwrap are seen through.
-		for {
-			u, ok := driverConn.(interface{ Unwrap() driver.Conn })
-			if !ok {
-				break
-			}
-			driverConn = u.Unwrap()
-		}
-		getConn := reflect.ValueOf(driverConn).MethodByName("Conn")
-		if !getConn.IsValid() || getConn.Type().NumIn() != 0 || getConn.Type().NumOut() != 1 {
-			return errNoNotifications
-		}
-		wait := getConn.Call(nil)[0].MethodByName("WaitForNotification")
-		if !wait.IsValid() || wait.Type().NumOut() != 2 {
-			return errNoNotifications
-		}
-		out := wait.Call([]reflect.Value{reflect.ValueOf(ctx)})
-		if err, _ := out[1].Interface().(error); err != nil {
-			return err
-		}
-		n := reflect.Indirect(out[0])
-		if n.Kind() != reflect.Struct || n.FieldByName("Payload").Kind() != reflect.String {
-			return errNoNotifications
-		}
-		payload = n.FieldByName("Payload").String()
-		return nil
-	})
-	return payload, err
 }

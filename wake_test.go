@@ -38,7 +38,7 @@ func TestWakeOnRelease(t *testing.T) {
 				got <- lk
 			}()
 		}
-		w := waiters.wakerFor()
+		w := waiters.wakerFor(waiters.d)
 		if b.name == "postgres" {
 			// Wait until all three are registered for a wake-up.
 			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -95,7 +95,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		ctx := context.Background()
 		holder := New(b.pool(t), DefaultConfig())
 		if b.name != "postgres" {
-			if holder.d.notifies || holder.d.insertWaiting != "" || holder.wakerFor() != nil {
+			if holder.d.wake != nil || holder.d.insertWaiting != "" || holder.wakerFor(holder.d) != nil {
 				t.Fatalf("%s releases notify, but only PostgreSQL's should", b.name)
 			}
 			return
@@ -106,7 +106,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close(ctx)
-		if _, err := ln.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		if _, err := ln.Exec(ctx, "LISTEN "+postgresChannel); err != nil {
 			t.Fatal(err)
 		}
 		admin := b.pool(t)
@@ -118,7 +118,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 			t.Helper()
 			sentinel++
 			mark := id + "/sentinel/" + string(rune('a'+sentinel))
-			if err := admin.Exec("SELECT pg_notify(?, ?)", notifyChannel, mark).Error; err != nil {
+			if err := admin.Exec("SELECT pg_notify(?, ?)", postgresChannel, mark).Error; err != nil {
 				t.Fatal(err)
 			}
 			n := 0
@@ -200,7 +200,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		}
 
 		// Once the mark has lapsed, releases are silent again.
-		time.Sleep(wantedFor + time.Second)
+		time.Sleep(postgresWantedFor + time.Second)
 		lk := mustAcquire(t, holder, id)
 		if err := lk.Release(ctx); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,194 @@
+package gormmutex
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// MySQL and MariaDB: DATETIME(6) columns holding UTC_TIMESTAMP(6), so the
+// session time zone of each client does not matter and sub-second TTLs
+// work. lock_id is VARBINARY so that ids compare byte for byte (no case
+// folding, no PAD SPACE, no charset conversion).
+//
+// InnoDB makes every commit that changed a row wait for the disk, and MySQL
+// has no per-statement way out, so a TTL lock is released by recording its
+// id in mysqlReleases (MEMORY, outside InnoDB) instead of deleting its row.
+// The acquiring statement counts such a row as free, like an expired one,
+// and the background purge deletes both. A Galera cluster replicates only
+// InnoDB, so there (mysqlGalera) a release deletes the row.
+//
+// The table is keyed by lock_id, so an acquire of a lock id that has a row
+// finds it in the clustered index and updates it in place, and id is a
+// unique AUTO_INCREMENT column beside it. The acquire is one
+// INSERT ... ON DUPLICATE KEY UPDATE. MySQL assigns the columns left to
+// right and later ones see the new values, so id goes first, decided on the
+// old row; the rest follow a changed id. VALUES(id) is the AUTO_INCREMENT
+// value reserved for the row that was not inserted: larger than every id
+// before it and never handed out again, so a taken-over row gets a fresh
+// fencing token as on PostgreSQL. LAST_INSERT_ID(x) makes the driver's
+// LastInsertId report the new id on a takeover and 0 when the lock is live,
+// whatever clientFoundRows says about rows. Every attempt reserves a value,
+// also one that finds the lock held: tokens only need to increase, and a
+// BIGINT lasts for hundreds of thousands of years at a million attempts a
+// second.
+
+// mysqlReleases holds the ids of rows whose locks were released but whose
+// rows are still there. It is a MEMORY table: a release is recorded there
+// without waiting for the disk, and a server restart empties it, which
+// turns those releases back into locks held until their expiry (the safe
+// direction).
+const mysqlReleases = "db_mutex_releases"
+
+const mysqlNow = "UTC_TIMESTAMP(6)"
+
+func mysqlPlus(t string) string { return t + " + INTERVAL ? MICROSECOND" }
+
+// mysqlStatements builds the statements; fastRelease says TTL locks are
+// released through mysqlReleases.
+func mysqlStatements(fastRelease bool) *dialect {
+	free := "expires_at <= " + mysqlNow
+	unexpired := "(expires_at IS NULL OR expires_at > " + mysqlNow + ")"
+	d := &dialect{
+		name:    "MySQL",
+		prepare: true,
+		duration: func(d *time.Duration) any {
+			if d == nil {
+				return nil
+			}
+			return d.Microseconds()
+		},
+		transient: mysqlTransient,
+		explain: func(err error) error {
+			if strings.Contains(err.Error(), "time.Time") {
+				return fmt.Errorf("%w (the MySQL DSN needs parseTime=true)", err)
+			}
+			return err
+		},
+		schema: mysqlSchema(),
+	}
+	d.purge = []string{"DELETE FROM " + TableName + " WHERE expires_at <= " + mysqlNow + " LIMIT ?"}
+	if fastRelease {
+		free += " OR id IN (SELECT id FROM " + mysqlReleases + ")"
+		d.live = unexpired + " AND id NOT IN (SELECT id FROM " + mysqlReleases + ")"
+		d.releaseFast = "INSERT INTO " + mysqlReleases + " (id) SELECT id FROM " + TableName +
+			" WHERE lock_id = ? AND id = ? AND " + unexpired
+		// Durably now, so that a restart no longer brings them back.
+		d.purge = append(d.purge, "DELETE FROM "+TableName+" WHERE id IN (SELECT id FROM "+mysqlReleases+") LIMIT ?")
+		// Ids whose rows are gone, taken over or purged; an id is never
+		// reused, so none of these can free a lock.
+		d.tidy = "DELETE FROM " + mysqlReleases + " WHERE id NOT IN (SELECT id FROM " + TableName + ") LIMIT ?"
+	}
+	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
+	d.insert = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
+		" VALUES (?, " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" +
+		" ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
+		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder")
+	return build(d, mysqlNow, mysqlPlus)
+}
+
+// mysqlDialect is the dialect until the variant check has looked at the
+// pool; mysqlSingle is a single server's (or a replication primary's).
+var (
+	mysqlDialect = func() *dialect {
+		d := mysqlStatements(true)
+		d.variant = mysqlVariant
+		return d
+	}()
+	mysqlSingle = mysqlStatements(true)
+)
+
+// mysqlGalera is the dialect on a Galera cluster (MariaDB Galera, Percona
+// XtraDB Cluster), where only InnoDB tables are replicated: a release
+// recorded in the MEMORY table would free the lock on one node only, so
+// every release deletes the row, and nothing reads mysqlReleases.
+var mysqlGalera = func() *dialect {
+	d := mysqlStatements(false)
+	d.name = "MySQL (Galera)"
+	return d
+}()
+
+// mysqlVariant tells a Galera node from a single server.
+func mysqlVariant(ctx context.Context, db *sql.DB) (*dialect, error) {
+	var name, value string
+	err := db.QueryRowContext(ctx, "SHOW VARIABLES LIKE 'wsrep_on'").Scan(&name, &value)
+	switch {
+	case errors.Is(err, sql.ErrNoRows): // MySQL, or MariaDB built without wsrep
+		return mysqlSingle, nil
+	case err != nil:
+		return nil, err
+	case strings.EqualFold(value, "ON"):
+		return mysqlGalera, nil
+	}
+	return mysqlSingle, nil
+}
+
+func mysqlSchema() schema {
+	const table = TableName
+	s := schema{
+		createTable: "CREATE TABLE IF NOT EXISTS " + table + ` (
+	lock_id VARBINARY(255) NOT NULL PRIMARY KEY,
+	id BIGINT NOT NULL AUTO_INCREMENT,
+	created_at DATETIME(6) NOT NULL,
+	expires_at DATETIME(6) NULL,
+	holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT '',
+	version BIGINT NOT NULL DEFAULT 0,
+	UNIQUE KEY uix_db_mutexes_id (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+		// A table that GORM's migrator made from DBMutex has only lock_id
+		// (a VARCHAR), and no rows.
+		columns: []ddl{
+			{"id", "ALTER TABLE " + table + " ADD COLUMN id BIGINT NOT NULL AUTO_INCREMENT, ADD UNIQUE KEY uix_db_mutexes_id (id)"},
+			{"created_at", "ALTER TABLE " + table + " ADD COLUMN created_at DATETIME(6) NOT NULL"},
+			{"expires_at", "ALTER TABLE " + table + " ADD COLUMN expires_at DATETIME(6) NULL"},
+			{"holder", "ALTER TABLE " + table + " ADD COLUMN holder VARCHAR(255) CHARACTER SET utf8mb4 NOT NULL DEFAULT ''"},
+			{"version", "ALTER TABLE " + table + " ADD COLUMN version BIGINT NOT NULL DEFAULT 0"},
+		},
+		steps: []step{
+			{
+				name: "lock_id VARBINARY",
+				done: "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + table +
+					"' AND COLUMN_NAME = 'lock_id' AND DATA_TYPE = 'varbinary'",
+				run: "ALTER TABLE " + table + " MODIFY lock_id VARBINARY(255) NOT NULL",
+			},
+			{
+				name:      "table " + mysqlReleases,
+				done:      "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + mysqlReleases + "'",
+				run:       "CREATE TABLE IF NOT EXISTS " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
+				otherwise: "CREATE TABLE IF NOT EXISTS " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY)",
+			},
+		},
+		indexes: []ddl{
+			{"idx_db_mutexes_expires_at", "CREATE INDEX idx_db_mutexes_expires_at ON " + table + " (expires_at)"},
+		},
+		// Tables made by earlier versions are keyed by id, with a unique
+		// index on lock_id.
+		stale: []ddl{{"uix_db_mutexes_lock_id", "DROP INDEX uix_db_mutexes_lock_id ON " + table}},
+		keys:  []string{"PRIMARY", "idx_db_mutexes_expires_at", "uix_db_mutexes_id"},
+	}
+	s.rebuild.check = "SELECT 1 FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE()" +
+		" AND TABLE_NAME = '" + table + "' AND CONSTRAINT_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'"
+	s.rebuild.steps = []string{"ALTER TABLE " + table +
+		" DROP PRIMARY KEY, ADD PRIMARY KEY (lock_id), ADD UNIQUE KEY uix_db_mutexes_id (id)"}
+	return s
+}
+
+// mysqlTransient: the driver's error has no methods to ask; its message
+// starts "Error <number>" and carries the SQLSTATE when known.
+func mysqlTransient(err error) bool {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "Error 1213") || // ER_LOCK_DEADLOCK, also Galera's certification failures
+		strings.HasPrefix(msg, "Error 1020") || // ER_CHECKREAD (MariaDB snapshot isolation)
+		strings.HasPrefix(msg, "Error 1047") || // WSREP has not yet prepared node for application use
+		strings.Contains(msg, "(40001)") {
+		return true
+	}
+	// A connection that died under the statement, or could not be made.
+	var ne net.Error
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
+}

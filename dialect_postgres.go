@@ -1,0 +1,278 @@
+package gormmutex
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// PostgreSQL: timestamptz columns and now(), which is the statement's start
+// in autocommit. One statement both inserts and takes over an expired row;
+// a takeover gives the row a fresh id from the same sequence (EXCLUDED.id is
+// the nextval the insert drew), so the fencing token still increases.
+//
+// The table is keyed by lock_id and has no other index, and a release sets
+// the row's expiry to -infinity instead of deleting it. The acquire, the
+// release and a renewal then change no indexed column, so PostgreSQL makes
+// them HOT updates: the old row versions are pruned in place, without
+// vacuum and without a new index entry each time. A table whose hot lock is
+// taken thousands of times a second stays a few pages even where
+// autovacuum lags or is off, where a DELETE and INSERT per lock would leave
+// a dead row and three dead index entries per lock. Released and expired
+// rows are deleted by the purge, which scans for them.
+//
+// A release wakes waiters in other processes with pg_notify (see
+// postgresWakeup below), but only while a waiter has marked the row.
+
+// postgresChannel is the channel that releases notify and waiters listen
+// on; the payload is the lock id.
+const postgresChannel = "gormmutex"
+
+// postgresWantedFor is how long the mark that a waiting acquire leaves on
+// a held lock's row asks its release to notify. Each attempt of the waiter
+// renews it, so it must outlast several of the longest sleeps between
+// attempts (waitMax, acquire.go; TestWantedOutlastsWaits checks this).
+const postgresWantedFor = time.Second
+
+var postgresDialect = func() *dialect {
+	plus := func(t string) string { return t + " + make_interval(secs => ?)" }
+	const (
+		values   = "(lock_id, created_at, expires_at, holder) VALUES (?, now(), now() + make_interval(secs => ?), ?)"
+		selected = "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM async_commit"
+		takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
+			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder" +
+			" WHERE " + TableName + ".expires_at <= now() RETURNING id"
+		// set_config(..., true) lasts until the end of the statement's own
+		// transaction, so the commit right after it does not wait for the
+		// WAL to reach the disk: still one statement, one round trip. The
+		// CTE runs only where it is read (FROM async_commit).
+		async = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
+		// The CTE frees the row; the SELECT notifies once per freed row,
+		// and its row count is the number freed.
+		notify = " RETURNING lock_id) SELECT pg_notify('" + postgresChannel + "', lock_id) FROM released"
+		// A release notifies only while a waiter wants it. A NOTIFY is not
+		// free: at commit it takes a lock that is one for the whole server
+		// and holds it until the commit ends (on synchronous commit, until
+		// the WAL is on disk), so notifying transactions commit one at a
+		// time. Without waiters, a release sends none. Rows where a waiter
+		// that gave up set it notify until it passes, which costs a wasted
+		// wake-up, never a missed one.
+		notifyWanted = " RETURNING lock_id, wanted_until) SELECT CASE WHEN wanted_until > now() THEN pg_notify('" +
+			postgresChannel + "', lock_id) END FROM released"
+	)
+	// want marks the row of a lock that acquired found held. It runs only
+	// when acquired returned nothing, on the row the conflict locked, and
+	// writes only when the mark has less than half its time left, so that
+	// waiters polling a busy lock do not write at every attempt. A row
+	// that the statement's snapshot cannot see yet (inserted since it
+	// began) leaves the mark to the next attempt.
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
+	want := "), wanted AS (UPDATE " + TableName + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) +
+		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
+		secs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
+	d := build(&dialect{
+		name:               "PostgreSQL",
+		insert:             "INSERT INTO " + TableName + " " + values + takeover,
+		insertAsync:        async + "INSERT INTO " + TableName + " " + selected + takeover,
+		insertWaiting:      "WITH acquired AS (INSERT INTO " + TableName + " " + values + takeover + want,
+		insertWaitingAsync: async + ", acquired AS (INSERT INTO " + TableName + " " + selected + takeover + want,
+		returning:          true,
+		wake:               postgresWakeup,
+		duration: func(d *time.Duration) any {
+			if d == nil {
+				return nil
+			}
+			return d.Seconds()
+		},
+		transient: postgresTransient,
+		explain:   postgresExplain,
+		schema:    postgresSchema(),
+	}, "now()", plus)
+	// A release marks the row free instead of deleting it (see above).
+	release := "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
+	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
+	d.release = "WITH released AS (" + release + notifyWanted
+	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
+	// A purge that a crash undoes only leaves expired rows behind.
+	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + TableName +
+		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
+	// The statements go to the driver as they are (exec.go), and pgx wants
+	// numbered placeholders.
+	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
+		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0]} {
+		*q = numbered(*q)
+	}
+	return d
+}()
+
+// postgresSchema is the table and what AutoMigrate does to bring older
+// layouts, and tables that GORM's own migrator made from DBMutex, to it.
+func postgresSchema() schema {
+	const table = TableName
+	s := schema{
+		// fillfactor leaves room on each page for the HOT updates.
+		createTable: "CREATE TABLE IF NOT EXISTS " + table + ` (
+	lock_id VARCHAR(255) NOT NULL PRIMARY KEY,
+	id BIGSERIAL NOT NULL,
+	created_at TIMESTAMPTZ NOT NULL,
+	expires_at TIMESTAMPTZ,
+	holder VARCHAR(255) NOT NULL DEFAULT '',
+	version BIGINT NOT NULL DEFAULT 0,
+	wanted_until TIMESTAMPTZ
+) WITH (fillfactor = 70)`,
+		// A table that GORM's migrator made from DBMutex has only lock_id
+		// (the other fields are not GORM's to migrate), and no rows: the
+		// NOT NULL columns can be added without defaults.
+		columns: []ddl{
+			{"id", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS id BIGSERIAL NOT NULL"},
+			{"created_at", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS created_at TIMESTAMPTZ NOT NULL"},
+			{"expires_at", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ"},
+			{"holder", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS holder VARCHAR(255) NOT NULL DEFAULT ''"},
+			{"version", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0"},
+			{"wanted_until", "ALTER TABLE " + table + " ADD COLUMN IF NOT EXISTS wanted_until TIMESTAMPTZ"},
+		},
+		steps: []step{{
+			name: "fillfactor",
+			done: "SELECT 1 FROM pg_class WHERE oid = '" + table + "'::regclass AND 'fillfactor=70' = ANY (reloptions)",
+			run:  "ALTER TABLE " + table + " SET (fillfactor = 70)",
+		}},
+		// Tables made by earlier versions are keyed by id, with a unique
+		// index on lock_id and an index on expires_at.
+		stale: []ddl{
+			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
+			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
+		},
+		keys: []string{"db_mutexes_pkey"},
+	}
+	const keyedByID = "SELECT 1 FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)" +
+		" WHERE c.conrelid = '" + table + "'::regclass AND c.contype = 'p' AND a.attname = 'id'"
+	s.rebuild.check = keyedByID
+	// One statement, which locks the table before it looks again, so that
+	// of several processes upgrading at once only the first changes it.
+	s.rebuild.steps = []string{"DO $$ BEGIN LOCK TABLE " + table + " IN ACCESS EXCLUSIVE MODE; IF EXISTS (" + keyedByID + ") THEN" +
+		" EXECUTE format('ALTER TABLE " + table + " DROP CONSTRAINT %I', (SELECT conname FROM pg_constraint WHERE conrelid = '" +
+		table + "'::regclass AND contype = 'p'));" +
+		" ALTER TABLE " + table + " ADD PRIMARY KEY (lock_id); ALTER TABLE " + table + " SET (fillfactor = 70);" +
+		" END IF; END $$"}
+	return s
+}
+
+// postgresTransient: conflicts under contention, and connections that
+// ended or could not be had, which the next attempt gets anew (on a
+// multi-host DSN, from the new primary after a failover).
+func postgresTransient(err error) bool {
+	var pg interface{ SQLState() string }
+	if errors.As(err, &pg) {
+		switch code := pg.SQLState(); {
+		case code == "40001", code == "40P01": // serialization_failure, deadlock_detected
+			return true
+		case code == "57P01", code == "57P02", code == "57P03", strings.HasPrefix(code, "08"):
+			// The server ended the connection (admin or crash shutdown, a
+			// restart) or cannot take it yet.
+			return true
+		case code == "25006":
+			// read_only_sql_transaction: the connection reached a server
+			// that is (still, or now) a standby, as during a failover.
+			return true
+		}
+		return false
+	}
+	// A connection that died under the statement (the server crashed or
+	// the network failed): the statement did not commit, unless the server
+	// ended between its commit and its reply; a retried acquire then finds
+	// a lock nobody holds, held until its TTL, and a retried release
+	// reports ErrTimeout. Failures to connect, as when no server is the
+	// primary yet, are retried too.
+	var ne net.Error
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne) ||
+		strings.Contains(err.Error(), "failed to connect to") {
+		return true
+	}
+	// pgx says so of an error that happened before anything was sent.
+	var safe interface{ SafeToRetry() bool }
+	return errors.As(err, &safe) && safe.SafeToRetry()
+}
+
+// postgresExplain says what to do about the errors of pgx's statement cache
+// behind a transaction pooler (PgBouncer before 1.21 in transaction mode,
+// Supavisor's transaction port): the named statements that pgx prepares on
+// one server connection are not on the next one.
+func postgresExplain(err error) error {
+	var pg interface{ SQLState() string }
+	if errors.As(err, &pg) && (pg.SQLState() == "42P05" || pg.SQLState() == "26000") {
+		return fmt.Errorf("%w (the connection seems to go through a transaction pooler, where prepared statements do not"+
+			" survive from one transaction to the next: add default_query_exec_mode=exec to the DSN; see the README, Deploying)", err)
+	}
+	return err
+}
+
+// postgresWakeup holds one connection of the pool LISTENing while a process
+// has waiters (wake.go). Behind a transaction pooler a LISTEN would stay on
+// whichever server connection ran it; Config.NoListen turns it off there.
+var postgresWakeup = &wakeup{
+	listen:   "LISTEN " + postgresChannel,
+	unlisten: "UNLISTEN " + postgresChannel,
+	wait:     pgxWaitForNotification,
+}
+
+// pgxWaitForNotification waits on conn for one notification and returns
+// its payload. It reaches pgx's (*stdlib.Conn).Conn().WaitForNotification
+// by reflection so that the core package does not import pgx; with another
+// driver it returns errNoNotifications, and waiters poll.
+func pgxWaitForNotification(ctx context.Context, conn *sql.Conn) (string, error) {
+	var payload string
+	err := conn.Raw(func(driverConn any) error {
+		// Instrumenting wrappers that expose the driver's connection with
+		// Unwrap are seen through.
+		for {
+			u, ok := driverConn.(interface{ Unwrap() driver.Conn })
+			if !ok {
+				break
+			}
+			driverConn = u.Unwrap()
+		}
+		getConn := reflect.ValueOf(driverConn).MethodByName("Conn")
+		if !getConn.IsValid() || getConn.Type().NumIn() != 0 || getConn.Type().NumOut() != 1 {
+			return errNoNotifications
+		}
+		wait := getConn.Call(nil)[0].MethodByName("WaitForNotification")
+		if !wait.IsValid() || wait.Type().NumOut() != 2 {
+			return errNoNotifications
+		}
+		out := wait.Call([]reflect.Value{reflect.ValueOf(ctx)})
+		if err, _ := out[1].Interface().(error); err != nil {
+			return err
+		}
+		n := reflect.Indirect(out[0])
+		if n.Kind() != reflect.Struct || n.FieldByName("Payload").Kind() != reflect.String {
+			return errNoNotifications
+		}
+		payload = n.FieldByName("Payload").String()
+		return nil
+	})
+	return payload, err
+}
+
+// numbered turns each ? into $1, $2, ... in order. None of the statements
+// has a ? anywhere but in its placeholders.
+func numbered(q string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
