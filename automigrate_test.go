@@ -1,70 +1,33 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
+	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
-// freshNamespace returns a backend whose DSN points at an empty schema (a
-// new SQLite file, PostgreSQL schema or MariaDB database), dropped when the
-// test ends.
-func freshNamespace(t *testing.T, b *backend) *backend {
-	t.Helper()
-	name := fmt.Sprintf("gm_test_%d", time.Now().UnixNano())
-	nb := *b
-	switch b.name {
-	case "sqlite":
-		nb.dsn = testdb.SQLite(filepath.Join(t.TempDir(), "fresh.db"))
-	case "postgres":
-		admin := b.pool(t)
-		if err := admin.Exec("CREATE SCHEMA " + name).Error; err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { admin.Exec("DROP SCHEMA " + name + " CASCADE") })
-		nb.dsn = b.dsn + " search_path=" + name
-	case "mysql":
-		admin := b.pool(t)
-		if err := admin.Exec("CREATE DATABASE " + name).Error; err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { admin.Exec("DROP DATABASE " + name) })
-		cfg, err := gomysql.ParseDSN(b.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.DBName = name
-		nb.dsn = cfg.FormatDSN()
-	}
-	return &nb
-}
-
 func TestAutoMigrateConcurrent(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		fresh := freshNamespace(t, b)
+		fresh := b.FreshNamespace(t)
 		const procs = 6
 		dbs := make([]*gorm.DB, procs)
 		for i := range dbs {
-			dbs[i] = fresh.pool(t)
+			dbs[i] = fresh.Pool(t)
 		}
 		// Before migrating, a lock attempt fails with the database's error,
 		// never with ErrLocked.
-		_, err := New(dbs[0], DefaultConfig()).Acquire(context.Background(), "x")
-		if err == nil || errors.Is(err, ErrLocked) {
-			t.Fatalf("Acquire without the table = %v, want the database's error", err)
-		}
+		_, err := gormmutex.New(dbs[0], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
+		require.Error(t, err, "Acquire without the table")
+		require.NotErrorIs(t, err, gormmutex.ErrLocked, "Acquire without the table: want the database's error")
 		var wg sync.WaitGroup
 		errs := make([]error, procs)
 		start := make(chan struct{})
@@ -73,34 +36,21 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				errs[i] = AutoMigrate(db)
+				errs[i] = gormmutex.AutoMigrate(db)
 			}()
 		}
 		close(start)
 		wg.Wait()
 		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("AutoMigrate in process %d = %v", i, err)
-			}
+			require.NoError(t, err, "AutoMigrate in process %d", i)
 		}
-		if err := AutoMigrate(dbs[0]); err != nil {
-			t.Fatalf("AutoMigrate again = %v", err)
-		}
-		m := dbs[0].Migrator()
-		d, _ := dialectFor(dbs[0])
-		for _, ix := range d.schema.indexes {
-			if !m.HasIndex(&DBMutex{}, ix.name) {
-				t.Errorf("index %s missing after AutoMigrate", ix.name)
-			}
-		}
-		helper := map[string]string{"mysql": mysqlReleases, "sqlite": sqliteSequence}[b.name]
-		if helper != "" && !m.HasTable(helper) {
-			t.Errorf("table %s missing after AutoMigrate", helper)
-		}
-		lk := mustAcquire(t, New(dbs[1], DefaultConfig()), "x")
-		_, err = New(dbs[2], DefaultConfig()).Acquire(context.Background(), "x")
-		wantErr(t, "Acquire in the migrated schema", err, ErrLocked)
-		lk.Release(context.Background())
+		require.NoError(t, gormmutex.AutoMigrate(dbs[0]), "AutoMigrate again")
+		// The indexes and helper tables each dialect creates are checked in
+		// dialect_internal_test.go.
+		lk := mustAcquire(t, gormmutex.New(dbs[1], gormmutex.DefaultConfig()), "x")
+		_, err = gormmutex.New(dbs[2], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire in the migrated schema")
+		require.NoError(t, lk.Release(context.Background()))
 	})
 }
 
@@ -109,84 +59,65 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 // and keeps its rows.
 func TestAutoMigrateUpgrade(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		fresh := freshNamespace(t, b)
-		db := fresh.pool(t)
-		old := map[string]string{
-			"sqlite":   "CREATE TABLE db_mutexes (id INTEGER PRIMARY KEY AUTOINCREMENT, lock_id TEXT NOT NULL, created_at DATETIME NOT NULL, expires_at DATETIME)",
-			"postgres": "CREATE TABLE db_mutexes (id BIGSERIAL PRIMARY KEY, lock_id VARCHAR(255) NOT NULL, created_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ)",
-			"mysql":    "CREATE TABLE db_mutexes (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, lock_id VARBINARY(255) NOT NULL, created_at DATETIME(6) NOT NULL, expires_at DATETIME(6) NULL) ENGINE=InnoDB",
-		}[b.name]
-		if err := db.Exec(old).Error; err != nil {
-			t.Fatal(err)
-		}
+		fresh := b.FreshNamespace(t)
+		db := fresh.Pool(t)
+		require.NoError(t, db.Exec(b.LegacyTableDDL).Error)
 		// 'gone' takes the largest id and leaves: a token handed out once.
 		for _, q := range []string{
 			"INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('old', '2026-01-01 00:00:00', NULL)",
 			"INSERT INTO db_mutexes (lock_id, created_at, expires_at) VALUES ('gone', '2026-01-01 00:00:00', NULL)",
 			"DELETE FROM db_mutexes WHERE lock_id = 'gone'",
 		} {
-			if err := db.Exec(q).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, db.Exec(q).Error)
 		}
 		// Several processes start at once and all find the old table.
 		var wg sync.WaitGroup
 		errs := make([]error, 4)
 		for i := range errs {
-			p := fresh.pool(t)
+			p := fresh.Pool(t)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = AutoMigrate(p)
+				errs[i] = gormmutex.AutoMigrate(p)
 			}()
 		}
 		wg.Wait()
 		for i, err := range errs {
-			if err != nil {
-				t.Fatalf("AutoMigrate over an old table, process %d = %v", i, err)
-			}
+			require.NoError(t, err, "AutoMigrate over an old table, process %d", i)
 		}
 		for _, col := range []string{"holder", "version"} {
-			if !db.Migrator().HasColumn(&DBMutex{}, col) {
-				t.Errorf("column %s not added", col)
-			}
+			assert.True(t, db.Migrator().HasColumn(&gormmutex.DBMutex{}, col), "column %s added", col)
 		}
-		l := New(db, DefaultConfig())
+		l := gormmutex.New(db, gormmutex.DefaultConfig())
 		_, err := l.Acquire(context.Background(), "old")
-		wantErr(t, "Acquire of the old never-expiring row", err, ErrLocked)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of the old never-expiring row")
 		rows, err := l.List(context.Background())
-		if err != nil || len(rows) != 1 || rows[0].LockID != "old" {
-			t.Fatalf("List = %+v, %v; want the old row", rows, err)
-		}
+		require.NoError(t, err)
+		require.Len(t, rows, 1, "List after the upgrade: want the old row")
+		require.Equal(t, "old", rows[0].LockID)
 		lk := mustAcquire(t, l, "new")
-		if lk.Token() <= 2 {
-			t.Errorf("first token after the upgrade = %d, want above the old table's 2", lk.Token())
-		}
-		lk.Release(context.Background())
-		if b.name == "sqlite" {
+		assert.Greater(t, lk.Token(), int64(2), "first token after the upgrade, want above the old table's 2")
+		require.NoError(t, lk.Release(context.Background()))
+		if b.WithoutRowIDTable {
 			var layout string
-			db.Raw("SELECT sql FROM sqlite_master WHERE name = ?", TableName).Scan(&layout)
-			if !strings.Contains(layout, "WITHOUT ROWID") {
-				t.Errorf("table after the upgrade: %s; want the WITHOUT ROWID layout", layout)
-			}
+			require.NoError(t, db.Raw("SELECT sql FROM sqlite_master WHERE name = ?", gormmutex.TableName).Scan(&layout).Error)
+			assert.Contains(t, layout, "WITHOUT ROWID", "the table's layout after the upgrade")
 		}
 		// A second AutoMigrate finds nothing to do and keeps the sequence.
-		if err := AutoMigrate(db); err != nil {
-			t.Fatalf("AutoMigrate again = %v", err)
-		}
-		if lk2 := mustAcquire(t, l, "new"); lk2.Token() <= lk.Token() {
-			t.Errorf("token after a second AutoMigrate = %d, want above %d", lk2.Token(), lk.Token())
-		}
+		require.NoError(t, gormmutex.AutoMigrate(db), "AutoMigrate again")
+		lk2 := mustAcquire(t, l, "new")
+		assert.Greater(t, lk2.Token(), lk.Token(), "token after a second AutoMigrate")
+		require.NoError(t, lk2.Release(context.Background()))
 	})
 }
 
 func TestAutoMigrateRefusesTransaction(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		err := b.pool(t).Transaction(func(tx *gorm.DB) error { return AutoMigrate(tx) })
-		wantErr(t, "AutoMigrate inside a transaction", err, ErrInTransaction)
+		err := b.Pool(t).Transaction(func(tx *gorm.DB) error { return gormmutex.AutoMigrate(tx) })
+		require.ErrorIs(t, err, gormmutex.ErrInTransaction, "AutoMigrate inside a transaction")
 	})
 }

@@ -1,21 +1,23 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
 	"testing"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/stretchr/testify/require"
 )
 
 // BenchmarkDo measures the hot path: an uncontended Do on one key, one
 // worker, with allocations (go test -bench . -benchmem). The side-by-side
 // comparison with other locks is in bench/.
 func BenchmarkDo(b *testing.B) {
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			if be.skip != "" {
-				b.Skip(be.skip)
-			}
-			l := New(be.pool(b), DefaultConfig())
-			id := lockID(b)
+	for _, be := range testdb.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			be.Use(b)
+			l := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig())
+			id := testdb.LockID(b)
 			ctx := context.Background()
 			noop := func(context.Context) error { return nil }
 			b.ReportAllocs()
@@ -31,19 +33,15 @@ func BenchmarkDo(b *testing.B) {
 // BenchmarkAcquireHeld measures a fail-fast Acquire of a lock held
 // elsewhere: what a waiter's poll costs.
 func BenchmarkAcquireHeld(b *testing.B) {
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			if be.skip != "" {
-				b.Skip(be.skip)
-			}
+	for _, be := range testdb.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			be.Use(b)
 			ctx := context.Background()
-			id := lockID(b)
-			lk, err := New(be.pool(b), DefaultConfig()).Acquire(ctx, id)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer lk.Release(ctx)
-			l := New(be.pool(b), DefaultConfig())
+			id := testdb.LockID(b)
+			lk, err := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig()).Acquire(ctx, id)
+			require.NoError(b, err)
+			releaseAtEnd(b, lk)
+			l := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig())
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := l.Acquire(ctx, id); err == nil {

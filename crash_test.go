@@ -1,4 +1,4 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
@@ -31,54 +34,49 @@ import (
 // wherever the suite's PostgreSQL runs on this machine.
 func TestPostgresCrash(t *testing.T) {
 	t.Parallel()
+	testdb.Need(t, testdb.Lookup(t, "postgres").ServerTests, "the test crashes a private server of the local PostgreSQL binaries")
 	srv := startPrivatePostgres(t)
-	b := &backend{name: "postgres", dsn: srv.dsn}
+	b := testdb.NewBackend("postgres", srv.dsn)
 	ctx := context.Background()
-	db := b.pool(t)
-	if err := AutoMigrate(db); err != nil {
-		t.Fatal(err)
-	}
-	durable := New(db, ttl(time.Hour))
-	fast := New(db, Config{TTL: Duration(time.Hour), AsyncCommit: true})
-	brief := New(db, ttl(3*time.Second))
+	db := b.Pool(t)
+	require.NoError(t, gormmutex.AutoMigrate(db))
+	durable := gormmutex.New(db, ttl(time.Hour))
+	fast := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Hour), AsyncCommit: true})
+	brief := gormmutex.New(db, ttl(3*time.Second))
 
 	// The order matters: a durable commit writes out all the WAL before it,
 	// so the asynchronous commits come last.
 	held := mustAcquire(t, durable, "held")
 	released := mustAcquire(t, brief, "released")
 	releasedAt := time.Now()
-	if err := released.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, released.Release(ctx))
 	lostInFastMode := mustAcquire(t, fast, "fast")
 	srv.crash(t)
 
-	other := New(b.pool(t), DefaultConfig())
+	other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 	_, err := other.Acquire(ctx, "held")
-	wantErr(t, "Acquire of a lock acquired before the crash", err, ErrLocked)
+	require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a lock acquired before the crash")
 	// Whether the crash forgets it depends on when the server happened to
 	// write its log (a full WAL page wakes the WAL writer), so this is shown,
 	// not asserted: the documented promise is only that it may be lost.
 	if lk, err := other.Acquire(ctx, "fast"); err == nil {
 		t.Logf("as documented, the crash forgot the AsyncCommit lock (token %d); the next holder got token %d", lostInFastMode.Token(), lk.Token())
-	} else if errors.Is(err, ErrLocked) {
+	} else if errors.Is(err, gormmutex.ErrLocked) {
 		t.Logf("the AsyncCommit lock survived this crash: its log had been written in time")
 	} else {
 		t.Fatal(err)
 	}
 	// The release was probably undone: the lock is back until its expiry,
 	// and never beyond.
-	if _, err := other.Acquire(ctx, "released"); errors.Is(err, ErrLocked) {
+	if _, err := other.Acquire(ctx, "released"); errors.Is(err, gormmutex.ErrLocked) {
 		t.Logf("as documented, the crash undid the release; the lock is back until its expiry")
 		time.Sleep(time.Until(releasedAt.Add(3*time.Second + 500*time.Millisecond)))
 		mustAcquire(t, other, "released")
-	} else if err != nil {
-		t.Fatal(err)
+	} else {
+		require.NoError(t, err)
 	}
 	// Fencing tokens keep growing across the crash.
-	if err := held.Release(ctx); err != nil {
-		t.Fatalf("Release after the crash = %v", err)
-	}
+	require.NoError(t, held.Release(ctx))
 	if next := mustAcquire(t, other, "held"); next.Token() <= lostInFastMode.Token() {
 		t.Errorf("token after the crash = %d, want > %d", next.Token(), lostInFastMode.Token())
 	}
@@ -98,9 +96,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	}
 	p := &privatePostgres{bin: filepath.Dir(bins[len(bins)-1])}
 	dir, err := os.MkdirTemp("", "gormmutex-pg-")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if os.Geteuid() == 0 { // initdb refuses to run as root
 		u, err := user.Lookup("postgres")
@@ -109,15 +105,11 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.Chown(dir, uid, gid))
 		p.asUser = "postgres"
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p.port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	p.data = filepath.Join(dir, "data")
@@ -171,35 +163,31 @@ func (p *privatePostgres) command(name string, args ...string) *exec.Cmd {
 // and other databases refuse it.
 func TestAsyncCommit(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		fast := New(b.pool(t), Config{TTL: Duration(time.Minute), AsyncCommit: true})
-		id := lockID(t)
-		if b.name != "postgres" {
+		fast := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
+		id := testdb.LockID(t)
+		if !b.AsyncCommit {
 			_, err := fast.Acquire(ctx, id)
-			wantErr(t, "AsyncCommit on "+b.name, err, ErrInvalidConfig)
+			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "AsyncCommit on "+b.Name)
 			return
 		}
 		c := &sqlcount.Counter{}
-		cdb := b.countedPool(t, c)
-		counted := New(cdb, Config{TTL: Duration(time.Minute), AsyncCommit: true})
-		mustAcquire(t, counted, id+"/warm-up").Release(ctx) // and the first background purge
-		waitPurges(t, cdb)
+		cdb := b.CountedPool(t, c)
+		counted := gormmutex.New(cdb, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
+		// The warm-up also starts the pool's first background purge.
+		require.NoError(t, mustAcquire(t, counted, id+"/warm-up").Release(ctx))
+		gormmutex.WaitBackgroundPurges(t, cdb)
 		c.Reset()
 		lk := mustAcquire(t, counted, id)
 		_, err := fast.Acquire(ctx, id)
-		wantErr(t, "Acquire of a held lock in fast mode", err, ErrLocked)
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if calls := c.Reset(); calls.Total() != 2 {
-			t.Errorf("fast-mode acquire and release made %v, want 2 round trips", calls)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a held lock in fast mode")
+		require.NoError(t, lk.Release(ctx))
+		calls := c.Reset()
+		assert.EqualValues(t, 2, calls.Total(), "round trips of a fast-mode acquire and release (%v)", calls)
 		next := mustAcquire(t, fast, id)
-		if next.Token() <= lk.Token() {
-			t.Errorf("token %d after %d", next.Token(), lk.Token())
-		}
-		next.Release(ctx)
+		assert.Greater(t, next.Token(), lk.Token(), "token after a fast-mode release")
+		require.NoError(t, next.Release(ctx))
 	})
 }

@@ -1,12 +1,44 @@
 package gormmutex
 
-import "testing"
+// White-box: what each dialect's AutoMigrate creates besides the table.
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gormmutex/gormmutex/internal/testdb"
+)
+
+// TestAutoMigrateCreatesDialectObjects: after AutoMigrate in an empty
+// schema, every index the dialect declares exists, and so does its helper
+// objects (tables, triggers, settings) as their checks see them.
+func TestAutoMigrateCreatesDialectObjects(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		db := b.FreshNamespace(t).Pool(t)
+		require.NoError(t, AutoMigrate(db))
+		d, err := dialectFor(db)
+		require.NoError(t, err)
+		m := db.Migrator()
+		for _, ix := range d.schema.indexes {
+			assert.True(t, m.HasIndex(&DBMutex{}, ix.name), "index %s after AutoMigrate", ix.name)
+		}
+		// The helper objects (MySQL's releases table, SQLite's sequence
+		// and triggers), each found done by its own check.
+		for _, st := range d.schema.steps {
+			var n int
+			require.NoError(t, db.Raw(st.done).Scan(&n).Error, st.name)
+			assert.Equal(t, 1, n, "%s after AutoMigrate", st.name)
+		}
+	})
+}
 
 // TestWantedOutlastsWaits: a waiter's mark on PostgreSQL must outlast
 // several of its longest sleeps between attempts, each of which renews it,
 // or a release between two attempts would not notify.
 func TestWantedOutlastsWaits(t *testing.T) {
-	if postgresWantedFor < 4*waitMax {
-		t.Fatalf("postgresWantedFor = %v, want at least 4 x waitMax (%v)", postgresWantedFor, 4*waitMax)
-	}
+	assert.GreaterOrEqual(t, postgresWantedFor, 4*waitMax)
 }

@@ -1,10 +1,12 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/gormmutex/gormmutex"
 )
 
 // FuzzValidateLockID checks the lock-id rule against its definition: 1 to
@@ -16,12 +18,12 @@ func FuzzValidateLockID(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		want := len(id) >= 1 && len(id) <= MaxLockIDLen && utf8.ValidString(id) && !strings.ContainsRune(id, 0)
-		err := ValidateLockID(id)
+		want := len(id) >= 1 && len(id) <= gormmutex.MaxLockIDLen && utf8.ValidString(id) && !strings.ContainsRune(id, 0)
+		err := gormmutex.ValidateLockID(id)
 		if got := err == nil; got != want {
 			t.Fatalf("ValidateLockID(%q) = %v, want valid=%v", id, err, want)
 		}
-		if err != nil && !errors.Is(err, ErrInvalidLockID) {
+		if err != nil && !errors.Is(err, gormmutex.ErrInvalidLockID) {
 			t.Fatalf("ValidateLockID(%q) = %v, want ErrInvalidLockID", id, err)
 		}
 	})

@@ -1,31 +1,32 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5"
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestKeepAlive(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		id := lockID(t)
-		l := New(b.pool(t), Config{TTL: Duration(time.Second), KeepAlive: true})
-		rival := New(b.pool(t), DefaultConfig())
+		id := testdb.LockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true})
+		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		var rivalErrs []error
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
 			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
-				if _, err := rival.Acquire(ctx, id); !errors.Is(err, ErrLocked) {
+				if _, err := rival.Acquire(ctx, id); !errors.Is(err, gormmutex.ErrLocked) {
 					rivalErrs = append(rivalErrs, err)
 				}
 				select {
@@ -36,12 +37,8 @@ func TestKeepAlive(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatalf("Do with KeepAlive over 5x its TTL = %v, want nil", err)
-		}
-		if len(rivalErrs) > 0 {
-			t.Fatalf("a rival got %v while the holder was alive, want ErrLocked throughout", rivalErrs)
-		}
+		require.NoError(t, err, "Do with KeepAlive over 5x its TTL")
+		require.Empty(t, rivalErrs, "what a rival got while the holder was alive, want ErrLocked throughout")
 	})
 }
 
@@ -51,23 +48,23 @@ func TestKeepAlive(t *testing.T) {
 // next holder keeps its lock.
 func TestKeepAliveLost(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		for _, how := range []string{"ForceRelease", "DELETE"} {
 			t.Run(how, func(t *testing.T) {
-				id := lockID(t)
-				db := b.pool(t)
-				admin := New(b.pool(t), DefaultConfig())
+				id := testdb.LockID(t)
+				db := b.Pool(t)
+				admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 				const ttl = time.Second
-				var next *Lock
+				var next *gormmutex.Lock
 				var lostAfter time.Duration
-				err := New(db, Config{TTL: Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
 					time.Sleep(100 * time.Millisecond)
 					if how == "ForceRelease" {
 						if err := admin.ForceRelease(context.Background(), id); err != nil {
 							return err
 						}
-					} else if err := db.Exec("DELETE FROM "+TableName+" WHERE lock_id = ?", id).Error; err != nil {
+					} else if err := db.Exec("DELETE FROM "+gormmutex.TableName+" WHERE lock_id = ?", id).Error; err != nil {
 						return err
 					}
 					lost := time.Now()
@@ -75,9 +72,7 @@ func TestKeepAliveLost(t *testing.T) {
 					select {
 					case <-ctx.Done():
 						lostAfter = time.Since(lost)
-						if !errors.Is(context.Cause(ctx), ErrTimeout) {
-							t.Errorf("context cause = %v, want ErrTimeout", context.Cause(ctx))
-						}
+						assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 					case <-time.After(10 * time.Second):
 						t.Error("fn's context was not cancelled after the lock was lost")
 					}
@@ -86,18 +81,12 @@ func TestKeepAliveLost(t *testing.T) {
 				// fn's own failure would be joined with the ErrTimeout of
 				// its lapsed lock, so check that it got as far as taking
 				// the lock over.
-				if next == nil {
-					t.Fatalf("fn did not take the lock over after evicting its holder: Do = %v", err)
-				}
-				wantErr(t, "Do after losing the lock", err, ErrTimeout)
-				if lostAfter > ttl/3+time.Second {
-					t.Errorf("fn learned of the loss after %v, want within a renewal interval (%v) plus margin", lostAfter, ttl/3)
-				}
-				_, err = New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id)
-				wantErr(t, "Acquire after the evicted holder's release", err, ErrLocked)
-				if err := next.Release(context.Background()); err != nil {
-					t.Fatalf("next holder's Release = %v", err)
-				}
+				require.NotNil(t, next, "fn did not take the lock over after evicting its holder: Do = %v", err)
+				require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do after losing the lock")
+				assert.LessOrEqual(t, lostAfter, ttl/3+time.Second, "when fn learned of the loss, want within a renewal interval (%v) plus margin", ttl/3)
+				_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+				require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the evicted holder's release")
+				require.NoError(t, next.Release(context.Background()))
 			})
 		}
 	})
@@ -108,16 +97,16 @@ func TestKeepAliveLost(t *testing.T) {
 // retries on a new connection and fn goes on.
 func TestKeepAliveConnectionKilled(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.KillConnSQL != "", "no server connection of the pool's own to kill")
 		t.Parallel()
-		idSQL, kill := connKill(t, b)
-		db := b.pool(t)
-		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(1)
-		admin := b.pool(t)
-		id := lockID(t)
+		idSQL, kill := b.ConnIDSQL, b.KillConnSQL
+		db := b.Pool(t)
+		testdb.SQLDB(t, db).SetMaxOpenConns(1)
+		admin := b.Pool(t)
+		id := testdb.LockID(t)
 		const ttl = 3 * time.Second
-		err := New(db, Config{TTL: Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
 			for i := 0; i < 2; i++ {
 				var pid int64
 				if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
@@ -132,14 +121,11 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 				case <-time.After(2 * ttl / 3):
 				}
 			}
-			if _, err := New(admin, DefaultConfig()).Acquire(ctx, id); !errors.Is(err, ErrLocked) {
-				t.Errorf("Acquire by another pool after the kills = %v, want ErrLocked", err)
-			}
+			_, err := gormmutex.New(admin, gormmutex.DefaultConfig()).Acquire(ctx, id)
+			assert.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire by another pool after the kills")
 			return nil
 		})
-		if err != nil {
-			t.Fatalf("Do whose connection was killed twice = %v, want nil", err)
-		}
+		require.NoError(t, err, "Do whose connection was killed twice")
 	})
 }
 
@@ -148,82 +134,51 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 // with ErrTimeout once the lease runs out, and Do reports it.
 func TestKeepAliveUnreachable(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, !b.InProcess, "SQLite is a local file: there is no network to cut")
 		t.Parallel()
-		if b.name == "sqlite" {
-			t.Skip("SQLite is a local file: there is no network to cut")
-		}
-		p := newProxy(t, b)
-		bb := *b
-		bb.dsn = p.dsn
-		id := lockID(t)
+		p, bb := newProxy(t, b)
+		id := testdb.LockID(t)
 		const ttl = 1500 * time.Millisecond
 		var cut, lost time.Time
-		err := New(bb.pool(t), Config{TTL: Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
 			cut = time.Now()
 			p.cut()
 			select {
 			case <-ctx.Done():
 				lost = time.Now()
-				if !errors.Is(context.Cause(ctx), ErrTimeout) {
-					t.Errorf("context cause = %v, want ErrTimeout", context.Cause(ctx))
-				}
+				assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 			case <-time.After(15 * time.Second):
 				t.Error("fn was not cancelled although the lease could not be renewed")
 			}
 			return nil
 		})
-		wantErr(t, "Do cut off from the database", err, ErrTimeout)
-		if d := lost.Sub(cut); d > ttl+2*time.Second {
-			t.Errorf("fn was cancelled %v after the cut, want about the TTL (%v)", d, ttl)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do cut off from the database")
+		assert.LessOrEqual(t, lost.Sub(cut), ttl+2*time.Second, "fn was cancelled this long after the cut, want about the TTL (%v)", ttl)
 		// The lock expires on its own for everyone else.
 		time.Sleep(ttl)
-		mustAcquire(t, New(b.pool(t), DefaultConfig()), id).Release(context.Background())
+		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
 	})
 }
 
 // proxy forwards TCP to a database until cut, then drops every connection
 // and refuses new ones: a network partition on loopback.
 type proxy struct {
-	ln  net.Listener
-	dsn string
+	ln net.Listener
 
 	mu    sync.Mutex
 	conns []net.Conn
 	down  bool
 }
 
-func newProxy(t *testing.T, b *backend) *proxy {
+// newProxy starts a proxy to b's server and returns it with a backend
+// whose pools connect through it.
+func newProxy(t *testing.T, b *testdb.Backend) (*proxy, *testdb.Backend) {
 	t.Helper()
+	target := b.ServerAddr(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := &proxy{ln: ln}
-	var target string
-	switch b.name {
-	case "postgres":
-		cfg, err := pgx.ParseConfig(b.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		target = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
-		host, port, _ := net.SplitHostPort(ln.Addr().String())
-		p.dsn = b.dsn + " host=" + host + " port=" + port + " connect_timeout=2"
-		if strings.Contains(b.dsn, "://") {
-			t.Skip("URL-form PostgreSQL DSN: the proxy test needs key=value form")
-		}
-	case "mysql":
-		cfg, err := gomysql.ParseDSN(b.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		target = cfg.Addr
-		cfg.Addr = ln.Addr().String()
-		cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
-		p.dsn = cfg.FormatDSN()
-	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -249,7 +204,7 @@ func newProxy(t *testing.T, b *backend) *proxy {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); p.cut() })
-	return p
+	return p, b.Via(t, ln.Addr().String())
 }
 
 // cut stops forwarding: open connections are dropped and new ones are
@@ -270,23 +225,21 @@ func (p *proxy) cut() {
 // Release returns at once.
 func TestMinHold(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		const hold = 2 * time.Second
-		l := New(b.pool(t), Config{TTL: Duration(time.Minute), MinHold: hold})
-		other := New(b.pool(t), DefaultConfig())
-		id := lockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: hold})
+		other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		start := time.Now()
 		lk := mustAcquire(t, l, id)
 		time.Sleep(100 * time.Millisecond)
-		if err := lk.Release(ctx); err != nil {
-			t.Fatalf("early Release under MinHold = %v", err)
-		}
-		wantErr(t, "second Release", lk.Release(ctx), ErrReleased)
+		require.NoError(t, lk.Release(ctx))
+		require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrReleased, "second Release")
 		for time.Since(start) < hold-500*time.Millisecond {
 			_, err := other.Acquire(ctx, id)
-			wantErr(t, "Acquire within MinHold", err, ErrLocked)
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire within MinHold")
 			time.Sleep(200 * time.Millisecond)
 		}
 		time.Sleep(time.Until(start.Add(hold + 500*time.Millisecond)))
@@ -294,15 +247,13 @@ func TestMinHold(t *testing.T) {
 		if next.Token() <= lk.Token() {
 			t.Errorf("token after MinHold = %d, want > %d", next.Token(), lk.Token())
 		}
-		next.Release(ctx)
+		require.NoError(t, next.Release(ctx))
 
 		// Released after MinHold has passed: free at once.
-		lk = mustAcquire(t, New(b.pool(t), Config{TTL: Duration(time.Minute), MinHold: 200 * time.Millisecond}), id)
+		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: 200 * time.Millisecond}), id)
 		time.Sleep(400 * time.Millisecond)
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		mustAcquire(t, other, id).Release(ctx)
+		require.NoError(t, lk.Release(ctx))
+		require.NoError(t, mustAcquire(t, other, id).Release(ctx))
 	})
 }
 
@@ -310,13 +261,13 @@ func TestMinHold(t *testing.T) {
 // ExpiresAt follows, and a lost lock cannot be refreshed.
 func TestRefresh(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := New(b.pool(t), Config{TTL: Duration(ttl)})
-		rival := New(b.pool(t), DefaultConfig())
-		id := lockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		first, ok := lk.ExpiresAt()
 		if !ok || first.After(time.Now().Add(ttl)) {
@@ -324,30 +275,26 @@ func TestRefresh(t *testing.T) {
 		}
 		for i := 0; i < 5; i++ { // 2.5 s: well past the TTL
 			time.Sleep(ttl / 2)
-			if err := lk.Refresh(ctx); err != nil {
-				t.Fatalf("Refresh %d = %v", i, err)
-			}
+			require.NoError(t, lk.Refresh(ctx))
 			_, err := rival.Acquire(ctx, id)
-			wantErr(t, "Acquire of a refreshed lock", err, ErrLocked)
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a refreshed lock")
 		}
 		if later, _ := lk.ExpiresAt(); !later.After(first.Add(2 * time.Second)) {
 			t.Errorf("ExpiresAt after refreshing = %v, want well after %v", later, first)
 		}
 		time.Sleep(ttl + 500*time.Millisecond)
 		succ := mustAcquire(t, rival, id)
-		wantErr(t, "Refresh of a lost lock", lk.Refresh(ctx), ErrTimeout)
-		wantErr(t, "Release of a lost lock", lk.Release(ctx), ErrTimeout)
-		succ.Release(ctx)
+		require.ErrorIs(t, lk.Refresh(ctx), gormmutex.ErrTimeout, "Refresh of a lost lock")
+		require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout, "Release of a lost lock")
+		require.NoError(t, succ.Release(ctx))
 
 		// A lock that never expires: Refresh only checks it is held.
-		lk = mustAcquire(t, New(b.pool(t), Config{}), id)
-		if err := lk.Refresh(ctx); err != nil {
-			t.Fatalf("Refresh of a never-expiring lock = %v", err)
-		}
+		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
+		require.NoError(t, lk.Refresh(ctx))
 		if _, ok := lk.ExpiresAt(); ok {
 			t.Error("never-expiring lock reports an expiry after Refresh")
 		}
-		lk.Release(ctx)
+		require.NoError(t, lk.Release(ctx))
 	})
 }
 
@@ -356,23 +303,21 @@ func TestRefresh(t *testing.T) {
 // holder gets a larger token.
 func TestListForceRelease(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		l := New(b.pool(t), Config{TTL: Duration(time.Hour), Holder: "worker-7 ☃"})
-		base := lockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour), Holder: "worker-7 ☃"})
+		base := testdb.LockID(t)
 		held := mustAcquire(t, l, base+"/held")
-		never := mustAcquire(t, New(b.pool(t), Config{Holder: "forever"}), base+"/never")
-		expired := mustAcquire(t, New(b.pool(t), ttl(50*time.Millisecond)), base+"/expired")
+		never := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{Holder: "forever"}), base+"/never")
+		expired := mustAcquire(t, gormmutex.New(b.Pool(t), ttl(50*time.Millisecond)), base+"/expired")
 		released := mustAcquire(t, l, base+"/released")
-		released.Release(ctx)
+		require.NoError(t, released.Release(ctx))
 		time.Sleep(300 * time.Millisecond)
 
 		rows, err := l.List(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		mine := map[string]DBMutex{}
+		require.NoError(t, err)
+		mine := map[string]gormmutex.DBMutex{}
 		for _, r := range rows {
 			if strings.HasPrefix(r.LockID, base) {
 				mine[r.LockID] = r
@@ -382,31 +327,27 @@ func TestListForceRelease(t *testing.T) {
 			t.Fatalf("List shows %v, want only the held and the never-expiring lock", mine)
 		}
 		h := mine[base+"/held"]
-		if h.Holder != holderOf("worker-7 ☃") || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
+		if h.Holder != withHostPID("worker-7 ☃") || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
 			t.Errorf("List row = %+v, want holder, token %d and a one-hour expiry", h, held.Token())
 		}
-		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != holderOf("forever") {
+		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != withHostPID("forever") {
 			t.Errorf("never-expiring row = %+v", n)
 		}
 
-		if err := l.ForceRelease(ctx, base+"/held"); err != nil {
-			t.Fatalf("ForceRelease = %v", err)
-		}
-		wantErr(t, "ForceRelease of a free lock", l.ForceRelease(ctx, base+"/held"), ErrNotHeld)
-		wantErr(t, "ForceRelease of an expired lock", l.ForceRelease(ctx, base+"/expired"), ErrNotHeld)
-		wantErr(t, "ForceRelease of a released lock", l.ForceRelease(ctx, base+"/released"), ErrNotHeld)
-		next := mustAcquire(t, New(b.pool(t), DefaultConfig()), base+"/held")
+		require.NoError(t, l.ForceRelease(ctx, base+"/held"))
+		require.ErrorIs(t, l.ForceRelease(ctx, base+"/held"), gormmutex.ErrNotHeld, "ForceRelease of a free lock")
+		require.ErrorIs(t, l.ForceRelease(ctx, base+"/expired"), gormmutex.ErrNotHeld, "ForceRelease of an expired lock")
+		require.ErrorIs(t, l.ForceRelease(ctx, base+"/released"), gormmutex.ErrNotHeld, "ForceRelease of a released lock")
+		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), base+"/held")
 		if next.Token() <= held.Token() {
 			t.Errorf("token after ForceRelease = %d, want > %d", next.Token(), held.Token())
 		}
-		wantErr(t, "evicted holder's Refresh", held.Refresh(ctx), ErrTimeout)
-		wantErr(t, "evicted holder's Release", held.Release(ctx), ErrTimeout)
-		for _, lk := range []*Lock{next, never} {
-			if err := lk.Release(ctx); err != nil {
-				t.Errorf("Release = %v", err)
-			}
+		require.ErrorIs(t, held.Refresh(ctx), gormmutex.ErrTimeout, "evicted holder's Refresh")
+		require.ErrorIs(t, held.Release(ctx), gormmutex.ErrTimeout, "evicted holder's Release")
+		for _, lk := range []*gormmutex.Lock{next, never} {
+			assert.NoError(t, lk.Release(ctx))
 		}
-		expired.Release(ctx)
+		require.ErrorIs(t, expired.Release(ctx), gormmutex.ErrTimeout, "Release of an expired lock")
 	})
 }
 
@@ -414,25 +355,23 @@ func TestListForceRelease(t *testing.T) {
 // reports a loss once through lost, and stops on request.
 func TestLockKeepAlive(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := New(b.pool(t), Config{TTL: Duration(ttl)})
-		admin := New(b.pool(t), DefaultConfig())
-		id := lockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		lostErrs := make(chan error, 2)
 		stop := lk.KeepAlive(func(err error) { lostErrs <- err })
 		time.Sleep(3 * ttl)
 		_, err := admin.Acquire(ctx, id)
-		wantErr(t, "Acquire of a kept-alive lock after 3 TTLs", err, ErrLocked)
-		if err := admin.ForceRelease(ctx, id); err != nil {
-			t.Fatal(err)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a kept-alive lock after 3 TTLs")
+		require.NoError(t, admin.ForceRelease(ctx, id))
 		select {
 		case err := <-lostErrs:
-			wantErr(t, "lost", err, ErrTimeout)
+			require.ErrorIs(t, err, gormmutex.ErrTimeout, "lost")
 		case <-time.After(ttl + 5*time.Second):
 			t.Fatal("lost was not called after ForceRelease")
 		}
@@ -440,19 +379,17 @@ func TestLockKeepAlive(t *testing.T) {
 		if len(lostErrs) != 0 {
 			t.Errorf("lost called more than once")
 		}
-		wantErr(t, "Release after the loss", lk.Release(ctx), ErrTimeout)
+		require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout, "Release after the loss")
 
 		// stop before any loss: renewals end, the lock then expires.
 		lk = mustAcquire(t, l, id)
 		stop = lk.KeepAlive(func(err error) { t.Errorf("lost(%v) after a clean stop", err) })
 		time.Sleep(ttl / 2)
 		stop()
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, lk.Release(ctx))
 		// A lock without TTL has nothing to renew.
-		never := mustAcquire(t, New(b.pool(t), Config{}), id)
+		never := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
 		never.KeepAlive(nil)()
-		never.Release(ctx)
+		require.NoError(t, never.Release(ctx))
 	})
 }

@@ -1,4 +1,4 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"bytes"
@@ -6,90 +6,81 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 func TestAcquireRelease(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		a, c := New(b.pool(t), DefaultConfig()), New(b.pool(t), DefaultConfig())
-		id := lockID(t)
+		a, c := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, a, id)
-		if lk.LockID() != id {
-			t.Errorf("LockID() = %q, want %q", lk.LockID(), id)
-		}
+		assert.Equal(t, id, lk.LockID(), "LockID()")
 		_, err := c.Acquire(context.Background(), id)
-		wantErr(t, "second Acquire", err, ErrLocked)
-		if !strings.Contains(err.Error(), fmt.Sprintf("%q", id)) {
-			t.Errorf("ErrLocked message %q does not name the lock %q", err, id)
-		}
-		if err := lk.Release(context.Background()); err != nil {
-			t.Fatalf("Release = %v", err)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "second Acquire")
+		assert.Contains(t, err.Error(), fmt.Sprintf("%q", id), "ErrLocked message names the lock")
+		require.NoError(t, lk.Release(context.Background()))
 		lk2 := mustAcquire(t, c, id)
-		if lk2.Token() <= lk.Token() {
-			t.Errorf("token after release = %d, want > %d", lk2.Token(), lk.Token())
-		}
+		assert.Greater(t, lk2.Token(), lk.Token(), "token after release")
 		// Other ids are independent.
 		other := mustAcquire(t, a, id+"-other")
-		for _, l := range []*Lock{lk2, other} {
-			if err := l.Release(context.Background()); err != nil {
-				t.Fatalf("Release = %v", err)
-			}
+		for _, l := range []*gormmutex.Lock{lk2, other} {
+			require.NoError(t, l.Release(context.Background()))
 		}
 	})
 }
 
 func TestDo(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		db := b.pool(t)
-		id := lockID(t)
+		db := b.Pool(t)
+		id := testdb.LockID(t)
 		type ctxKey struct{}
 		ctx := context.WithValue(context.Background(), ctxKey{}, "carried")
 		ran := false
-		err := Do(db.WithContext(ctx), id, func() error {
+		err := gormmutex.Do(db.WithContext(ctx), id, func() error {
 			ran = true
 			// While fn runs, the lock is held for everyone else.
-			err := Do(b.pool(t), id, func() error { return nil })
-			wantErr(t, "nested Do from another pool", err, ErrLocked)
+			err := gormmutex.Do(b.Pool(t), id, func() error { return nil })
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "nested Do from another pool")
 			return nil
 		})
-		if err != nil || !ran {
-			t.Fatalf("Do = %v, ran %v; want nil, true", err, ran)
-		}
+		require.NoError(t, err, "Do")
+		require.True(t, ran, "Do ran fn")
 		// fn's error comes back as itself, and the lock is released.
 		boom := errors.New("boom")
-		if err := Do(db, id, func() error { return boom }); !errors.Is(err, boom) || errors.Is(err, ErrTimeout) {
-			t.Fatalf("Do = %v, want boom only", err)
-		}
+		err = gormmutex.Do(db, id, func() error { return boom })
+		require.ErrorIs(t, err, boom, "Do whose fn failed")
+		require.NotErrorIs(t, err, gormmutex.ErrTimeout, "Do whose fn failed")
 		// Locker.Do passes a context carrying the caller's values.
-		err = New(db, DefaultConfig()).Do(ctx, id, func(ctx context.Context) error {
+		err = gormmutex.New(db, gormmutex.DefaultConfig()).Do(ctx, id, func(ctx context.Context) error {
 			if ctx.Value(ctxKey{}) != "carried" {
 				return errors.New("fn's context lost the caller's values")
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		// A cancelled context fails before any lock is taken.
 		cctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		err = Do(db.WithContext(cctx), id, func() error { t.Error("fn ran with a cancelled context"); return nil })
-		wantErr(t, "Do with cancelled context", err, context.Canceled)
+		err = gormmutex.Do(db.WithContext(cctx), id, func() error { t.Error("fn ran with a cancelled context"); return nil })
+		require.ErrorIs(t, err, context.Canceled, "Do with cancelled context")
 	})
 }
 
@@ -98,7 +89,7 @@ func TestDo(t *testing.T) {
 // increments get lost.
 func TestContention(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		contend(t, b, 6, 5)
 	})
@@ -110,46 +101,16 @@ func TestContention(t *testing.T) {
 // reported as ErrLocked or as errors.
 func TestIsolationLevels(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
-		if b.name == "sqlite" {
-			t.Skip("SQLite transactions are always serializable; the other tests cover it")
-		}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.SessionIsolation, "SQLite transactions are always serializable; the other tests cover it")
 		t.Parallel()
 		for _, level := range []string{"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"} {
 			t.Run(strings.ReplaceAll(level, " ", "_"), func(t *testing.T) {
-				nb := *b
-				var variable string
-				switch b.name {
-				case "postgres":
-					nb.dsn = b.dsn + " default_transaction_isolation='" + strings.ToLower(level) + "'"
-				case "mysql":
-					cfg, err := gomysql.ParseDSN(b.dsn)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if cfg.Params == nil {
-						cfg.Params = map[string]string{}
-					}
-					// MariaDB before 11.1 knows only tx_isolation, MySQL 8
-					// only transaction_isolation.
-					var version string
-					b.pool(t).Raw("SELECT VERSION()").Scan(&version)
-					variable = "transaction_isolation"
-					if strings.Contains(version, "MariaDB") {
-						variable = "tx_isolation"
-					}
-					cfg.Params[variable] = "'" + strings.ReplaceAll(level, " ", "-") + "'"
-					nb.dsn = cfg.FormatDSN()
-				}
+				nb, readBack := b.WithIsolation(t, level)
 				var got string
-				q := map[string]string{"postgres": "SHOW transaction_isolation", "mysql": "SELECT @@" + variable}[b.name]
-				if err := nb.pool(t).Raw(q).Scan(&got).Error; err != nil {
-					t.Fatal(err)
-				}
-				if !strings.EqualFold(strings.ReplaceAll(got, "-", " "), level) {
-					t.Fatalf("session isolation = %q, want %s", got, level)
-				}
-				contend(t, &nb, 4, 4)
+				require.NoError(t, nb.Pool(t).Raw(readBack).Scan(&got).Error)
+				require.True(t, strings.EqualFold(strings.ReplaceAll(got, "-", " "), level), "session isolation = %q, want %s", got, level)
+				contend(t, nb, 4, 4)
 			})
 		}
 	})
@@ -158,23 +119,19 @@ func TestIsolationLevels(t *testing.T) {
 // contend runs pools x perPool critical sections on one lock, each an
 // unprotected read-sleep-write of a counter row, and checks that none was
 // lost and no two overlapped.
-func contend(t *testing.T, b *backend, pools, perPool int) {
+func contend(t *testing.T, b *testdb.Backend, pools, perPool int) {
 	t.Helper()
-	setup := b.pool(t)
+	setup := b.Pool(t)
 	table := "gormmutex_test_counter"
-	if err := setup.Exec("CREATE TABLE IF NOT EXISTS " + table + " (name VARCHAR(255) PRIMARY KEY, value INTEGER NOT NULL)").Error; err != nil {
-		t.Fatal(err)
-	}
-	id := lockID(t)
-	if err := setup.Exec("INSERT INTO "+table+" (name, value) VALUES (?, 0)", id).Error; err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, setup.Exec("CREATE TABLE IF NOT EXISTS "+table+" (name VARCHAR(255) PRIMARY KEY, value INTEGER NOT NULL)").Error)
+	id := testdb.LockID(t)
+	require.NoError(t, setup.Exec("INSERT INTO "+table+" (name, value) VALUES (?, 0)", id).Error)
 	var inside, maxInside atomic.Int32
 	var wg sync.WaitGroup
 	errs := make(chan error, pools*perPool)
 	for p := 0; p < pools; p++ {
-		db := b.pool(t)
-		l := New(db, Config{TTL: Duration(time.Minute), Wait: time.Minute})
+		db := b.Pool(t)
+		l := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -197,51 +154,47 @@ func contend(t *testing.T, b *backend, pools, perPool int) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatalf("Do = %v", err)
-		}
+		require.NoError(t, err, "Do")
 	}
 	var got int
-	if err := setup.Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&got).Error; err != nil {
-		t.Fatal(err)
-	}
-	if got != pools*perPool || maxInside.Load() != 1 {
-		t.Fatalf("counter = %d, max holders at once = %d; want %d and 1", got, maxInside.Load(), pools*perPool)
-	}
+	require.NoError(t, setup.Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&got).Error)
+	assert.Equal(t, pools*perPool, got, "counter after every critical section")
+	assert.Equal(t, int32(1), maxInside.Load(), "most holders at once")
 }
 
 // expiredRow leaves an expired row for id in the table, as a crashed holder
 // would.
-func expiredRow(t *testing.T, b *backend, id string) *Lock {
+func expiredRow(t *testing.T, b *testdb.Backend, id string) *gormmutex.Lock {
 	t.Helper()
-	lk := mustAcquire(t, New(b.pool(t), ttl(50*time.Millisecond)), id)
+	lk := mustAcquire(t, gormmutex.New(b.Pool(t), ttl(50*time.Millisecond)), id)
 	time.Sleep(300 * time.Millisecond)
 	return lk
 }
 
 func TestTakeoverRace(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		const contenders, rounds = 8, 3
-		lockers := make([]*Locker, contenders)
+		lockers := make([]*gormmutex.Locker, contenders)
 		for i := range lockers {
-			lockers[i] = New(b.pool(t), ttl(time.Minute))
+			lockers[i] = gormmutex.New(b.Pool(t), ttl(time.Minute))
 		}
 		for round := 0; round < rounds; round++ {
-			id := lockID(t)
+			id := testdb.LockID(t)
 			dead := expiredRow(t, b, id)
 			var wins atomic.Int32
 			var wg sync.WaitGroup
 			start := make(chan struct{})
 			results := make([]error, contenders)
+			won := make([]*gormmutex.Lock, contenders)
 			for i, l := range lockers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					<-start
 					lk, err := l.Acquire(context.Background(), id)
-					results[i] = err
+					results[i], won[i] = err, lk
 					if err == nil {
 						wins.Add(1)
 						if lk.Token() <= dead.Token() {
@@ -253,49 +206,46 @@ func TestTakeoverRace(t *testing.T) {
 			close(start)
 			wg.Wait()
 			for _, err := range results {
-				if err != nil && !errors.Is(err, ErrLocked) {
-					t.Fatalf("Acquire = %v, want nil or ErrLocked", err)
+				if err != nil {
+					require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire: want nil or ErrLocked")
 				}
 			}
-			if wins.Load() != 1 {
-				t.Fatalf("round %d: %d contenders won the expired lock, want exactly 1", round, wins.Load())
+			require.Equal(t, int32(1), wins.Load(), "round %d: contenders that won the expired lock", round)
+			require.ErrorIs(t, dead.Release(context.Background()), gormmutex.ErrTimeout, "expired holder's Release")
+			for _, lk := range won {
+				if lk != nil {
+					require.NoError(t, lk.Release(context.Background()), "winner's Release")
+				}
 			}
-			wantErr(t, "expired holder's Release", dead.Release(context.Background()), ErrTimeout)
 		}
 	})
 }
 
 func TestExpiryFixedByAcquirer(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		never := New(b.pool(t), Config{})
-		short := New(b.pool(t), ttl(100*time.Millisecond))
-		id := lockID(t)
+		never := gormmutex.New(b.Pool(t), gormmutex.Config{})
+		short := gormmutex.New(b.Pool(t), ttl(100*time.Millisecond))
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, never, id)
-		if _, ok := lk.ExpiresAt(); ok {
-			t.Errorf("ExpiresAt() reports an expiry for a lock with no TTL")
-		}
+		_, ok := lk.ExpiresAt()
+		assert.False(t, ok, "ExpiresAt() reports an expiry for a lock with no TTL")
 		time.Sleep(400 * time.Millisecond)
 		_, err := short.Acquire(context.Background(), id)
-		wantErr(t, "Acquire with a short TTL over a never-expiring lock", err, ErrLocked)
-		if err := lk.Release(context.Background()); err != nil {
-			t.Fatalf("Release of a never-expiring lock = %v", err)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire with a short TTL over a never-expiring lock")
+		require.NoError(t, lk.Release(context.Background()))
 
 		// The other way round: a short-TTL lock expires even for a
 		// competitor whose own TTL is nil.
-		id2 := lockID(t)
+		id2 := testdb.LockID(t)
 		lk2 := mustAcquire(t, short, id2)
-		if _, err := never.Acquire(context.Background(), id2); !errors.Is(err, ErrLocked) {
-			t.Fatalf("Acquire before expiry = %v, want ErrLocked", err)
-		}
+		_, err = never.Acquire(context.Background(), id2)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire before expiry")
 		time.Sleep(400 * time.Millisecond)
 		lk3 := mustAcquire(t, never, id2)
-		wantErr(t, "late Release", lk2.Release(context.Background()), ErrTimeout)
-		if err := lk3.Release(context.Background()); err != nil {
-			t.Fatalf("successor's Release = %v", err)
-		}
+		require.ErrorIs(t, lk2.Release(context.Background()), gormmutex.ErrTimeout, "late Release")
+		require.NoError(t, lk3.Release(context.Background()))
 	})
 }
 
@@ -303,75 +253,65 @@ func TestExpiryFixedByAcquirer(t *testing.T) {
 // without a competitor, and its late release leaves the successor's lock.
 func TestReleaseAfterExpiry(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := New(b.pool(t), ttl(time.Second))
-		other := New(b.pool(t), ttl(time.Minute))
+		l := gormmutex.New(b.Pool(t), ttl(time.Second))
+		other := gormmutex.New(b.Pool(t), ttl(time.Minute))
 
 		// No competitor: django-db-mutex would report success here.
-		id := lockID(t)
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		time.Sleep(1500 * time.Millisecond)
-		wantErr(t, "Release after the TTL, no competitor", lk.Release(context.Background()), ErrTimeout)
-		mustAcquire(t, other, id).Release(context.Background())
+		require.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrTimeout, "Release after the TTL, no competitor")
+		require.NoError(t, mustAcquire(t, other, id).Release(context.Background()))
 
 		// A competitor took over: the late release must not free its lock.
-		id2 := lockID(t)
+		id2 := testdb.LockID(t)
 		lk = mustAcquire(t, l, id2)
 		time.Sleep(1500 * time.Millisecond)
 		succ := mustAcquire(t, other, id2)
 		err := lk.Release(context.Background())
-		wantErr(t, "Release after takeover", err, ErrTimeout)
-		if !strings.Contains(err.Error(), fmt.Sprintf("%q", id2)) {
-			t.Errorf("ErrTimeout message %q does not name the lock", err)
-		}
-		_, err = New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id2)
-		wantErr(t, "Acquire after the late release", err, ErrLocked)
-		if err := succ.Release(context.Background()); err != nil {
-			t.Fatalf("successor's Release = %v", err)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrTimeout, "Release after takeover")
+		assert.Contains(t, err.Error(), fmt.Sprintf("%q", id2), "ErrTimeout message names the lock")
+		_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id2)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the late release")
+		require.NoError(t, succ.Release(context.Background()))
 	})
 }
 
 func TestDoReportsTimeoutAndFnError(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := New(b.pool(t), ttl(time.Second))
+		l := gormmutex.New(b.Pool(t), ttl(time.Second))
 		boom := errors.New("boom")
-		err := l.Do(context.Background(), lockID(t), func(context.Context) error {
+		err := l.Do(context.Background(), testdb.LockID(t), func(context.Context) error {
 			time.Sleep(1500 * time.Millisecond)
 			return boom
 		})
-		if !errors.Is(err, boom) || !errors.Is(err, ErrTimeout) {
-			t.Fatalf("Do = %v, want both boom and ErrTimeout", err)
-		}
+		require.ErrorIs(t, err, boom, "Do: want both boom and ErrTimeout")
+		require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do: want both boom and ErrTimeout")
 	})
 }
 
 func TestSecondRelease(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		c := &sqlcount.Counter{}
-		l := New(b.countedPool(t, c), DefaultConfig())
-		id := lockID(t)
+		l := gormmutex.New(b.CountedPool(t, c), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
-		if err := lk.Release(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		next := mustAcquire(t, New(b.pool(t), DefaultConfig()), id)
+		require.NoError(t, lk.Release(context.Background()))
+		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
 		c.Reset()
-		wantErr(t, "second Release", lk.Release(context.Background()), ErrReleased)
-		wantErr(t, "Refresh after Release", lk.Refresh(context.Background()), ErrReleased)
-		if calls := c.Reset(); calls.Total() != 0 {
-			t.Errorf("second Release sent %v to the database, want nothing", calls)
-		}
+		require.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrReleased, "second Release")
+		require.ErrorIs(t, lk.Refresh(context.Background()), gormmutex.ErrReleased, "Refresh after Release")
+		calls := c.Reset()
+		assert.Zero(t, calls.Total(), "second Release sent %v to the database, want nothing", calls)
 		_, err := l.Acquire(context.Background(), id)
-		wantErr(t, "Acquire after a second Release", err, ErrLocked)
-		if err := next.Release(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after a second Release")
+		require.NoError(t, next.Release(context.Background()))
 	})
 }
 
@@ -380,14 +320,14 @@ func TestSecondRelease(t *testing.T) {
 // (SQLite without AUTOINCREMENT would hand it out again).
 func TestFencingToken(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		l := New(b.pool(t), ttl(time.Minute))
-		short := New(b.pool(t), ttl(50*time.Millisecond))
-		id := lockID(t)
+		l := gormmutex.New(b.Pool(t), ttl(time.Minute))
+		short := gormmutex.New(b.Pool(t), ttl(50*time.Millisecond))
+		id := testdb.LockID(t)
 		var last int64
-		next := func(how string, lk *Lock) {
+		next := func(how string, lk *gormmutex.Lock) {
 			t.Helper()
 			if lk.Token() <= last {
 				t.Fatalf("token after %s = %d, want > %d", how, lk.Token(), last)
@@ -396,7 +336,7 @@ func TestFencingToken(t *testing.T) {
 		}
 		lk := mustAcquire(t, l, id)
 		next("first acquire", lk)
-		lk.Release(ctx)
+		require.NoError(t, lk.Release(ctx))
 		lk = mustAcquire(t, short, id)
 		next("release", lk)
 		time.Sleep(300 * time.Millisecond)
@@ -408,91 +348,84 @@ func TestFencingToken(t *testing.T) {
 		}
 		lk = mustAcquire(t, l, id)
 		next("purge", lk)
-		if err := l.ForceRelease(ctx, id); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, l.ForceRelease(ctx, id))
 		lk = mustAcquire(t, l, id)
 		next("force release", lk)
-		lk.Release(ctx)
+		require.NoError(t, lk.Release(ctx))
 	})
 }
 
 func TestPanicReleases(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		db := b.pool(t)
-		id := lockID(t)
+		db := b.Pool(t)
+		id := testdb.LockID(t)
 		func() {
 			defer func() {
 				if r := recover(); r != "kaboom" {
 					t.Fatalf("recovered %v, want the panic to go on as kaboom", r)
 				}
 			}()
-			Do(db, id, func() error { panic("kaboom") })
+			gormmutex.Do(db, id, func() error { panic("kaboom") })
 		}()
-		mustAcquire(t, New(b.pool(t), DefaultConfig()), id).Release(context.Background())
+		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
 	})
 }
 
 func TestWait(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		holder := New(b.pool(t), DefaultConfig())
-		id := lockID(t)
+		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 
 		// The waiter gets the lock once the holder releases it.
 		lk := mustAcquire(t, holder, id)
 		released := make(chan time.Time, 1)
+		releaseErr := make(chan error, 1)
 		go func() {
 			time.Sleep(300 * time.Millisecond)
 			released <- time.Now()
-			lk.Release(context.Background())
+			releaseErr <- lk.Release(context.Background())
 		}()
-		waiter := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 20 * time.Second})
+		waiter := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second})
 		got, err := waiter.Acquire(context.Background(), id)
-		if err != nil {
-			t.Fatalf("waiting Acquire = %v, want the lock", err)
-		}
-		if r := <-released; time.Now().Before(r) {
-			t.Fatalf("waiter got the lock before the holder released it")
-		}
+		require.NoError(t, err, "waiting Acquire: want the lock")
+		r := <-released
+		require.False(t, time.Now().Before(r), "waiter got the lock before the holder released it")
+		require.NoError(t, <-releaseErr, "holder's Release")
 
 		// Wait runs out: ErrLocked, after about Wait.
-		short := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 300 * time.Millisecond})
+		short := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 300 * time.Millisecond})
 		start := time.Now()
 		_, err = short.Acquire(context.Background(), id)
-		wantErr(t, "Acquire after Wait runs out", err, ErrLocked)
-		if el := time.Since(start); el < 300*time.Millisecond {
-			t.Errorf("gave up after %v, before Wait (300ms) had passed", el)
-		}
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after Wait runs out")
+		assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond, "gave up before Wait (300ms) had passed")
 
 		// The context ends first: the context's error, not ErrLocked.
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		_, err = waiter.Acquire(ctx, id)
-		wantErr(t, "Acquire with an expiring context", err, context.DeadlineExceeded)
-		if errors.Is(err, ErrLocked) {
-			t.Errorf("Acquire = %v, should not match ErrLocked when the context ended", err)
-		}
-		got.Release(context.Background())
+		require.ErrorIs(t, err, context.DeadlineExceeded, "Acquire with an expiring context")
+		assert.NotErrorIs(t, err, gormmutex.ErrLocked, "Acquire should not match ErrLocked when the context ended")
+		require.NoError(t, got.Release(context.Background()))
 	})
 }
 
 func TestSuppressAcquisitionErrors(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		id := lockID(t)
-		lk := mustAcquire(t, New(b.pool(t), DefaultConfig()), id)
-		defer lk.Release(context.Background())
+		id := testdb.LockID(t)
+		lk := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
+		releaseAtEnd(t, lk)
 		var logs bytes.Buffer
-		cfg := DefaultConfig()
+		cfg := gormmutex.DefaultConfig()
 		cfg.SuppressAcquisitionErrors = true
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		ran := false
-		err := New(b.pool(t), cfg).Do(context.Background(), id, func(context.Context) error { ran = true; return nil })
+		err := gormmutex.New(b.Pool(t), cfg).Do(context.Background(), id, func(context.Context) error { ran = true; return nil })
 		if err != nil || ran {
 			t.Fatalf("Do = %v, ran = %v; want nil and fn skipped", err, ran)
 		}
@@ -500,28 +433,28 @@ func TestSuppressAcquisitionErrors(t *testing.T) {
 			t.Errorf("log %q does not name the skipped lock", logs.String())
 		}
 		// Errors other than "held" are still returned.
-		err = New(b.pool(t), cfg).Do(context.Background(), "", func(context.Context) error { return nil })
-		wantErr(t, "suppressed Do with an invalid id", err, ErrInvalidLockID)
+		err = gormmutex.New(b.Pool(t), cfg).Do(context.Background(), "", func(context.Context) error { return nil })
+		require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "suppressed Do with an invalid id")
 	})
 }
 
 func TestLockIDs(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		c := &sqlcount.Counter{}
-		l := New(b.countedPool(t, c), DefaultConfig())
-		for _, bad := range []string{"", strings.Repeat("x", MaxLockIDLen+1), "bad\xffutf8", "nul\x00byte"} {
+		l := gormmutex.New(b.CountedPool(t, c), gormmutex.DefaultConfig())
+		for _, bad := range []string{"", strings.Repeat("x", gormmutex.MaxLockIDLen+1), "bad\xffutf8", "nul\x00byte"} {
 			c.Reset()
 			_, err := l.Acquire(ctx, bad)
-			wantErr(t, fmt.Sprintf("Acquire(%q)", bad), err, ErrInvalidLockID)
-			wantErr(t, fmt.Sprintf("ForceRelease(%q)", bad), l.ForceRelease(ctx, bad), ErrInvalidLockID)
+			require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, fmt.Sprintf("Acquire(%q)", bad))
+			require.ErrorIs(t, l.ForceRelease(ctx, bad), gormmutex.ErrInvalidLockID, fmt.Sprintf("ForceRelease(%q)", bad))
 			if calls := c.Reset(); calls.Total() != 0 {
 				t.Errorf("invalid id %q sent %v to the database", bad, calls)
 			}
 		}
-		suffix := lockID(t)
+		suffix := testdb.LockID(t)
 		hostile := []string{
 			"quote' OR '1'='1" + suffix,
 			`double"quote\back` + suffix,
@@ -535,14 +468,14 @@ func TestLockIDs(t *testing.T) {
 		}
 		// The longest id: 255 bytes of multi-byte characters.
 		long := strings.Repeat("鎖", 80) + suffix
-		for len(long) > MaxLockIDLen {
+		for len(long) > gormmutex.MaxLockIDLen {
 			long = long[:len(long)-1]
 		}
-		for !validText(long) {
+		for gormmutex.ValidateLockID(long) != nil {
 			long = long[:len(long)-1]
 		}
-		hostile = append(hostile, long+strings.Repeat("x", MaxLockIDLen-len(long)))
-		var held []*Lock
+		hostile = append(hostile, long+strings.Repeat("x", gormmutex.MaxLockIDLen-len(long)))
+		var held []*gormmutex.Lock
 		for _, id := range hostile {
 			lk, err := l.Acquire(ctx, id)
 			if err != nil {
@@ -551,9 +484,7 @@ func TestLockIDs(t *testing.T) {
 			held = append(held, lk)
 		}
 		rows, err := l.List(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		listed := map[string]bool{}
 		for _, r := range rows {
 			listed[r.LockID] = true
@@ -562,7 +493,7 @@ func TestLockIDs(t *testing.T) {
 			if !listed[id] {
 				t.Errorf("List does not show %q byte for byte", id)
 			}
-			if _, err := New(b.pool(t), DefaultConfig()).Acquire(ctx, id); !errors.Is(err, ErrLocked) {
+			if _, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id); !errors.Is(err, gormmutex.ErrLocked) {
 				t.Errorf("second Acquire(%q) = %v, want ErrLocked", id, err)
 			}
 		}
@@ -578,21 +509,19 @@ func TestLockIDs(t *testing.T) {
 // caller's handle neither leak into the lock's statements nor get changed.
 func TestCallerDBUntouched(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		db := b.pool(t)
+		db := b.Pool(t)
 		scoped := db.Table("no_such_table").Where("1 = 0").Scopes(func(d *gorm.DB) *gorm.DB { return d.Where("2 = 3") })
 		before := len(scoped.Statement.Clauses)
-		id := lockID(t)
-		if err := Do(scoped, id, func() error { return nil }); err != nil {
-			t.Fatalf("Do on a scoped handle = %v", err)
-		}
-		l := New(scoped, DefaultConfig())
+		id := testdb.LockID(t)
+		require.NoError(t, gormmutex.Do(scoped, id, func() error { return nil }))
+		l := gormmutex.New(scoped, gormmutex.DefaultConfig())
 		lk := mustAcquire(t, l, id)
 		if rows, err := l.List(context.Background()); err != nil || len(rows) == 0 {
 			t.Fatalf("List on a scoped handle = %d rows, %v", len(rows), err)
 		}
-		lk.Release(context.Background())
+		require.NoError(t, lk.Release(context.Background()))
 		if after := len(scoped.Statement.Clauses); after != before || scoped.Statement.Table != "no_such_table" {
 			t.Errorf("caller's handle changed: %d clauses (was %d), table %q", after, before, scoped.Statement.Table)
 		}
@@ -602,28 +531,28 @@ func TestCallerDBUntouched(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if err := Do(nil, "x", func() error { return nil }); !errors.Is(err, ErrInvalidConfig) {
+	if err := gormmutex.Do(nil, "x", func() error { return nil }); !errors.Is(err, gormmutex.ErrInvalidConfig) {
 		t.Errorf("Do(nil db) = %v, want ErrInvalidConfig", err)
 	}
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		db := b.pool(t)
-		id := lockID(t)
-		if err := Do(db, id, nil); !errors.Is(err, ErrInvalidConfig) {
+		db := b.Pool(t)
+		id := testdb.LockID(t)
+		if err := gormmutex.Do(db, id, nil); !errors.Is(err, gormmutex.ErrInvalidConfig) {
 			t.Errorf("Do(nil fn) = %v, want ErrInvalidConfig", err)
 		}
-		for _, cfg := range []Config{
-			{TTL: Duration(0)}, {TTL: Duration(-time.Second)}, {Wait: -1}, {MinHold: -1},
+		for _, cfg := range []gormmutex.Config{
+			{TTL: gormmutex.Duration(0)}, {TTL: gormmutex.Duration(-time.Second)}, {Wait: -1}, {MinHold: -1},
 			{KeepAlive: true}, {Holder: strings.Repeat("h", 256)}, {Holder: "bad\xff"},
 		} {
-			_, err := New(db, cfg).Acquire(ctx, id)
-			wantErr(t, fmt.Sprintf("Acquire with %+v", cfg), err, ErrInvalidConfig)
+			_, err := gormmutex.New(db, cfg).Acquire(ctx, id)
+			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, fmt.Sprintf("Acquire with %+v", cfg))
 		}
 
 		// Inside a transaction: refused, and the transaction is not aborted.
 		err := db.Transaction(func(tx *gorm.DB) error {
-			err := Do(tx, id, func() error { t.Error("fn ran inside a transaction"); return nil })
-			wantErr(t, "Do inside a transaction", err, ErrInTransaction)
+			err := gormmutex.Do(tx, id, func() error { t.Error("fn ran inside a transaction"); return nil })
+			require.ErrorIs(t, err, gormmutex.ErrInTransaction, "Do inside a transaction")
 			var one int
 			return tx.Raw("SELECT 1").Scan(&one).Error
 		})
@@ -632,72 +561,59 @@ func TestBadInput(t *testing.T) {
 		}
 
 		// A closed database: its error, not ErrLocked, and fn does not run.
-		closed := b.pool(t)
-		closePool(closed)
-		err = Do(closed, id, func() error { t.Error("fn ran on a closed database"); return nil })
-		if err == nil || errors.Is(err, ErrLocked) {
+		closed := b.Pool(t)
+		require.NoError(t, testdb.SQLDB(t, closed).Close())
+		err = gormmutex.Do(closed, id, func() error { t.Error("fn ran on a closed database"); return nil })
+		if err == nil || errors.Is(err, gormmutex.ErrLocked) {
 			t.Errorf("Do on a closed database = %v, want the database's error", err)
 		}
 
 		// A database error that is not a conflict is returned as itself.
-		if err := db.Exec("CREATE TABLE IF NOT EXISTS gormmutex_test_dummy (id INTEGER)").Error; err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, db.Exec("CREATE TABLE IF NOT EXISTS gormmutex_test_dummy (id INTEGER)").Error)
 		// The lock was never taken, so it is free afterwards.
-		mustAcquire(t, New(db, DefaultConfig()), id).Release(ctx)
+		require.NoError(t, mustAcquire(t, gormmutex.New(db, gormmutex.DefaultConfig()), id).Release(ctx))
 	})
 }
 
 func TestPurge(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		// A table of its own and a pool without background purges, so that
 		// no other purge gets there first.
 		db := quietTable(t, b)
-		short := New(db, ttl(50*time.Millisecond))
-		live := New(db, ttl(time.Hour))
-		never := New(db, Config{})
+		short := gormmutex.New(db, ttl(50*time.Millisecond))
+		live := gormmutex.New(db, ttl(time.Hour))
+		never := gormmutex.New(db, gormmutex.Config{})
 		for i := 0; i < 5; i++ {
 			mustAcquire(t, short, fmt.Sprintf("expired/%d", i))
 		}
 		// Released locks: on MySQL and PostgreSQL their rows stay until a
 		// purge.
 		for i := 0; i < 3; i++ {
-			if err := mustAcquire(t, live, fmt.Sprintf("released/%d", i)).Release(ctx); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, mustAcquire(t, live, fmt.Sprintf("released/%d", i)).Release(ctx))
 		}
-		keep := []*Lock{mustAcquire(t, live, "live"), mustAcquire(t, never, "never")}
+		keep := []*gormmutex.Lock{mustAcquire(t, live, "live"), mustAcquire(t, never, "never")}
 		time.Sleep(300 * time.Millisecond)
 		var before, left int64
-		db.Model(&DBMutex{}).Count(&before)
-		if before < 7 {
-			t.Fatalf("%d rows before Purge, want at least the 5 expired and 2 live ones", before)
-		}
+		require.NoError(t, db.Model(&gormmutex.DBMutex{}).Count(&before).Error)
+		require.GreaterOrEqual(t, before, int64(7), "rows before Purge: want at least the 5 expired and 2 live ones")
 		n, err := live.Purge(ctx)
-		if err != nil || n != before-2 {
-			t.Fatalf("Purge = %d, %v; want the %d rows that hold no lock", n, err, before-2)
-		}
-		db.Model(&DBMutex{}).Count(&left)
-		if left != 2 {
-			t.Errorf("%d rows left after Purge, want the 2 live ones", left)
-		}
-		if b.name == "mysql" {
+		require.NoError(t, err)
+		require.Equal(t, before-2, n, "Purge: want the rows that hold no lock")
+		require.NoError(t, db.Model(&gormmutex.DBMutex{}).Count(&left).Error)
+		assert.Equal(t, int64(2), left, "rows left after Purge: want the 2 live ones")
+		if b.MySQLReleasesTable {
 			var marks int64
-			db.Table(mysqlReleases).Count(&marks)
-			if marks != 0 {
-				t.Errorf("%d release marks left after Purge, want none", marks)
-			}
+			require.NoError(t, db.Table(gormmutex.ReleasesTable).Count(&marks).Error)
+			assert.Zero(t, marks, "release marks left after Purge")
 		}
-		if n, err := live.Purge(ctx); err != nil || n != 0 {
-			t.Errorf("second Purge = %d, %v; want 0", n, err)
-		}
+		n, err = live.Purge(ctx)
+		assert.NoError(t, err, "second Purge")
+		assert.Zero(t, n, "second Purge")
 		for _, lk := range keep {
-			if err := lk.Release(ctx); err != nil {
-				t.Errorf("Release after Purge = %v", err)
-			}
+			assert.NoError(t, lk.Release(ctx), "Release after Purge")
 		}
 	})
 }
@@ -710,26 +626,20 @@ func TestPurge(t *testing.T) {
 // one purge interval adds, however long the churn goes on.
 func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
 		db := quietTable(t, b)
-		sqlDB, err := db.DB()
-		if err != nil {
-			t.Fatal(err)
-		}
-		released := New(db, ttl(time.Hour))
-		abandoned := New(db, ttl(100*time.Millisecond))
-		live := mustAcquire(t, New(db, Config{}), "live")
+		released := gormmutex.New(db, ttl(time.Hour))
+		abandoned := gormmutex.New(db, ttl(100*time.Millisecond))
+		live := mustAcquire(t, gormmutex.New(db, gormmutex.Config{}), "live")
 		count := func() int64 {
 			t.Helper()
 			var n int64
-			if err := db.Model(&DBMutex{}).Count(&n).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, db.Model(&gormmutex.DBMutex{}).Count(&n).Error)
 			return n
 		}
-		const perCycle = purgeBatch + purgeBatch/5 // more than one batch
+		const perCycle = gormmutex.PurgeBatch + gormmutex.PurgeBatch/5 // more than one batch
 		for cycle := 0; cycle < 2; cycle++ {
 			for i := 0; i < perCycle; i++ {
 				id := fmt.Sprintf("churn/%d/%d", cycle, i)
@@ -737,33 +647,26 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 					mustAcquire(t, abandoned, id)
 					continue
 				}
-				if err := mustAcquire(t, released, id).Release(ctx); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, mustAcquire(t, released, id).Release(ctx))
 			}
 			time.Sleep(300 * time.Millisecond) // the abandoned locks expire
-			if b.name != "sqlite" && count() < perCycle {
+			if b.KeepsReleasedRows {
 				// SQLite deletes released rows at once; elsewhere they wait
 				// for the purge, and so do expired rows everywhere.
-				t.Fatalf("cycle %d: %d rows before the purge, want at least %d", cycle, count(), perCycle)
+				require.GreaterOrEqual(t, count(), int64(perCycle), "cycle %d: rows before the purge", cycle)
 			}
 			// The pool's purge interval has passed: the next Do starts one.
-			stateOf(sqlDB).schedulePurge(0, false)
+			gormmutex.MakeBackgroundPurgeDue(t, db)
 			trigger := fmt.Sprintf("trigger/%d", cycle)
-			if err := released.Do(ctx, trigger, func(context.Context) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
-			waitPurges(t, db)
+			require.NoError(t, released.Do(ctx, trigger, func(context.Context) error { return nil }))
+			gormmutex.WaitBackgroundPurges(t, db)
 			// Left: the live lock and perhaps the trigger's own row, which
 			// its release freed after the purge had passed it.
-			if n := count(); n > 2 {
-				t.Errorf("cycle %d: %d rows after the background purge, want the live lock and at most the trigger's row", cycle, n)
-			}
-			stateOf(sqlDB).schedulePurge(0, true)
+			assert.LessOrEqual(t, count(), int64(2), "cycle %d: rows after the background purge, want the live lock and at most the trigger's row", cycle)
+			assert.False(t, gormmutex.BackgroundPurgeDue(t, db), "cycle %d: no background purge was started", cycle)
+			gormmutex.DisableBackgroundPurge(t, db)
 		}
-		if err := live.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, live.Release(ctx))
 	})
 }
 
@@ -772,30 +675,19 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 // session's local time or from the application.
 func TestTimeZones(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.TimeZoneSQL != "", "SQLite has no session time zone")
 		t.Parallel()
-		var set string
-		switch b.name {
-		case "postgres":
-			set = "SET TIME ZONE 'Pacific/Kiritimati'" // UTC+14
-		case "mysql":
-			set = "SET time_zone = '-11:00'"
-		default:
-			t.Skip("SQLite has no session time zone")
-		}
-		far := b.pool(t)
-		sqlDB, _ := far.DB()
-		sqlDB.SetMaxOpenConns(1)
-		if err := far.Exec(set).Error; err != nil {
-			t.Fatal(err)
-		}
-		id := lockID(t)
-		lk := mustAcquire(t, New(far, ttl(2*time.Second)), id)
-		_, err := New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id)
-		wantErr(t, "Acquire from a UTC session", err, ErrLocked)
+		far := b.Pool(t)
+		testdb.SQLDB(t, far).SetMaxOpenConns(1)
+		require.NoError(t, far.Exec(b.TimeZoneSQL).Error)
+		id := testdb.LockID(t)
+		lk := mustAcquire(t, gormmutex.New(far, ttl(2*time.Second)), id)
+		_, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire from a UTC session")
 		time.Sleep(2500 * time.Millisecond)
-		mustAcquire(t, New(b.pool(t), DefaultConfig()), id).Release(context.Background())
-		wantErr(t, "late Release", lk.Release(context.Background()), ErrTimeout)
+		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+		require.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrTimeout, "late Release")
 	})
 }
 
@@ -803,25 +695,23 @@ func TestTimeZones(t *testing.T) {
 // the TTL after acquisition, and acquisition is the database's now.
 func TestDatabaseClock(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		db := b.pool(t)
-		id := lockID(t)
-		lk := mustAcquire(t, New(db, ttl(90*time.Second)), id)
-		defer lk.Release(context.Background())
-		var row DBMutex
-		if err := db.Where("id = ?", lk.Token()).Take(&row).Error; err != nil {
-			t.Fatal(err)
-		}
-		if row.ExpiresAt == nil || row.ExpiresAt.Sub(row.CreatedAt) != 90*time.Second {
-			t.Fatalf("expires_at - created_at = %v, want exactly 90s", row.ExpiresAt)
-		}
-		if row.LockID != id || row.Holder != defaultHolder() {
-			t.Errorf("row = %+v, want lock id %q and holder %q", row, id, defaultHolder())
-		}
-		if d := time.Since(row.CreatedAt); d < -2*time.Second || d > 10*time.Second {
-			t.Errorf("created_at %v is %v from now", row.CreatedAt, d)
-		}
+		db := b.Pool(t)
+		id := testdb.LockID(t)
+		lk := mustAcquire(t, gormmutex.New(db, ttl(90*time.Second)), id)
+		releaseAtEnd(t, lk)
+		var row gormmutex.DBMutex
+		require.NoError(t, db.Where("id = ?", lk.Token()).Take(&row).Error)
+		require.NotNil(t, row.ExpiresAt, "expires_at of a lock with a TTL")
+		require.Equal(t, 90*time.Second, row.ExpiresAt.Sub(row.CreatedAt), "expires_at - created_at")
+		assert.Equal(t, id, row.LockID)
+		// The documented default holder is "hostname:pid".
+		host, err := os.Hostname()
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf("%s:%d", host, os.Getpid()), row.Holder, "default holder")
+		d := time.Since(row.CreatedAt)
+		assert.True(t, d > -2*time.Second && d < 10*time.Second, "created_at %v is %v from now", row.CreatedAt, d)
 	})
 }
 
@@ -829,10 +719,10 @@ func TestDatabaseClock(t *testing.T) {
 // and on many; run under -race.
 func TestLockerConcurrentUse(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 30 * time.Second})
-		shared := lockID(t)
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
+		shared := testdb.LockID(t)
 		var inside atomic.Int32
 		var wg sync.WaitGroup
 		errs := make(chan error, 32)
@@ -861,9 +751,7 @@ func TestLockerConcurrentUse(t *testing.T) {
 		wg.Wait()
 		close(errs)
 		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 		}
 	})
 }
@@ -874,28 +762,28 @@ func TestLockerConcurrentUse(t *testing.T) {
 // the database without its caller ever learning of it.
 func TestCancelledMidAcquire(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		var armed atomic.Bool
 		armed.Store(true)
-		db := b.countedPool(t, &sqlcount.Counter{After: func(query string) {
+		db := b.CountedPool(t, &sqlcount.Counter{After: func(query string) {
 			if strings.Contains(query, "INSERT") && armed.CompareAndSwap(true, false) {
 				cancel() // the statement has run; its reply is not read yet (or just read)
 			}
 		}})
-		id := lockID(t)
-		_, err := New(db, DefaultConfig()).Acquire(ctx, id)
-		wantErr(t, "Acquire whose context ended mid-statement", err, context.Canceled)
+		id := testdb.LockID(t)
+		_, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, id)
+		require.ErrorIs(t, err, context.Canceled, "Acquire whose context ended mid-statement")
 		if armed.Load() {
 			t.Fatal("the context was not cancelled during the statement; the test tested nothing")
 		}
-		lk, err := New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id)
+		lk, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 		if err != nil {
 			t.Fatalf("Acquire after the cancelled one = %v: it left a phantom lock", err)
 		}
-		lk.Release(context.Background())
+		require.NoError(t, lk.Release(context.Background()))
 	})
 }
 
@@ -919,14 +807,12 @@ func (l *traceLog) Trace(_ context.Context, _ time.Time, fc func() (string, int6
 // still reach the caller's GORM logger, with their arguments.
 func TestStatementsLogged(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		log := &traceLog{Interface: logger.Discard}
-		db := b.pool(t).Session(&gorm.Session{Logger: log})
-		id := lockID(t)
-		if err := Do(db, id, func() error { return nil }); err != nil {
-			t.Fatal(err)
-		}
+		db := b.Pool(t).Session(&gorm.Session{Logger: log})
+		id := testdb.LockID(t)
+		require.NoError(t, gormmutex.Do(db, id, func() error { return nil }))
 		log.mu.Lock()
 		defer log.mu.Unlock()
 		if len(log.sqls) != 2 || !strings.HasPrefix(log.sqls[0], "INSERT") || !strings.Contains(log.sqls[0], id) || !strings.Contains(log.sqls[1], id) {
@@ -940,38 +826,28 @@ func TestStatementsLogged(t *testing.T) {
 // gets the lock on a new connection instead of failing.
 func TestAcquireOnKilledConnection(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
-		idSQL, kill := connKill(t, b)
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.KillConnSQL != "", "no server connection of the pool's own to kill")
 		t.Parallel()
-		db := b.pool(t)
-		sqlDB, _ := db.DB()
-		sqlDB.SetMaxOpenConns(1)
-		admin := b.pool(t)
-		l := New(db, DefaultConfig())
-		id := lockID(t)
+		idSQL, kill := b.ConnIDSQL, b.KillConnSQL
+		db := b.Pool(t)
+		testdb.SQLDB(t, db).SetMaxOpenConns(1)
+		admin := b.Pool(t)
+		l := gormmutex.New(db, gormmutex.DefaultConfig())
+		id := testdb.LockID(t)
 		for i := 0; i < 2; i++ {
 			// Warm: the connection has run (and on MySQL prepared) the
 			// lock's statements.
-			if err := l.Do(context.Background(), id, func(context.Context) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, l.Do(context.Background(), id, func(context.Context) error { return nil }))
 			var pid int64
-			if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
-				t.Fatal(err)
-			}
-			if err := admin.Exec(kill, pid).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, db.Raw(idSQL).Scan(&pid).Error)
+			require.NoError(t, admin.Exec(kill, pid).Error)
 			time.Sleep(100 * time.Millisecond)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			lk, err := l.Acquire(ctx, id)
 			cancel()
-			if err != nil {
-				t.Fatalf("Acquire after the server ended the connection = %v", err)
-			}
-			if err := lk.Release(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err, "Acquire after the server ended the connection")
+			require.NoError(t, lk.Release(context.Background()))
 		}
 	})
 }
@@ -984,41 +860,25 @@ func TestAcquireOnKilledConnection(t *testing.T) {
 // entries each time. On SQLite the freed pages are reused.
 func TestHotLockTableStaysSmall(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
-		var size string
-		switch b.name {
-		case "postgres":
-			size = "SELECT pg_total_relation_size('" + TableName + "')"
-		case "sqlite":
-			size = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
-		default:
-			t.Skip("InnoDB reports table sizes as estimates; the update is in place there")
-		}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.TableSizeSQL != "", "InnoDB reports table sizes as estimates; the update is in place there")
 		t.Parallel()
 		db := quietTable(t, b)
-		if b.name == "postgres" {
+		if b.AutovacuumOffSQL != "" {
 			// As if autovacuum were off or behind.
-			if err := db.Exec("ALTER TABLE " + TableName + " SET (autovacuum_enabled = false)").Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, db.Exec(b.AutovacuumOffSQL).Error)
 		}
-		l := New(db, DefaultConfig())
+		l := gormmutex.New(db, gormmutex.DefaultConfig())
 		ctx := context.Background()
 		const locks = 3000
 		for i := 0; i < locks; i++ {
-			if err := l.Do(ctx, "hot", func(context.Context) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, l.Do(ctx, "hot", func(context.Context) error { return nil }))
 		}
 		var bytes int64
-		if err := db.Raw(size).Scan(&bytes).Error; err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s: %d bytes after %d locks of one id", b.name, bytes, locks)
+		require.NoError(t, db.Raw(b.TableSizeSQL).Scan(&bytes).Error)
+		t.Logf("%s: %d bytes after %d locks of one id", b.Name, bytes, locks)
 		// A DELETE and INSERT per lock would leave about 100 bytes of dead
 		// row and index entries per lock here: some 300 kB.
-		if bytes > 64<<10 {
-			t.Errorf("the lock table takes %d bytes after %d locks of one id, want a few pages", bytes, locks)
-		}
+		assert.LessOrEqual(t, bytes, int64(64<<10), "bytes the lock table takes after %d locks of one id, want a few pages", locks)
 	})
 }

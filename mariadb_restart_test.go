@@ -1,4 +1,4 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
@@ -14,9 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
+	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMariaDBCrash kills a private MariaDB server with SIGKILL (no shutdown,
@@ -45,42 +46,37 @@ import (
 // the other tests use is never touched.
 func TestMariaDBCrash(t *testing.T) {
 	t.Parallel()
+	testdb.Need(t, testdb.Lookup(t, "mysql").ServerTests, "the test kills a private server of the local MariaDB binaries")
 	srv := startPrivateMariaDB(t)
-	b := &backend{name: "mysql", dsn: srv.dsn}
+	b := testdb.NewBackend("mysql", srv.dsn)
 	ctx := context.Background()
 	// Background purges delete released rows for good (durably), which
 	// would make the release of B survive the crash; this pool runs none.
 	db := quietPool(t, b)
-	if err := AutoMigrate(db); err != nil {
-		t.Fatal(err)
-	}
-	brief := New(db, ttl(crashTTL))
-	forever := New(db, Config{})
+	require.NoError(t, gormmutex.AutoMigrate(db))
+	brief := gormmutex.New(db, ttl(crashTTL))
+	forever := gormmutex.New(db, gormmutex.Config{})
 
 	// The locks with a TTL come last, so that as little as possible of
 	// their TTL has gone by when the server is back.
 	c := mustAcquire(t, forever, "C")
-	if err := c.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, c.Release(ctx))
 	d := mustAcquire(t, forever, "D")
 	a := mustAcquire(t, brief, "A")
 	bl := mustAcquire(t, brief, "B")
 	aExpires, _ := a.ExpiresAt()
 	bExpires, _ := bl.ExpiresAt()
-	if err := bl.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, bl.Release(ctx))
 	var maxToken int64
-	for _, lk := range []*Lock{a, bl, c, d} {
+	for _, lk := range []*gormmutex.Lock{a, bl, c, d} {
 		maxToken = max(maxToken, lk.Token())
 	}
 	// B was released through the MEMORY table, its row left in place; C
 	// was released by deleting its row.
-	if n := countRows(t, db, "SELECT COUNT(*) FROM "+mysqlReleases+" WHERE id = ?", bl.Token()); n != 1 {
+	if n := countRows(t, db, "SELECT COUNT(*) FROM "+gormmutex.ReleasesTable+" WHERE id = ?", bl.Token()); n != 1 {
 		t.Fatalf("%d release marks for B before the crash, want 1", n)
 	}
-	if n := countRows(t, db, "SELECT COUNT(*) FROM "+TableName+" WHERE lock_id IN ('B', 'C')"); n != 1 {
+	if n := countRows(t, db, "SELECT COUNT(*) FROM "+gormmutex.TableName+" WHERE lock_id IN ('B', 'C')"); n != 1 {
 		t.Fatalf("%d rows for B and C before the crash, want 1 (B's)", n)
 	}
 
@@ -88,8 +84,8 @@ func TestMariaDBCrash(t *testing.T) {
 	srv.crash(t)
 	t.Logf("the server was killed and back in %v", time.Since(crashed).Round(time.Millisecond))
 
-	db = b.pool(t)
-	other := New(db, ttl(time.Minute))
+	db = b.Pool(t)
+	other := gormmutex.New(db, ttl(time.Minute))
 	// held asserts that lockID is held, as it must be until expires (the
 	// local estimate, which is no later than the database's expiry). An
 	// acquire that succeeded after expires proves nothing: the server took
@@ -99,7 +95,7 @@ func TestMariaDBCrash(t *testing.T) {
 		lk, err := other.Acquire(ctx, lockID)
 		done := time.Now()
 		switch {
-		case errors.Is(err, ErrLocked):
+		case errors.Is(err, gormmutex.ErrLocked):
 			if !expires.IsZero() {
 				t.Logf("%s was held %v before its expiry", lockID, expires.Sub(done).Round(time.Millisecond))
 			}
@@ -107,7 +103,7 @@ func TestMariaDBCrash(t *testing.T) {
 		case err != nil:
 			t.Fatalf("Acquire(%q) after the crash = %v", lockID, err)
 		case expires.IsZero() || done.Before(expires):
-			lk.Release(ctx)
+			assert.NoError(t, lk.Release(ctx))
 			t.Errorf("Acquire(%q) after the crash took the lock (token %d), want ErrLocked: %s", lockID, lk.Token(), why)
 		default:
 			t.Fatalf("Acquire(%q) after the crash came %v after the lock's expiry: the restart took too long for a %v TTL to tell whether %s",
@@ -125,18 +121,14 @@ func TestMariaDBCrash(t *testing.T) {
 	// keeps a MEMORY table's definition and drops its rows. AutoMigrate on
 	// the restarted server succeeds.
 	var engine string
-	if err := db.Raw("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?", mysqlReleases).Scan(&engine).Error; err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, db.Raw("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?", gormmutex.ReleasesTable).Scan(&engine).Error)
 	if engine != "MEMORY" {
-		t.Errorf("engine of %s after the restart = %q, want MEMORY", mysqlReleases, engine)
+		t.Errorf("engine of %s after the restart = %q, want MEMORY", gormmutex.ReleasesTable, engine)
 	}
-	if n := countRows(t, db, "SELECT COUNT(*) FROM "+mysqlReleases); n != 0 {
+	if n := countRows(t, db, "SELECT COUNT(*) FROM "+gormmutex.ReleasesTable); n != 0 {
 		t.Errorf("%d release marks after the restart, want 0", n)
 	}
-	if err := AutoMigrate(db); err != nil {
-		t.Fatalf("AutoMigrate after the restart = %v", err)
-	}
+	require.NoError(t, gormmutex.AutoMigrate(db))
 
 	// A and B are held until their expiry and free after it, for a holder
 	// with a larger fencing token; D never expires.
@@ -144,11 +136,11 @@ func TestMariaDBCrash(t *testing.T) {
 		id      string
 		expires time.Time
 	}{{"A", aExpires}, {"B", bExpires}} {
-		var next *Lock
+		var next *gormmutex.Lock
 		var err error
 		for next == nil && time.Until(w.expires) > -6*time.Second {
 			time.Sleep(100 * time.Millisecond)
-			if next, err = other.Acquire(ctx, w.id); err != nil && !errors.Is(err, ErrLocked) {
+			if next, err = other.Acquire(ctx, w.id); err != nil && !errors.Is(err, gormmutex.ErrLocked) {
 				t.Fatal(err)
 			}
 		}
@@ -162,21 +154,11 @@ func TestMariaDBCrash(t *testing.T) {
 		}
 	}
 	_, err := other.Acquire(ctx, "D")
-	wantErr(t, "Acquire of D after A and B expired", err, ErrLocked)
+	require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of D after A and B expired")
 }
 
 // crashTTL is the TTL of the locks in TestMariaDBCrash that expire.
 const crashTTL = 2 * time.Second
-
-// countRows runs q, a SELECT COUNT(*), on db.
-func countRows(t *testing.T, db *gorm.DB, q string, args ...any) int64 {
-	t.Helper()
-	var n int64
-	if err := db.Raw(q, args...).Scan(&n).Error; err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // privateMariaDB is a MariaDB server of the test's own: its own data
 // directory, socket and TCP port on 127.0.0.1.
@@ -200,9 +182,7 @@ func startPrivateMariaDB(t *testing.T) *privateMariaDB {
 		testdb.Unavailable(t, "a private MariaDB server", "no server binaries (mariadbd, mariadb-install-db) found")
 	}
 	u, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	m := &privateMariaDB{daemon: daemon, dir: t.TempDir(), asUser: u.Username}
 	m.data = filepath.Join(m.dir, "data")
 	// --no-defaults must come first: no my.cnf of the machine's (the
@@ -215,17 +195,13 @@ func startPrivateMariaDB(t *testing.T) *privateMariaDB {
 		t.Fatalf("%s: %v\n%s", install, err, out)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	m.port = ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	m.start(t)
 	t.Cleanup(m.kill)
 	admin, err := sql.Open("mysql", m.rootDSN(""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer admin.Close()
 	if _, err := admin.Exec("CREATE DATABASE gormmutex"); err != nil {
 		t.Fatal(err)
@@ -280,9 +256,7 @@ func (m *privateMariaDB) start(t *testing.T) {
 		"--log-error=" + logFile, fmt.Sprintf("--port=%d", m.port), "--bind-address=127.0.0.1",
 		"--skip-name-resolve"}, m.serverOptions()...)
 	m.cmd = exec.Command(m.daemon, args...)
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, m.cmd.Start())
 	exited := make(chan struct{})
 	m.exited = exited
 	go func(cmd *exec.Cmd) {

@@ -1,4 +1,4 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"bufio"
@@ -13,6 +13,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Tests in this file run a lock holder in a real child process (the test
@@ -30,7 +35,7 @@ func helperMain() int {
 	mode := os.Getenv(helperEnv)
 	name, dsn, id := os.Getenv("HELPER_BACKEND"), os.Getenv("HELPER_DSN"), os.Getenv("HELPER_LOCK")
 	ttl, _ := time.ParseDuration(os.Getenv("HELPER_TTL"))
-	db, err := openPool(name, dsn, nil)
+	db, err := testdb.Open(name, dsn, nil)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -39,7 +44,7 @@ func helperMain() int {
 	defer cancel()
 	switch mode {
 	case "hold":
-		lk, err := New(db, Config{TTL: &ttl}).Acquire(ctx, id)
+		lk, err := gormmutex.New(db, gormmutex.Config{TTL: &ttl}).Acquire(ctx, id)
 		if err != nil {
 			fmt.Println("error", err)
 			return 1
@@ -47,22 +52,20 @@ func helperMain() int {
 		fmt.Println("acquired", lk.Token())
 		<-ctx.Done()
 	case "keepalive":
-		err := New(db, Config{TTL: &ttl, KeepAlive: true}).Do(ctx, id, func(ctx context.Context) error {
-			lk := ctx.Value(lockKey{}).(*Lock)
+		err := gormmutex.New(db, gormmutex.Config{TTL: &ttl, KeepAlive: true}).Do(ctx, id, func(ctx context.Context) error {
+			lk, _ := gormmutex.FromContext(ctx)
 			// The first Do started a background purge. A test that pauses
 			// this process (SIGSTOP) right after "acquired" must not catch
 			// it mid-statement: on SQLite a paused writer keeps the whole
 			// file locked. Its first keep-alive renewal is a third of the
 			// TTL away.
-			if sqlDB, err := db.DB(); err == nil {
-				<-stateOf(sqlDB).purgeDone()
-			}
+			gormmutex.WaitAllBackgroundPurges()
 			fmt.Println("acquired", lk.Token())
 			<-ctx.Done()
-			fmt.Println("cancelled", errors.Is(context.Cause(ctx), ErrTimeout))
+			fmt.Println("cancelled", errors.Is(context.Cause(ctx), gormmutex.ErrTimeout))
 			return nil
 		})
-		fmt.Println("done", errors.Is(err, ErrTimeout), strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
+		fmt.Println("done", errors.Is(err, gormmutex.ErrTimeout), strings.ReplaceAll(fmt.Sprint(err), "\n", " "))
 	}
 	return 0
 }
@@ -72,19 +75,15 @@ type child struct {
 	lines chan string
 }
 
-func startHelper(t *testing.T, b *backend, mode, id string, ttl time.Duration) *child {
+func startHelper(t *testing.T, b *testdb.Backend, mode, id string, ttl time.Duration) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "HELPER_BACKEND="+b.name, "HELPER_DSN="+b.dsn,
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "HELPER_BACKEND="+b.Name, "HELPER_DSN="+b.NextDSN(),
 		"HELPER_LOCK="+id, "HELPER_TTL="+ttl.String())
 	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, cmd.Start())
 	c := &child{cmd: cmd, lines: make(chan string, 16)}
 	go func() {
 		s := bufio.NewScanner(out)
@@ -128,40 +127,40 @@ func (c *child) line(t *testing.T, prefix string, within time.Duration) string {
 // TTL has passed, and not longer than the TTL plus a poll.
 func TestKilledHolder(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		const ttl = 2 * time.Second
-		id := lockID(t)
+		id := testdb.LockID(t)
 		before := time.Now()
 		c := startHelper(t, b, "hold", id, ttl)
 		c.line(t, "acquired", 30*time.Second)
 		acquired := time.Now()
-		if err := c.cmd.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, c.cmd.Process.Kill())
 		c.cmd.Wait()
-		l := New(b.pool(t), DefaultConfig())
+		l := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		_, err := l.Acquire(context.Background(), id)
-		wantErr(t, "Acquire right after the holder was killed", err, ErrLocked)
-		for {
-			lk, err := l.Acquire(context.Background(), id)
-			if err == nil {
-				now := time.Now()
-				if now.Before(before.Add(ttl)) {
-					t.Fatalf("lock freed %v after the child started, before its TTL of %v", now.Sub(before), ttl)
-				}
-				if late := now.Sub(acquired.Add(ttl)); late > 1500*time.Millisecond {
-					t.Errorf("lock freed %v after its expiry", late)
-				}
-				lk.Release(context.Background())
-				return
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after the holder was killed")
+		// require.Eventually polls from a goroutine of its own: the
+		// condition only records, and the test checks afterwards.
+		var lk *gormmutex.Lock
+		var freed time.Time
+		var pollErr error
+		require.Eventually(t, func() bool {
+			got, err := l.Acquire(context.Background(), id)
+			switch {
+			case err == nil:
+				lk, freed = got, time.Now()
+				return true
+			case !errors.Is(err, gormmutex.ErrLocked):
+				pollErr = err
+				return true
 			}
-			wantErr(t, "Acquire while the dead holder's lock is live", err, ErrLocked)
-			if time.Since(acquired) > ttl+10*time.Second {
-				t.Fatal("the dead holder's lock never expired")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return false
+		}, ttl+10*time.Second, 50*time.Millisecond, "the dead holder's lock never expired")
+		require.NoError(t, pollErr, "Acquire while the dead holder's lock is live: want nil or ErrLocked")
+		require.NoError(t, lk.Release(context.Background()))
+		require.False(t, freed.Before(before.Add(ttl)), "lock freed %v after the child started, before its TTL of %v", freed.Sub(before), ttl)
+		assert.LessOrEqual(t, freed.Sub(acquired.Add(ttl)), 1500*time.Millisecond, "how late after its expiry the lock was freed")
 	})
 }
 
@@ -171,36 +170,23 @@ func TestKilledHolder(t *testing.T) {
 // lock alone, and its fencing token is the lower one.
 func TestPausedHolder(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		const ttl = time.Second
-		id := lockID(t)
+		id := testdb.LockID(t)
 		c := startHelper(t, b, "keepalive", id, ttl)
 		childToken, _ := strconv.ParseInt(c.line(t, "acquired", 30*time.Second), 10, 64)
-		if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		l := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 10 * time.Second})
+		require.NoError(t, c.cmd.Process.Signal(syscall.SIGSTOP))
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 10 * time.Second})
 		lk, err := l.Acquire(context.Background(), id)
-		if err != nil {
-			t.Fatalf("Acquire while the holder is paused = %v", err)
-		}
-		if lk.Token() <= childToken {
-			t.Errorf("competitor's token %d is not above the paused holder's %d", lk.Token(), childToken)
-		}
-		if err := c.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			t.Fatal(err)
-		}
-		if got := c.line(t, "cancelled", 10*time.Second); got != "true" {
-			t.Errorf("paused holder's context cause matches ErrTimeout: %s, want true", got)
-		}
-		if got := c.line(t, "done", 10*time.Second); !strings.HasPrefix(got, "true") {
-			t.Errorf("paused holder's Do error matches ErrTimeout: %s, want true", got)
-		}
-		_, err = New(b.pool(t), DefaultConfig()).Acquire(context.Background(), id)
-		wantErr(t, "Acquire after the paused holder's release", err, ErrLocked)
-		if err := lk.Release(context.Background()); err != nil {
-			t.Fatalf("competitor's Release = %v", err)
-		}
+		require.NoError(t, err, "Acquire while the holder is paused")
+		assert.Greater(t, lk.Token(), childToken, "competitor's token, want above the paused holder's")
+		require.NoError(t, c.cmd.Process.Signal(syscall.SIGCONT))
+		assert.Equal(t, "true", c.line(t, "cancelled", 10*time.Second), "paused holder's context cause matches ErrTimeout")
+		got := c.line(t, "done", 10*time.Second)
+		assert.True(t, strings.HasPrefix(got, "true"), "paused holder's Do error matches ErrTimeout: %s, want true", got)
+		_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the paused holder's release")
+		require.NoError(t, lk.Release(context.Background()))
 	})
 }

@@ -1,10 +1,15 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // The tests in this file are about how a lock with a TTL is released on
@@ -19,46 +24,39 @@ import (
 // fencing token.
 func TestLostReleaseMarks(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
-		if b.name != "mysql" {
-			t.Skip("only MySQL releases through a MEMORY table")
-		}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.MySQLReleasesTable, "only MySQL releases through a MEMORY table")
 		t.Parallel()
 		ctx := context.Background()
 		// Background purges delete released rows for good; these pools run
 		// none, so that the row is there to lose its mark.
 		db, other := quietPool(t, b), quietPool(t, b)
-		id := lockID(t)
-		lk := mustAcquire(t, New(db, ttl(time.Second)), id)
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
+		id := testdb.LockID(t)
+		lk := mustAcquire(t, gormmutex.New(db, ttl(time.Second)), id)
+		require.NoError(t, lk.Release(ctx))
 		// Released: free at once.
-		again := mustAcquire(t, New(other, ttl(time.Second)), id)
-		if err := again.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
+		again := mustAcquire(t, gormmutex.New(other, ttl(time.Second)), id)
+		require.NoError(t, again.Release(ctx))
 		acquired := time.Now()
-		if err := db.Exec("DELETE FROM "+mysqlReleases+" WHERE id = ?", again.Token()).Error; err != nil {
-			t.Fatal(err)
-		}
-		rival := New(other, ttl(time.Minute))
+		require.NoError(t, db.Exec("DELETE FROM "+gormmutex.ReleasesTable+" WHERE id = ?", again.Token()).Error)
+		rival := gormmutex.New(other, ttl(time.Minute))
 		_, err := rival.Acquire(ctx, id)
-		wantErr(t, "Acquire after the release mark was lost", err, ErrLocked)
-		var next *Lock
-		for next == nil && time.Since(acquired) < 5*time.Second {
-			time.Sleep(50 * time.Millisecond)
-			next, _ = rival.Acquire(ctx, id)
-		}
-		switch {
-		case next == nil:
-			t.Fatal("the lock whose release mark was lost stayed held past its TTL")
-		case time.Since(acquired) < 900*time.Millisecond:
-			t.Fatalf("the lock was free %v after acquisition, before its 1 s TTL", time.Since(acquired))
-		case next.Token() <= again.Token():
-			t.Errorf("token after expiry = %d, want > %d", next.Token(), again.Token())
-		}
-		next.Release(ctx)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the release mark was lost")
+		// The condition runs on a goroutine of require.Eventually's: it
+		// only records.
+		var next *gormmutex.Lock
+		var freed time.Time
+		require.Eventually(t, func() bool {
+			lk, err := rival.Acquire(ctx, id)
+			if err != nil {
+				return false
+			}
+			next, freed = lk, time.Now()
+			return true
+		}, 5*time.Second, 50*time.Millisecond, "the lock whose release mark was lost stayed held past its TTL")
+		require.NoError(t, next.Release(ctx))
+		require.GreaterOrEqual(t, freed.Sub(acquired), 900*time.Millisecond, "when the lock was free after acquisition, want after its 1 s TTL")
+		assert.Greater(t, next.Token(), again.Token(), "token after expiry")
 	})
 }
 
@@ -67,71 +65,50 @@ func TestLostReleaseMarks(t *testing.T) {
 // instead, durably, and the lock is free all the same.
 func TestReleasesTableFull(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
-		if b.name != "mysql" {
-			t.Skip("only MySQL releases through a MEMORY table")
-		}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		testdb.Need(t, b.MySQLReleasesTable, "only MySQL releases through a MEMORY table")
 		t.Parallel()
 		ctx := context.Background()
-		fresh := freshNamespace(t, b)
-		db := fresh.pool(t)
+		fresh := b.FreshNamespace(t)
+		db := fresh.Pool(t)
 		// A MEMORY table's size limit is max_heap_table_size when it is
 		// created; 16 KiB is the smallest allowed and holds a few hundred ids.
-		conn, err := db.DB()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := conn.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, err := testdb.SQLDB(t, db).Conn(ctx)
+		require.NoError(t, err)
 		for _, q := range []string{
 			"SET SESSION max_heap_table_size = 16384",
-			"CREATE TABLE " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
+			"CREATE TABLE " + gormmutex.ReleasesTable + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
 		} {
-			if _, err := c.ExecContext(ctx, q); err != nil {
-				t.Fatal(err)
-			}
+			_, err := c.ExecContext(ctx, q)
+			require.NoError(t, err)
 		}
-		c.Close()
-		if err := AutoMigrate(db); err != nil {
-			t.Fatal(err)
-		}
-		l := New(db, ttl(time.Hour))
-		other := New(fresh.pool(t), ttl(time.Hour))
+		require.NoError(t, c.Close())
+		require.NoError(t, gormmutex.AutoMigrate(db))
+		l := gormmutex.New(db, ttl(time.Hour))
+		other := gormmutex.New(fresh.Pool(t), ttl(time.Hour))
 		const locks = 3000
 		for i := range locks {
 			id := fmt.Sprintf("full/%d", i)
-			if err := mustAcquire(t, l, id).Release(ctx); err != nil {
-				t.Fatalf("Release %d = %v", i, err)
-			}
+			require.NoError(t, mustAcquire(t, l, id).Release(ctx))
 			if i%500 == 0 || i == locks-1 {
 				lk := mustAcquire(t, other, id)
-				lk.Release(ctx)
+				require.NoError(t, lk.Release(ctx))
 			}
 		}
 		var marks, rows int64
-		db.Table(mysqlReleases).Count(&marks)
-		db.Model(&DBMutex{}).Count(&rows)
-		if marks == 0 || marks >= locks {
-			t.Fatalf("%d release marks for %d releases; the test wants the table to fill up part way", marks, locks)
-		}
+		require.NoError(t, db.Table(gormmutex.ReleasesTable).Count(&marks).Error)
+		require.NoError(t, db.Model(&gormmutex.DBMutex{}).Count(&rows).Error)
+		require.True(t, marks > 0 && marks < locks, "%d release marks for %d releases; the test wants the table to fill up part way", marks, locks)
 		// The releases that did not fit deleted their rows.
-		if rows >= locks {
-			t.Errorf("%d rows left for %d released locks, want the rows of the releases that did not fit deleted", rows, locks)
-		}
-		if locks := listed(t, l); len(locks) != 0 {
-			t.Errorf("List after releasing everything = %v", locks)
-		}
+		assert.Less(t, rows, int64(locks), "rows left for the released locks, want the rows of the releases that did not fit deleted")
+		assert.Empty(t, listed(t, l), "List after releasing everything")
 	})
 }
 
-func listed(t *testing.T, l *Locker) []string {
+func listed(t *testing.T, l *gormmutex.Locker) []string {
 	t.Helper()
 	rows, err := l.List(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var ids []string
 	for _, r := range rows {
 		ids = append(ids, r.LockID)

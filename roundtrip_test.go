@@ -1,13 +1,15 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 
-	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // TestRoundTrips counts, at the database/sql driver level, what one
@@ -16,60 +18,39 @@ import (
 // statements are prepared once per connection and then reused; the pool
 // here has one connection, so that the count is the steady state.
 func TestRoundTrips(t *testing.T) {
-	eachDB(t, func(t *testing.T, b *backend) {
-		measure := func(t *testing.T, dsn string) (do, held sqlcount.Counts) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		measure := func(t *testing.T, b *testdb.Backend) (do, held sqlcount.Counts) {
 			c := &sqlcount.Counter{}
-			bb := *b
-			bb.dsn = dsn
-			db := bb.countedPool(t, c)
-			sqlDB, err := db.DB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			sqlDB.SetMaxOpenConns(1)
-			l := New(db, DefaultConfig())
+			db := b.CountedPool(t, c)
+			testdb.SQLDB(t, db).SetMaxOpenConns(1)
+			l := gormmutex.New(db, gormmutex.DefaultConfig())
 			ctx := context.Background()
-			id := lockID(t)
+			id := testdb.LockID(t)
 			// The first Do on a pool also starts the background purge.
-			if err := l.Do(ctx, id, func(context.Context) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
-			waitPurges(t, db)
+			require.NoError(t, l.Do(ctx, id, func(context.Context) error { return nil }))
+			gormmutex.WaitBackgroundPurges(t, db)
 			c.Reset()
-			if err := l.Do(ctx, id, func(context.Context) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, l.Do(ctx, id, func(context.Context) error { return nil }))
 			do = c.Reset()
-			lk := mustAcquire(t, New(b.pool(t), DefaultConfig()), id)
-			defer lk.Release(ctx)
+			lk := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
 			c.Reset()
-			if _, err := l.Acquire(ctx, id); err == nil {
-				t.Fatal("Acquire of a held lock succeeded")
-			}
-			return do, c.Reset()
+			_, err := l.Acquire(ctx, id)
+			held = c.Reset()
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a held lock")
+			require.NoError(t, lk.Release(ctx))
+			return do, held
 		}
-		do, held := measure(t, b.dsn)
-		fmt.Printf("round trips on %-8s uncontended Do: %d (%v); Acquire of a held lock: %d (%v)\n", b.name, do.Total(), do, held.Total(), held)
-		if do.Total() != 2 {
-			t.Errorf("uncontended Do made %d round trips (%v), want 2", do.Total(), do)
-		}
-		if do.Begin+do.Commit+do.Prepare != 0 {
-			t.Errorf("uncontended Do used a transaction or a prepare: %v", do)
-		}
-		if b.name == "mysql" {
+		do, held := measure(t, b)
+		testdb.Report("round trips on %-8s uncontended Do: %d (%v); Acquire of a held lock: %d (%v)", b.Name, do.Total(), do, held.Total(), held)
+		assert.EqualValues(t, 2, do.Total(), "round trips of an uncontended Do (%v)", do)
+		assert.Zero(t, do.Begin+do.Commit+do.Prepare, "uncontended Do used a transaction or a prepare: %v", do)
+		if b.InterpolateParams {
 			// The statements are prepared, so interpolateParams, which
 			// spares the MySQL driver a prepare for each statement sent
 			// with arguments, makes no difference to them.
-			cfg, err := gomysql.ParseDSN(b.dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.InterpolateParams = false
-			do, _ := measure(t, cfg.FormatDSN())
-			fmt.Printf("round trips on mysql    without interpolateParams: %d (%v)\n", do.Total(), do)
-			if do.Total() != 2 {
-				t.Errorf("without interpolateParams Do made %v, want 2", do)
-			}
+			do, _ := measure(t, b.WithoutInterpolateParams(t))
+			testdb.Report("round trips on %-8s without interpolateParams: %d (%v)", b.Name, do.Total(), do)
+			assert.EqualValues(t, 2, do.Total(), "round trips of a Do without interpolateParams (%v)", do)
 		}
 	})
 }

@@ -1,25 +1,29 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"encoding/json"
-	"errors"
 	"testing"
 	"time"
 
+	"github.com/gormmutex/gormmutex"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 )
 
 func TestDefaultConfig(t *testing.T) {
-	cfg := DefaultConfig()
-	if cfg.TTL == nil || *cfg.TTL != DefaultTTL || DefaultTTL != 30*time.Minute || cfg.Wait != 0 || cfg.KeepAlive || cfg.MinHold != 0 {
-		t.Fatalf("DefaultConfig() = %+v, want TTL 30m and everything else off", cfg)
-	}
+	cfg := gormmutex.DefaultConfig()
+	require.Equal(t, 30*time.Minute, gormmutex.DefaultTTL)
+	require.NotNil(t, cfg.TTL, "DefaultConfig().TTL")
+	assert.Equal(t, gormmutex.DefaultTTL, *cfg.TTL, "DefaultConfig().TTL")
+	cfg.TTL = nil
+	assert.Zero(t, cfg, "DefaultConfig() besides the TTL: want everything off")
 }
 
 // appConfig is how an application embeds Config in its own settings.
 type appConfig struct {
-	Name string `json:"name" yaml:"name"`
-	Lock Config `json:"lock" yaml:"lock"`
+	Name string           `json:"name" yaml:"name"`
+	Lock gormmutex.Config `json:"lock" yaml:"lock"`
 }
 
 func TestConfigDecode(t *testing.T) {
@@ -33,15 +37,15 @@ func TestConfigDecode(t *testing.T) {
 	}
 	cases := []struct {
 		json, yaml string
-		want       Config
+		want       gormmutex.Config
 	}{
-		{`{"lock": {"ttl": "30m"}}`, "lock:\n  ttl: 30m\n", Config{TTL: Duration(30 * time.Minute)}},
-		{`{"lock": {"ttl": null}}`, "lock:\n  ttl: null\n", Config{}},
-		{`{"lock": {}}`, "lock: {}\n", Config{TTL: Duration(DefaultTTL)}},
+		{`{"lock": {"ttl": "30m"}}`, "lock:\n  ttl: 30m\n", gormmutex.Config{TTL: gormmutex.Duration(30 * time.Minute)}},
+		{`{"lock": {"ttl": null}}`, "lock:\n  ttl: null\n", gormmutex.Config{}},
+		{`{"lock": {}}`, "lock: {}\n", gormmutex.Config{TTL: gormmutex.Duration(gormmutex.DefaultTTL)}},
 		{`{"lock": {"ttl": "1.5s", "wait": "10s", "keep_alive": true, "min_hold": "2s", "suppress_acquisition_errors": true, "holder": "w1"}}`,
 			"lock:\n  ttl: 1.5s\n  wait: 10s\n  keep_alive: true\n  min_hold: 2s\n  suppress_acquisition_errors: true\n  holder: w1\n",
-			Config{TTL: Duration(1500 * time.Millisecond), Wait: 10 * time.Second, KeepAlive: true, MinHold: 2 * time.Second, SuppressAcquisitionErrors: true, Holder: "w1"}},
-		{`{"lock": {"wait": 0}}`, "lock:\n  wait: 0\n", Config{TTL: Duration(DefaultTTL)}},
+			gormmutex.Config{TTL: gormmutex.Duration(1500 * time.Millisecond), Wait: 10 * time.Second, KeepAlive: true, MinHold: 2 * time.Second, SuppressAcquisitionErrors: true, Holder: "w1"}},
+		{`{"lock": {"wait": 0}}`, "lock:\n  wait: 0\n", gormmutex.Config{TTL: gormmutex.Duration(gormmutex.DefaultTTL)}},
 	}
 	for _, d := range decoders {
 		for _, c := range cases {
@@ -49,10 +53,8 @@ func TestConfigDecode(t *testing.T) {
 			if d.name == "yaml" {
 				in = c.yaml
 			}
-			got := appConfig{Lock: DefaultConfig()}
-			if err := d.decode(in, &got); err != nil {
-				t.Fatalf("%s %q: %v", d.name, in, err)
-			}
+			got := appConfig{Lock: gormmutex.DefaultConfig()}
+			require.NoError(t, d.decode(in, &got))
 			if !equalConfig(got.Lock, c.want) {
 				t.Errorf("%s %q = %s, want %s", d.name, in, show(got.Lock), show(c.want))
 			}
@@ -66,10 +68,10 @@ func TestConfigDecode(t *testing.T) {
 					`{"lock": {"wait": []}}`:          "wait: []",
 				}[bad] + "\n"
 			}
-			got := appConfig{Lock: DefaultConfig()}
+			got := appConfig{Lock: gormmutex.DefaultConfig()}
 			if err := d.decode(in, &got); err == nil {
 				t.Errorf("%s %q decoded without error", d.name, in)
-			} else if !equalConfig(got.Lock, DefaultConfig()) {
+			} else if !equalConfig(got.Lock, gormmutex.DefaultConfig()) {
 				t.Errorf("%s %q: a failed decode changed the config to %s", d.name, in, show(got.Lock))
 			}
 		}
@@ -77,20 +79,16 @@ func TestConfigDecode(t *testing.T) {
 }
 
 func TestConfigJSONRoundTrip(t *testing.T) {
-	for _, cfg := range []Config{DefaultConfig(), {}, {TTL: Duration(time.Second), Wait: time.Minute, KeepAlive: true, Holder: "h"}} {
+	for _, cfg := range []gormmutex.Config{gormmutex.DefaultConfig(), {}, {TTL: gormmutex.Duration(time.Second), Wait: time.Minute, KeepAlive: true, Holder: "h"}} {
 		b, err := json.Marshal(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back Config
-		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		var back gormmutex.Config
+		require.NoError(t, json.Unmarshal(b, &back))
 		if !equalConfig(back, cfg) {
 			t.Errorf("JSON round trip of %s gave %s (%s)", show(cfg), show(back), b)
 		}
 	}
-	b, _ := json.Marshal(Config{})
+	b, _ := json.Marshal(gormmutex.Config{})
 	var m map[string]any
 	json.Unmarshal(b, &m)
 	if v, ok := m["ttl"]; !ok || v != nil {
@@ -98,7 +96,7 @@ func TestConfigJSONRoundTrip(t *testing.T) {
 	}
 }
 
-func equalConfig(a, b Config) bool {
+func equalConfig(a, b gormmutex.Config) bool {
 	if (a.TTL == nil) != (b.TTL == nil) || (a.TTL != nil && *a.TTL != *b.TTL) {
 		return false
 	}
@@ -106,18 +104,7 @@ func equalConfig(a, b Config) bool {
 	return a == b
 }
 
-func show(c Config) string {
+func show(c gormmutex.Config) string {
 	b, _ := json.Marshal(c)
 	return string(b)
-}
-
-func TestErrorsMatch(t *testing.T) {
-	err := lockErr("acquire", "job", ErrLocked)
-	var le *LockError
-	if !errors.Is(err, ErrLocked) || !errors.As(err, &le) || le.LockID != "job" || le.Op != "acquire" {
-		t.Fatalf("lockErr = %#v", err)
-	}
-	if got := err.Error(); got != `gormmutex: lock is held by another holder (op acquire, lock "job")` {
-		t.Errorf("message = %q", got)
-	}
 }

@@ -1,15 +1,18 @@
-package gormmutex
+package gormmutex_test
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestWakeOnRelease: on PostgreSQL a waiter is woken by the release's
@@ -18,15 +21,16 @@ import (
 // woken per release.
 func TestWakeOnRelease(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		id := lockID(t)
-		holder := New(b.pool(t), DefaultConfig())
-		waiters := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 30 * time.Second})
+		id := testdb.LockID(t)
+		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		waitersDB := b.Pool(t)
+		waiters := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
 		lk := mustAcquire(t, holder, id)
 		const n = 3
-		got := make(chan *Lock, n)
+		got := make(chan *gormmutex.Lock, n)
 		errs := make(chan error, n)
 		for i := 0; i < n; i++ {
 			go func() {
@@ -38,45 +42,26 @@ func TestWakeOnRelease(t *testing.T) {
 				got <- lk
 			}()
 		}
-		w := waiters.wakerFor(waiters.d)
-		if b.name == "postgres" {
+		if b.Notifies {
 			// Wait until all three are registered for a wake-up.
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				w.mu.Lock()
-				k := len(w.waiters[id])
-				w.mu.Unlock()
-				if k == n {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d of %d waiters registered for a wake-up", k, n)
-				}
-			}
-		} else if w != nil {
-			t.Fatalf("%s has a waker, but its releases do not notify", b.name)
+			require.Eventually(t, func() bool { return gormmutex.WaitersForWakeup(waitersDB, id) == n },
+				10*time.Second, 10*time.Millisecond, "waiters registered for a wake-up, want %d", n)
+		} else {
+			require.False(t, gormmutex.ReleasesNotify(waitersDB), "%s releases notify, but it cannot wake waiters", b.Name)
 		}
-		before := int64(0)
-		if w != nil {
-			before = w.delivered.Load()
-		}
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
+		before := gormmutex.WakeupsDelivered(waitersDB)
+		require.NoError(t, lk.Release(ctx))
 		for i := 0; i < n; i++ {
 			select {
 			case lk := <-got:
-				if w != nil && i == 0 {
-					if d := w.delivered.Load() - before; d != 1 {
-						t.Errorf("one release delivered %d wake-ups in this process, want 1", d)
-					}
+				if b.Notifies && i == 0 {
+					assert.EqualValues(t, 1, gormmutex.WakeupsDelivered(waitersDB)-before, "wake-ups one release delivered in this process")
 				}
-				if err := lk.Release(ctx); err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, lk.Release(ctx))
 			case err := <-errs:
-				t.Fatalf("waiting Acquire = %v", err)
+				require.NoError(t, err, "waiting Acquire")
 			case <-time.After(30 * time.Second):
-				t.Fatal("waiters did not get the lock")
+				require.FailNow(t, "waiters did not get the lock")
 			}
 		}
 	})
@@ -90,26 +75,22 @@ func TestWakeOnRelease(t *testing.T) {
 // notifies at all.
 func TestNotifyOnlyWhenWaited(t *testing.T) {
 	t.Parallel()
-	eachDB(t, func(t *testing.T, b *backend) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		holder := New(b.pool(t), DefaultConfig())
-		if b.name != "postgres" {
-			if holder.d.wake != nil || holder.d.insertWaiting != "" || holder.wakerFor(holder.d) != nil {
-				t.Fatalf("%s releases notify, but only PostgreSQL's should", b.name)
-			}
+		holderDB := b.Pool(t)
+		holder := gormmutex.New(holderDB, gormmutex.DefaultConfig())
+		if !b.Notifies {
+			require.False(t, gormmutex.ReleasesNotify(holderDB), "%s releases notify, but it cannot wake waiters", b.Name)
 			return
 		}
-		id := lockID(t)
-		ln, err := pgx.Connect(ctx, b.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := testdb.LockID(t)
+		ln, err := pgx.Connect(ctx, b.NextDSN())
+		require.NoError(t, err)
 		defer ln.Close(ctx)
-		if _, err := ln.Exec(ctx, "LISTEN "+postgresChannel); err != nil {
-			t.Fatal(err)
-		}
-		admin := b.pool(t)
+		_, err = ln.Exec(ctx, "LISTEN "+gormmutex.NotifyChannel)
+		require.NoError(t, err)
+		admin := b.Pool(t)
 		// notified reports whether a notification for id came before the
 		// sentinel sent now: notifications arrive in commit order, so one
 		// sent by a release that has returned comes first.
@@ -118,24 +99,20 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 			t.Helper()
 			sentinel++
 			mark := id + "/sentinel/" + string(rune('a'+sentinel))
-			if err := admin.Exec("SELECT pg_notify(?, ?)", postgresChannel, mark).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, admin.Exec("SELECT pg_notify(?, ?)", gormmutex.NotifyChannel, mark).Error)
 			n := 0
 			for {
 				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				m, err := ln.WaitForNotification(wctx)
 				cancel()
-				if err != nil {
-					t.Fatalf("waiting for the sentinel notification: %v", err)
-				}
+				require.NoError(t, err, "waiting for the sentinel notification")
 				switch {
 				case m.Payload == mark:
 					return n
 				case m.Payload == id:
 					n++
 				case strings.HasPrefix(m.Payload, id+"/"):
-					t.Fatalf("stray sentinel %q", m.Payload)
+					require.Failf(t, "stray sentinel", "%q", m.Payload)
 				}
 			}
 		}
@@ -143,29 +120,25 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		// Nobody waits; a fail-fast caller in another pool finds it held.
 		// Locks with a TTL and without one are released by different
 		// statements.
-		forever := New(b.pool(t), Config{})
-		for _, h := range []*Locker{holder, forever} {
-			lk := mustAcquire(t, h, id)
-			other := New(b.pool(t), DefaultConfig())
-			if _, err := other.Acquire(ctx, id); !errors.Is(err, ErrLocked) {
-				t.Fatalf("fail-fast Acquire of a held lock = %v, want ErrLocked", err)
-			}
-			if err := lk.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if n := notified(); n != 0 {
-				t.Errorf("a release (TTL %v) nobody waited for sent %d notification(s), want 0", h.cfg.TTL != nil, n)
-			}
+		forever := gormmutex.New(b.Pool(t), gormmutex.Config{})
+		for _, h := range []struct {
+			name string
+			l    *gormmutex.Locker
+		}{{"with a TTL", holder}, {"without a TTL", forever}} {
+			lk := mustAcquire(t, h.l, id)
+			other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+			_, err := other.Acquire(ctx, id)
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "fail-fast Acquire of a held lock")
+			require.NoError(t, lk.Release(ctx))
+			assert.Zero(t, notified(), "notifications of a release (%s) nobody waited for", h.name)
 		}
 
 		// A waiter in another pool marks the row, with or without
 		// AsyncCommit (two statements); the release notifies.
 		for _, async := range []bool{false, true} {
-			if err := admin.Exec("UPDATE "+TableName+" SET wanted_until = NULL WHERE lock_id = ?", id).Error; err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, admin.Exec("UPDATE "+gormmutex.TableName+" SET wanted_until = NULL WHERE lock_id = ?", id).Error)
 			lk := mustAcquire(t, holder, id)
-			waiter := New(b.pool(t), Config{TTL: Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
+			waiter := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
 			got := make(chan error, 1)
 			go func() {
 				wl, err := waiter.Acquire(ctx, id)
@@ -174,40 +147,27 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 				}
 				got <- err
 			}()
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			// The condition runs on require.Eventually's goroutine: it
+			// must not fail the test itself, so a query error counts as
+			// "not yet" and is reported if the wait runs out.
+			var markErr error
+			require.Eventually(t, func() bool {
 				var marked bool
-				if err := admin.Raw("SELECT COALESCE(wanted_until > now(), false) FROM "+TableName+" WHERE lock_id = ?", id).Row().Scan(&marked); err != nil {
-					t.Fatal(err)
-				}
-				if marked {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the waiter (AsyncCommit %v) did not mark the held lock's row", async)
-				}
-			}
-			if err := lk.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-got; err != nil {
-				t.Fatalf("waiter: %v", err)
-			}
+				markErr = admin.Raw("SELECT COALESCE(wanted_until > now(), false) FROM "+gormmutex.TableName+" WHERE lock_id = ?", id).Row().Scan(&marked)
+				return markErr == nil && marked
+			}, 10*time.Second, 10*time.Millisecond, "the waiter (AsyncCommit %v) did not mark the held lock's row", async)
+			require.NoError(t, lk.Release(ctx))
+			require.NoError(t, <-got, "waiter")
 			// The holder's release notified, and so may the waiter's own
 			// release, which came while its mark was still fresh.
-			if n := notified(); n < 1 {
-				t.Errorf("a release with a waiter sent %d notifications, want at least 1", n)
-			}
+			assert.GreaterOrEqual(t, notified(), 1, "notifications of a release with a waiter")
 		}
 
 		// Once the mark has lapsed, releases are silent again.
-		time.Sleep(postgresWantedFor + time.Second)
+		time.Sleep(gormmutex.WantedFor + time.Second)
 		lk := mustAcquire(t, holder, id)
-		if err := lk.Release(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if n := notified(); n != 0 {
-			t.Errorf("a release after the waiter's mark lapsed sent %d notification(s), want 0", n)
-		}
+		require.NoError(t, lk.Release(ctx))
+		assert.Zero(t, notified(), "notifications of a release after the waiter's mark lapsed")
 	})
 }
 
@@ -215,15 +175,13 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 // the holder releases: handoff-p50-µs and handoff-p99-µs. On PostgreSQL the
 // release wakes the waiter; elsewhere the waiter polls with backoff.
 func BenchmarkHandoff(b *testing.B) {
-	for _, be := range backends {
-		b.Run(be.name, func(b *testing.B) {
-			if be.skip != "" {
-				b.Skip(be.skip)
-			}
+	for _, be := range testdb.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			be.Use(b)
 			ctx := context.Background()
-			id := lockID(b)
-			cfg := Config{TTL: Duration(time.Minute), Wait: time.Minute}
-			a, c := New(be.pool(b), cfg), New(be.pool(b), cfg)
+			id := testdb.LockID(b)
+			cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute}
+			a, c := gormmutex.New(be.Pool(b), cfg), gormmutex.New(be.Pool(b), cfg)
 			var lat []time.Duration
 			var mu sync.Mutex
 			lk := mustAcquire(b, a, id)
@@ -233,7 +191,7 @@ func BenchmarkHandoff(b *testing.B) {
 				if i%2 == 0 {
 					next = c
 				}
-				done := make(chan *Lock)
+				done := make(chan *gormmutex.Lock)
 				go func() {
 					l, err := next.Acquire(ctx, id)
 					if err != nil {
@@ -255,7 +213,7 @@ func BenchmarkHandoff(b *testing.B) {
 				mu.Unlock()
 			}
 			b.StopTimer()
-			lk.Release(ctx)
+			require.NoError(b, lk.Release(ctx))
 			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "handoff-p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "handoff-p99-µs")

@@ -9,12 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gormmutex/gormmutex/examples/internal/exampledb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
@@ -22,62 +23,50 @@ import (
 // programs are the example commands, by directory.
 var programs = []string{"basic", "nonoverlapping"}
 
+// TestMain finds the databases (see internal/testdb); the programs create
+// the lock table themselves.
+func TestMain(m *testing.M) {
+	os.Exit(testdb.Main(m, testdb.Options{Suite: "examples test"}))
+}
+
 func TestExamples(t *testing.T) {
 	bin := build(t)
-	databases := []struct{ name, dsn string }{
-		{"sqlite", ""}, // each program makes its own SQLite file
-		{"postgres", testdb.Postgres()},
-		{"mysql", testdb.MySQL()},
-	}
-	for _, d := range databases {
-		t.Run(d.name, func(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		dsn := b.NextDSN()
+		if b.InProcess {
+			dsn = "" // each program makes its own SQLite file
+		}
+		t.Run("basic", func(t *testing.T) {
 			t.Parallel()
-			if d.dsn != "" {
-				requireReachable(t, d.dsn)
+			out := run(t, bin, "basic", dsn)
+			for _, want := range []string{
+				"database: " + b.Name + "\n",
+				"pool 1: in the critical section\n",
+				"pool 2: errors.Is(err, gormmutex.ErrLocked) = true\n",
+				"pool 2: in the critical section after waiting; pool 1 had released: true\n",
+				"done\n",
+			} {
+				assert.Contains(t, out, want, "the output")
 			}
-			t.Run("basic", func(t *testing.T) {
-				t.Parallel()
-				out := run(t, bin, "basic", d.dsn)
-				for _, want := range []string{
-					"database: " + d.name + "\n",
-					"pool 1: in the critical section\n",
-					"pool 2: errors.Is(err, gormmutex.ErrLocked) = true\n",
-					"pool 2: in the critical section after waiting; pool 1 had released: true\n",
-					"done\n",
-				} {
-					if !strings.Contains(out, want) {
-						t.Errorf("output lacks %q", want)
-					}
-				}
-				if strings.Contains(out, "cannot happen") {
-					t.Error("the second pool entered the critical section while the first held the lock")
-				}
-			})
-			t.Run("nonoverlapping", func(t *testing.T) {
-				t.Parallel()
-				start := time.Now()
-				out := run(t, bin, "nonoverlapping", d.dsn)
-				if took := time.Since(start); took > 20*time.Second {
-					t.Errorf("took %v, want under 20s", took)
-				}
-				if !strings.Contains(out, "database: "+d.name+"; 3 workers, 4 ticks") {
-					t.Errorf("output does not name the database %s and the default schedule", d.name)
-				}
-				for tick := 1; tick <= 4; tick++ {
-					re := regexp.MustCompile(fmt.Sprintf(`(?m)^  tick %d: ran on worker [123], skipped on 2 workers$`, tick))
-					if !re.MatchString(out) {
-						t.Errorf("tick %d did not run on exactly one worker and skip on the other two", tick)
-					}
-				}
-				if !regexp.MustCompile(`(?m)^  overrun: ran on worker [123], skipped on 2 workers; Do reported ErrTimeout: true$`).MatchString(out) {
-					t.Error("the job that outlived its TTL did not report ErrTimeout")
-				}
-				if strings.Contains(out, "FAIL") || !strings.Contains(out, "OK: every tick ran exactly once\n") {
-					t.Error("the program's own check failed")
-				}
-			})
+			assert.NotContains(t, out, "cannot happen", "the second pool entered the critical section while the first held the lock")
 		})
-	}
+		t.Run("nonoverlapping", func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			out := run(t, bin, "nonoverlapping", dsn)
+			assert.LessOrEqual(t, time.Since(start), 20*time.Second, "how long the program took")
+			assert.Contains(t, out, "database: "+b.Name+"; 3 workers, 4 ticks", "the output names the database and the default schedule")
+			for tick := 1; tick <= 4; tick++ {
+				assert.Regexp(t, fmt.Sprintf(`(?m)^  tick %d: ran on worker [123], skipped on 2 workers$`, tick), out,
+					"tick %d ran on exactly one worker and was skipped on the other two", tick)
+			}
+			assert.Regexp(t, `(?m)^  overrun: ran on worker [123], skipped on 2 workers; Do reported ErrTimeout: true$`, out,
+				"the job that outlived its TTL reported ErrTimeout")
+			assert.NotContains(t, out, "FAIL", "the program's own check")
+			assert.Contains(t, out, "OK: every tick ran exactly once\n", "the program's own check")
+		})
+	})
 }
 
 func TestKind(t *testing.T) {
@@ -99,18 +88,13 @@ func TestKind(t *testing.T) {
 
 // TestMySQLDSN checks that Open adds the options gormmutex needs.
 func TestMySQLDSN(t *testing.T) {
-	dsn := testdb.MySQL()
-	requireReachable(t, dsn)
+	dsn := testdb.Lookup(t, "mysql").DSN()
 	db, err := exampledb.Open(strings.Replace(dsn, "parseTime=true", "", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer exampledb.Close(db)
 	got := exampledb.DSN(db)
 	for _, want := range []string{"parseTime=true", "interpolateParams=true"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("DSN(db) = %q, lacks %s", got, want)
-		}
+		assert.Contains(t, got, want, "DSN(db)")
 	}
 }
 
@@ -127,9 +111,8 @@ func build(t *testing.T) string {
 		args = append(args, "./"+p)
 	}
 	cmd := exec.Command(goTool, args...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
 	return dir
 }
 
@@ -153,37 +136,6 @@ func run(t *testing.T, bin, program, dsn string) string {
 	if stderr.Len() > 0 {
 		t.Logf("%s stderr:\n%s", program, stderr.String())
 	}
-	if err != nil {
-		t.Fatalf("%s: %v", program, err)
-	}
+	require.NoError(t, err, program)
 	return string(out)
-}
-
-// requireReachable skips the test when the database cannot be reached, or
-// fails it when GORMMUTEX_REQUIRE_DBS=1.
-func requireReachable(t *testing.T, dsn string) {
-	t.Helper()
-	err := ping(dsn)
-	if err == nil {
-		return
-	}
-	testdb.Unavailable(t, string(exampledb.Kind(dsn)), err)
-}
-
-// ping opens dsn and pings it, giving up after 10 seconds.
-func ping(dsn string) error {
-	done := make(chan error, 1)
-	go func() {
-		db, err := exampledb.Open(dsn) // connects and pings
-		if err == nil {
-			exampledb.Close(db)
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("no answer in 10s")
-	}
 }

@@ -11,16 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
@@ -28,29 +25,16 @@ import (
 )
 
 // Every test runs on SQLite (a file of its own in t.TempDir()), PostgreSQL
-// and MariaDB/MySQL. A server that cannot be reached is skipped, or fails
-// the test when GORMMUTEX_REQUIRE_DBS=1. Each connection pool a test opens
-// stands in for a separate scheduler process.
+// and MariaDB/MySQL, the backends of internal/testdb: a server that cannot
+// be reached is skipped, or fails the test when GORMMUTEX_REQUIRE_DBS=1.
+// Each connection pool a test opens stands in for a separate scheduler
+// process.
 
-var databases = []string{"sqlite", "postgres", "mysql"}
-
-// openPool opens a new connection pool and checks that it can connect.
-func openPool(dial gorm.Dialector) (*gorm.DB, error) {
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
+func TestMain(m *testing.M) {
+	os.Exit(testdb.Main(m, testdb.Options{
+		Suite:   "gocronlock test",
+		Migrate: func(db *gorm.DB) error { return gormmutex.AutoMigrate(db) },
+	}))
 }
 
 // concurrently runs one subtest per name, all at the same time. The tests
@@ -68,94 +52,33 @@ func concurrently(t *testing.T, names []string, f func(t *testing.T, name string
 	wg.Wait()
 }
 
-// eachDB runs f as a subtest on every database at once, after migrating it.
-// open returns a new connection pool, closed when the subtest ends.
+// eachDB runs f as a subtest on every backend at once. open returns a new
+// connection pool, warmed up (see warmUp) and closed when the subtest
+// ends.
 func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
 	t.Helper()
-	concurrently(t, databases, func(t *testing.T, name string) {
-		var dial func() gorm.Dialector
-		switch name {
-		case "sqlite":
-			dir := t.TempDir()
-			// Cleanups run last-registered first: this one runs after the
-			// pools are closed and before the folder is removed.
-			t.Cleanup(func() { waitFilesClosed(t, dir) })
-			dsn := testdb.SQLite(filepath.Join(dir, "locks.db"))
-			dial = func() gorm.Dialector { return sqlite.Open(dsn) }
-		case "postgres":
-			dsn := testdb.Postgres()
-			dial = func() gorm.Dialector { return postgres.Open(dsn) }
-		case "mysql":
-			dsn := testdb.MySQL()
-			dial = func() gorm.Dialector { return mysql.Open(dsn) }
+	byName := map[string]*testdb.Backend{}
+	var names []string
+	for _, b := range testdb.Backends() {
+		byName[b.Name] = b
+		names = append(names, b.Name)
+	}
+	concurrently(t, names, func(t *testing.T, name string) {
+		b := byName[name]
+		b.Use(t)
+		if b.InProcess {
+			// A file of its own, so that the subtests do not wait on each
+			// other's writes.
+			b = b.FreshNamespace(t)
+			require.NoError(t, gormmutex.AutoMigrate(b.Pool(t)), "AutoMigrate on %s", name)
 		}
-		open := func() *gorm.DB {
+		f(t, func() *gorm.DB {
 			t.Helper()
-			db, err := openPool(dial())
-			if err != nil {
-				t.Fatalf("open %s: %v", name, err)
-			}
-			t.Cleanup(func() {
-				if sqlDB, err := db.DB(); err == nil {
-					sqlDB.Close()
-				}
-			})
+			db := b.Pool(t)
 			warmUp(t, db)
 			return db
-		}
-		first, err := openPool(dial())
-		if err != nil {
-			if name == "sqlite" {
-				t.Fatalf("open sqlite: %v", err)
-			}
-			testdb.Unavailable(t, name, err)
-		}
-		sqlDB, _ := first.DB()
-		defer sqlDB.Close()
-		if err := gormmutex.AutoMigrate(first); err != nil {
-			t.Fatalf("AutoMigrate on %s: %v", name, err)
-		}
-		f(t, open)
+		})
 	})
-}
-
-// waitFilesClosed waits until this process has no file open in dir. After
-// a test closes its pools, a statement that gormmutex started in the
-// background (the purge of expired rows that follows a pool's first
-// acquisition) may still be running on a connection of a closed pool, and
-// SQLite would recreate its -wal and -shm files while t.TempDir's cleanup
-// removes the folder. Where /proc/self/fd cannot be read, it returns at once.
-func waitFilesClosed(t *testing.T, dir string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for quiet := 0; quiet < 2; { // twice in a row, 20 ms apart
-		open, err := anyFileOpenIn(dir)
-		switch {
-		case err != nil:
-			return
-		case !open:
-			quiet++
-		case time.Now().After(deadline):
-			t.Logf("files in %s still open after 10 s", dir)
-			return
-		default:
-			quiet = 0
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func anyFileOpenIn(dir string) (bool, error) {
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return false, err
-	}
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // warmUp takes and frees a throwaway lock on a new pool. gormmutex purges
@@ -169,54 +92,37 @@ func warmUp(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	ctx := context.Background()
 	lk, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, uniqueKey(t)+"/warm-up")
-	if err != nil {
-		t.Fatalf("warm-up Acquire: %v", err)
-	}
-	if err := lk.Release(ctx); err != nil {
-		t.Fatalf("warm-up Release: %v", err)
-	}
+	require.NoError(t, err, "warm-up Acquire")
+	require.NoError(t, lk.Release(ctx), "warm-up Release")
 }
-
-var keySeq atomic.Int64
 
 // uniqueKey returns a lock key (a job name) that no other test, and no
 // earlier run on the same server, uses.
-func uniqueKey(t *testing.T) string {
-	return fmt.Sprintf("gocronlock-test/%s/%d/%d", t.Name(), time.Now().UnixNano(), keySeq.Add(1))
-}
+func uniqueKey(t *testing.T) string { return "gocronlock-test/" + testdb.LockID(t) }
 
 func mustLock(t *testing.T, l *gocronlock.Locker, key string) gocron.Lock {
 	t.Helper()
 	lk, err := l.Lock(context.Background(), key)
-	if err != nil {
-		t.Fatalf("Lock(%q) = %v, want nil", key, err)
-	}
-	if lk == nil {
-		t.Fatalf("Lock(%q) returned a nil Lock and no error", key)
-	}
+	require.NoError(t, err, "Lock(%q)", key)
+	require.NotNil(t, lk, "Lock(%q) returned a nil Lock and no error", key)
 	return lk
 }
 
 func wantLocked(t *testing.T, l *gocronlock.Locker, key string) {
 	t.Helper()
 	lk, err := l.Lock(context.Background(), key)
-	if !errors.Is(err, gormmutex.ErrLocked) {
-		if err == nil {
-			_ = lk.Unlock(context.Background())
-		}
-		t.Fatalf("Lock(%q) = %v, want an error matching gormmutex.ErrLocked", key, err)
+	if err == nil {
+		assert.NoError(t, lk.Unlock(context.Background()), "Unlock of a lock that should not have been taken")
 	}
+	require.ErrorIs(t, err, gormmutex.ErrLocked, "Lock(%q)", key)
 	var le *gormmutex.LockError
-	if !errors.As(err, &le) || le.LockID != key {
-		t.Fatalf("Lock(%q) error %v is not a *gormmutex.LockError naming the key", key, err)
-	}
+	require.ErrorAs(t, err, &le, "Lock(%q) error is a *gormmutex.LockError", key)
+	require.Equal(t, key, le.LockID, "the LockError names the key")
 }
 
 func mustUnlock(t *testing.T, lk gocron.Lock) {
 	t.Helper()
-	if err := lk.Unlock(context.Background()); err != nil {
-		t.Fatalf("Unlock = %v, want nil", err)
-	}
+	require.NoError(t, lk.Unlock(context.Background()), "Unlock")
 }
 
 // logBuffer collects log output from several goroutines.
@@ -259,9 +165,7 @@ func TestLockContract(t *testing.T) {
 		wantLocked(t, a, key)
 		mustUnlock(t, lk2)
 
-		if err := lk2.Unlock(context.Background()); !errors.Is(err, gormmutex.ErrReleased) {
-			t.Fatalf("second Unlock = %v, want an error matching gormmutex.ErrReleased", err)
-		}
+		require.ErrorIs(t, lk2.Unlock(context.Background()), gormmutex.ErrReleased, "second Unlock")
 	})
 }
 
@@ -276,13 +180,9 @@ func TestUnlockCancelledContext(t *testing.T) {
 		key := uniqueKey(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		lk, err := a.Lock(ctx, key)
-		if err != nil {
-			t.Fatalf("Lock = %v", err)
-		}
+		require.NoError(t, err, "Lock")
 		cancel()
-		if err := lk.Unlock(ctx); err != nil {
-			t.Fatalf("Unlock(cancelled ctx) = %v, want nil", err)
-		}
+		require.NoError(t, lk.Unlock(ctx), "Unlock(cancelled ctx)")
 		mustUnlock(t, mustLock(t, b, key))
 	})
 }
@@ -337,12 +237,10 @@ func TestExpiredWithoutKeepAlive(t *testing.T) {
 		lk := mustLock(t, a, key)
 		time.Sleep(1200 * time.Millisecond) // four TTLs
 		lk2 := mustLock(t, b, key)
-		if err := lk.Unlock(context.Background()); !errors.Is(err, gormmutex.ErrTimeout) {
-			t.Fatalf("Unlock after expiry = %v, want an error matching gormmutex.ErrTimeout", err)
-		}
-		if out := logs.String(); !strings.Contains(out, "gocronlock: unlock failed") || !strings.Contains(out, key) {
-			t.Errorf("Unlock's error was not logged; log:\n%s", out)
-		}
+		require.ErrorIs(t, lk.Unlock(context.Background()), gormmutex.ErrTimeout, "Unlock after expiry")
+		out := logs.String()
+		assert.Contains(t, out, "gocronlock: unlock failed", "Unlock's error was not logged")
+		assert.Contains(t, out, key, "Unlock's logged error names the key")
 		wantLocked(t, a, key) // the late Unlock did not free the new holder's lock
 		mustUnlock(t, lk2)
 	})
@@ -366,9 +264,7 @@ func TestKeepAlive(t *testing.T) {
 		}
 		mustUnlock(t, lk)
 		mustUnlock(t, mustLock(t, b, key))
-		if out := logs.String(); strings.Contains(out, "lock lost") {
-			t.Errorf("keep-alive lost the lock; log:\n%s", out)
-		}
+		assert.NotContains(t, logs.String(), "lock lost", "keep-alive lost the lock")
 	})
 }
 
@@ -376,22 +272,16 @@ func TestKeepAlive(t *testing.T) {
 // Lock without touching a database.
 func TestInvalid(t *testing.T) {
 	t.Parallel()
-	if _, err := gocronlock.New(nil, gormmutex.DefaultConfig()).Lock(context.Background(), "job"); !errors.Is(err, gormmutex.ErrInvalidConfig) {
-		t.Errorf("Lock on a nil db = %v, want an error matching gormmutex.ErrInvalidConfig", err)
-	}
-	db, err := gorm.Open(sqlite.Open("file:"+filepath.Join(t.TempDir(), "x.db")), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sqlDB, err := db.DB(); err == nil {
-		defer sqlDB.Close()
-	}
-	if _, err := gocronlock.New(db, gormmutex.DefaultConfig()).Lock(context.Background(), ""); !errors.Is(err, gormmutex.ErrInvalidLockID) {
-		t.Errorf("Lock with an empty key = %v, want an error matching gormmutex.ErrInvalidLockID", err)
-	}
-	if _, err := gocronlock.New(db, gormmutex.Config{MinHold: -time.Second}).Lock(context.Background(), "job"); !errors.Is(err, gormmutex.ErrInvalidConfig) {
-		t.Errorf("Lock with a negative MinHold = %v, want an error matching gormmutex.ErrInvalidConfig", err)
-	}
+	_, err := gocronlock.New(nil, gormmutex.DefaultConfig()).Lock(context.Background(), "job")
+	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Lock on a nil db")
+	// A database never migrated: the errors come before any SQL.
+	db, err := testdb.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "x.db"), nil)
+	require.NoError(t, err)
+	defer testdb.Close(db)
+	_, err = gocronlock.New(db, gormmutex.DefaultConfig()).Lock(context.Background(), "")
+	assert.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "Lock with an empty key")
+	_, err = gocronlock.New(db, gormmutex.Config{MinHold: -time.Second}).Lock(context.Background(), "job")
+	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Lock with a negative MinHold")
 }
 
 // TestSchedulers runs one short job on three gocron schedulers, each with
@@ -519,9 +409,7 @@ func runSchedulers(t *testing.T, open func() *gorm.DB, offsets []time.Duration) 
 	for i := range scheds {
 		locker := recordingLocker{inner: gocronlock.New(open(), cfg), sched: i, log: r}
 		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
-		if err != nil {
-			t.Fatalf("NewScheduler: %v", err)
-		}
+		require.NoError(t, err, "NewScheduler")
 		t.Cleanup(func() { _ = s.Shutdown() })
 		scheds[i] = s
 	}
@@ -538,9 +426,7 @@ func runSchedulers(t *testing.T, open func() *gorm.DB, offsets []time.Duration) 
 			gocron.WithName(name),
 			gocron.WithStartAt(gocron.WithStartDateTime(r.t0.Add(offsets[i]))),
 		)
-		if err != nil {
-			t.Fatalf("NewJob: %v", err)
-		}
+		require.NoError(t, err, "NewJob")
 	}
 	for _, s := range scheds {
 		s.Start()

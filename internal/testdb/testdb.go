@@ -1,6 +1,12 @@
 // Package testdb says where the project's tests and benchmarks find their
 // databases, so that every suite reads the same variables with the same
 // defaults and treats an unreachable server the same way.
+//
+// It also holds the helpers the test suites share: the list of backends
+// with what each database (and the topology in front of it) can do
+// (backend.go), running a subtest per backend (Each), opening connection
+// pools (Open, Backend.Pool) and a test binary's TestMain (Main). It must
+// not import the gormmutex package, whose internal tests use it too.
 package testdb
 
 import (
@@ -18,19 +24,56 @@ const (
 	// RequireEnv set to 1 makes an unreachable database fail a suite
 	// instead of skipping it (CI sets it).
 	RequireEnv = "GORMMUTEX_REQUIRE_DBS"
+	// TopologyEnv names what stands between the tests and the servers:
+	// empty or "direct", "pgbouncer-transaction", "pgbouncer-session",
+	// "galera" or "postgres18" (see Topology).
+	TopologyEnv = "GORMMUTEX_TOPOLOGY"
+	// OnlyEnv is a comma-separated list of backend names ("sqlite",
+	// "postgres", "mysql") to run; the others are skipped without being
+	// probed. Empty runs all.
+	OnlyEnv = "GORMMUTEX_ONLY"
 )
 
-// Postgres returns the PostgreSQL DSN of GORMMUTEX_POSTGRES_DSN, by default
-// the local server's.
-func Postgres() string {
-	return envOr(PostgresEnv, "host=127.0.0.1 user=postgres dbname=test sslmode=disable")
+// DSNSeparator separates the DSNs in GORMMUTEX_POSTGRES_DSN and
+// GORMMUTEX_MYSQL_DSN: with several (the nodes of a Galera cluster, say),
+// each new connection pool takes the next in turn.
+const DSNSeparator = "|"
+
+// Postgres returns the first PostgreSQL DSN of GORMMUTEX_POSTGRES_DSN, by
+// default the local server's.
+func Postgres() string { return PostgresDSNs()[0] }
+
+// PostgresDSNs returns every PostgreSQL DSN of GORMMUTEX_POSTGRES_DSN.
+func PostgresDSNs() []string {
+	return splitDSNs(envOr(PostgresEnv, "host=127.0.0.1 user=postgres dbname=test sslmode=disable"))
 }
 
-// MySQL returns the MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, by default the
-// local server's, with the options the README asks for (see
+// MySQL returns the first MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, by
+// default the local server's, with the options the README asks for (see
 // WithMySQLOptions).
-func MySQL() string {
-	return WithMySQLOptions(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+func MySQL() string { return MySQLDSNs()[0] }
+
+// MySQLDSNs returns every MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, each
+// with the options of WithMySQLOptions.
+func MySQLDSNs() []string {
+	dsns := splitDSNs(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+	for i, d := range dsns {
+		dsns[i] = WithMySQLOptions(d)
+	}
+	return dsns
+}
+
+func splitDSNs(v string) []string {
+	var dsns []string
+	for _, d := range strings.Split(v, DSNSeparator) {
+		if d = strings.TrimSpace(d); d != "" {
+			dsns = append(dsns, d)
+		}
+	}
+	if dsns == nil {
+		dsns = []string{""}
+	}
+	return dsns
 }
 
 // WithMySQLOptions adds interpolateParams=true (one round trip per

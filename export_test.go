@@ -1,0 +1,115 @@
+package gormmutex
+
+// This file is the only door from the tests to the package's unexported
+// state. Each function says what it does in terms of behaviour; its body
+// reaches the internals of the day, and is all that needs rewriting when
+// they change. Tests should prefer what a user can observe (rows in the
+// table, errors, timings with margins) and come here only where that is
+// not enough.
+
+import (
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Names and limits the tests share with the implementation.
+const (
+	// ReleasesTable is the MySQL table that records releases of locks with
+	// a TTL.
+	ReleasesTable = mysqlReleases
+	// NotifyChannel is the PostgreSQL channel releases notify on.
+	NotifyChannel = postgresChannel
+	// WantedFor is how long a waiter's mark on a held lock's row asks its
+	// release to notify.
+	WantedFor = postgresWantedFor
+	// PurgeBatch is how many rows one purge statement deletes at most.
+	PurgeBatch = purgeBatch
+)
+
+func poolOf(tb testing.TB, db *gorm.DB) *poolState {
+	tb.Helper()
+	sqlDB, err := db.DB()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return stateOf(sqlDB)
+}
+
+// DisableBackgroundPurge keeps acquisitions on db's connection pool from
+// starting background purges in this process.
+func DisableBackgroundPurge(tb testing.TB, db *gorm.DB) {
+	tb.Helper()
+	poolOf(tb, db).schedulePurge(0, true)
+}
+
+// MakeBackgroundPurgeDue makes the next acquisition on db's connection
+// pool start a background purge, as if the purge interval had passed.
+func MakeBackgroundPurgeDue(tb testing.TB, db *gorm.DB) {
+	tb.Helper()
+	poolOf(tb, db).schedulePurge(0, false)
+}
+
+// BackgroundPurgeDue reports whether the next acquisition on db's
+// connection pool would start a background purge.
+func BackgroundPurgeDue(tb testing.TB, db *gorm.DB) bool {
+	tb.Helper()
+	s := poolOf(tb, db)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().UnixNano() >= s.nextPurge
+}
+
+// WaitBackgroundPurges waits until no background purge runs on db's
+// connection pool, failing tb after a minute.
+func WaitBackgroundPurges(tb testing.TB, db *gorm.DB) {
+	tb.Helper()
+	select {
+	case <-poolOf(tb, db).purgeDone():
+	case <-time.After(time.Minute):
+		tb.Fatal("a background purge still runs after a minute")
+	}
+}
+
+// WaitAllBackgroundPurges waits until no background purge runs in the
+// process. Only for the end of a run (TestMain) or a process of its own:
+// it must not overlap a test that starts purges.
+func WaitAllBackgroundPurges() {
+	pools.Range(func(_, v any) bool {
+		<-v.(*poolState).purgeDone()
+		return true
+	})
+}
+
+// ReleasesNotify reports whether releases on db's database notify waiting
+// processes (and waiters mark the rows they want), so that a waiter is
+// woken rather than left to poll.
+func ReleasesNotify(db *gorm.DB) bool {
+	l := New(db, DefaultConfig())
+	return l.err == nil && (l.d.wake != nil || l.d.insertWaiting != "" || l.wakerFor(l.d) != nil)
+}
+
+// WaitersForWakeup returns how many waiters in this process wait on db's
+// connection pool for a notification that lockID was released.
+func WaitersForWakeup(db *gorm.DB, lockID string) int {
+	l := New(db, DefaultConfig())
+	w := l.wakerFor(l.d)
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.waiters[lockID])
+}
+
+// WakeupsDelivered returns how many wake-ups this process has handed to
+// waiters on db's connection pool.
+func WakeupsDelivered(db *gorm.DB) int64 {
+	l := New(db, DefaultConfig())
+	w := l.wakerFor(l.d)
+	if w == nil {
+		return 0
+	}
+	return w.delivered.Load()
+}
