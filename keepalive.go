@@ -13,15 +13,16 @@ import (
 // its holder runs: [Locker.Do] does this for Config.KeepAlive, and code
 // that uses Acquire and Release calls it itself.
 //
-// If a renewal finds the lock lost (expired, force-released), or cannot
-// reach the database before the lease may run out, KeepAlive calls lost
-// once, with an error matching [ErrTimeout], and renews no more; the holder
-// should stop its work. The call comes before the lock's expiry estimate
-// ([Lock.ExpiresAt]), never after it: a renewal that fails with time left
-// is retried with backoff, but neither a retry nor its wait runs past the
-// point where the lease may have lapsed. stop ends the renewals, cancelling
-// one in flight, and returns once they have ended; call it before Release.
-// For a lock without TTL there is nothing to renew, and stop does nothing.
+// If a renewal finds the lock lost (expired, force-released), or none gets
+// through before the lease may run out, KeepAlive calls lost once, with an
+// error matching [ErrTimeout], and renews no more; the holder should stop
+// its work. That call comes before the lock's expiry estimate
+// ([Lock.ExpiresAt]), never after it, whatever the network does to a
+// renewal in flight: a watchdog gives the lease up a little before the
+// estimate. A renewal that fails with time left is retried with backoff.
+// stop ends the renewals, cancelling one in flight, and returns once they
+// have ended; call it before Release. For a lock without TTL there is
+// nothing to renew, and stop does nothing.
 func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 	l := lk.locker
 	if l.cfg.TTL == nil {
@@ -32,10 +33,52 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 	// The holder gives the lease up this much before its estimate, so that
 	// lost runs, and the work it stops stops, before the lease lapses.
 	margin := min(ttl/10, 100*time.Millisecond)
+	giveUpAt := func() time.Time {
+		expires, _ := lk.ExpiresAt()
+		return expires.Add(-margin)
+	}
 	rctx, rcancel := context.WithCancel(context.Background())
+	var (
+		once    sync.Once
+		errMu   sync.Mutex
+		lastErr error // the last renewal's failure, for the message
+	)
+	report := func(err error) {
+		once.Do(func() {
+			rcancel()
+			err = lockErr("keep-alive", lk.lockID, err)
+			l.logger().Warn("gormmutex: lock lost while held", "lock_id", lk.lockID, "err", err)
+			if lost != nil {
+				lost(err)
+			}
+		})
+	}
+	renewed := make(chan time.Time, 1) // a successful renewal's new give-up time
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
+	wg.Add(2)
+	go func() { // the watchdog
+		defer wg.Done()
+		watch := time.NewTimer(time.Until(giveUpAt()))
+		defer watch.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case at := <-renewed:
+				watch.Reset(time.Until(at))
+			case <-watch.C:
+				errMu.Lock()
+				cause := lastErr
+				errMu.Unlock()
+				if cause == nil {
+					cause = errors.New("no renewal was answered in time")
+				}
+				report(fmt.Errorf("%w: it could not be renewed before its lease ran out (%v)", ErrTimeout, cause))
+				return
+			}
+		}
+	}()
+	go func() { // the renewals
 		defer wg.Done()
 		t := time.NewTimer(interval)
 		defer t.Stop()
@@ -46,32 +89,36 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 				return
 			case <-t.C:
 			}
-			expires, _ := lk.ExpiresAt()
-			giveUp := expires.Add(-margin)
+			giveUp := giveUpAt()
 			attempt, acancel := context.WithDeadline(rctx, giveUp)
 			err := lk.Refresh(attempt)
 			acancel()
 			switch {
-			case err == nil:
-				b.cur = 0
-				t.Reset(interval)
 			case rctx.Err() != nil:
 				return
-			case errors.Is(err, ErrTimeout) || !time.Now().Before(giveUp):
-				if !errors.Is(err, ErrTimeout) {
-					var le *LockError
-					if errors.As(err, &le) {
-						err = le.Err
-					}
-					err = fmt.Errorf("%w: it could not be renewed before its lease ran out (%v)", ErrTimeout, err)
+			case err == nil:
+				b.cur = 0
+				select { // keep only the newest
+				case <-renewed:
+				default:
 				}
-				err = lockErr("keep-alive", lk.lockID, err)
-				l.logger().Warn("gormmutex: lock lost while held", "lock_id", lk.lockID, "err", err)
-				if lost != nil {
-					lost(err)
+				renewed <- giveUpAt()
+				t.Reset(interval)
+			case errors.Is(err, ErrTimeout):
+				var le *LockError
+				if errors.As(err, &le) {
+					err = le.Err
 				}
+				report(err)
 				return
 			default:
+				var le *LockError
+				if errors.As(err, &le) {
+					err = le.Err
+				}
+				errMu.Lock()
+				lastErr = err
+				errMu.Unlock()
 				l.logger().Info("gormmutex: lock renewal failed, retrying", "lock_id", lk.lockID, "err", err)
 				t.Reset(max(0, min(b.next(), time.Until(giveUp))))
 			}

@@ -3,7 +3,6 @@ package gormmutex_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -137,27 +136,43 @@ func TestKeepAliveUnreachable(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		testdb.Need(t, !b.InProcess, "SQLite is a local file: there is no network to cut")
 		t.Parallel()
-		p, bb := newProxy(t, b)
-		id := testdb.LockID(t)
-		const ttl = 1500 * time.Millisecond
-		var cut, lost time.Time
-		err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
-			cut = time.Now()
-			p.cut()
-			select {
-			case <-ctx.Done():
-				lost = time.Now()
-				assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
-			case <-time.After(15 * time.Second):
-				t.Error("fn was not cancelled although the lease could not be renewed")
-			}
-			return nil
-		})
-		require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do cut off from the database")
-		assert.LessOrEqual(t, lost.Sub(cut), ttl+2*time.Second, "fn was cancelled this long after the cut, want about the TTL (%v)", ttl)
-		// The lock expires on its own for everyone else.
-		time.Sleep(ttl)
-		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+		// cut: connections fail at once, and every renewal is retried after
+		// a backoff; stall: the network swallows the renewal, which hangs.
+		for _, how := range []string{"cut", "stall"} {
+			t.Run(how, func(t *testing.T) {
+				t.Parallel()
+				p, bb := newProxy(t, b)
+				id := testdb.LockID(t)
+				const ttl = 1500 * time.Millisecond
+				var cut, lost, estimate time.Time
+				err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+					lk, _ := gormmutex.FromContext(ctx)
+					cut = time.Now()
+					if how == "cut" {
+						p.cut()
+					} else {
+						p.stall()
+					}
+					select {
+					case <-ctx.Done():
+						lost = time.Now()
+						estimate, _ = lk.ExpiresAt()
+						assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
+					case <-time.After(15 * time.Second):
+						t.Error("fn was not cancelled although the lease could not be renewed")
+					}
+					return nil
+				})
+				require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do cut off from the database")
+				assert.LessOrEqual(t, lost.Sub(cut), ttl+2*time.Second, "fn was cancelled this long after the cut, want about the TTL (%v)", ttl)
+				// The holder gives up at or before its own estimate of the
+				// expiry, never after: the database may expire the lock then.
+				assert.False(t, lost.After(estimate), "fn was cancelled %v after the lease estimate", lost.Sub(estimate))
+				// The lock expires on its own for everyone else.
+				time.Sleep(ttl)
+				require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+			})
+		}
 	})
 }
 
@@ -166,9 +181,11 @@ func TestKeepAliveUnreachable(t *testing.T) {
 type proxy struct {
 	ln net.Listener
 
-	mu    sync.Mutex
-	conns []net.Conn
-	down  bool
+	mu      sync.Mutex
+	conns   []net.Conn
+	down    bool
+	stalled chan struct{} // closed when the proxy stalls
+	closed  chan struct{} // closed when the test ends
 }
 
 // newProxy starts a proxy to b's server and returns it with a backend
@@ -178,7 +195,7 @@ func newProxy(t *testing.T, b *testdb.Backend) (*proxy, *testdb.Backend) {
 	target := b.ServerAddr(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	p := &proxy{ln: ln}
+	p := &proxy{ln: ln, stalled: make(chan struct{}), closed: make(chan struct{})}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -199,13 +216,41 @@ func newProxy(t *testing.T, b *testdb.Backend) (*proxy, *testdb.Backend) {
 			}
 			p.conns = append(p.conns, c, up)
 			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
+			go func() { p.pipe(up, c); up.Close() }()
+			go func() { p.pipe(c, up); c.Close() }()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); p.cut() })
+	t.Cleanup(func() { ln.Close(); close(p.closed); p.cut() })
 	return p, b.Via(t, ln.Addr().String())
 }
+
+// pipe copies src to dst until either fails, or the proxy stalls: then it
+// holds what it read until the test ends, like a network that drops
+// packets without resetting the connection.
+func (p *proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-p.stalled:
+			<-p.closed
+			return
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall stops forwarding without closing anything: statements in flight
+// and new ones hang.
+func (p *proxy) stall() { close(p.stalled) }
 
 // cut stops forwarding: open connections are dropped and new ones are
 // closed as soon as they are accepted.
