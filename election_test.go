@@ -1,16 +1,22 @@
 package gormmutex_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -492,5 +498,353 @@ func (p *freezeProxy) close() {
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
 		c.Close()
+	}
+}
+
+// The candidate processes of TestElectionProcesses are this test binary,
+// started with electChildEnv set: init runs the candidate instead of the
+// tests.
+const electChildEnv = "GORMMUTEX_ELECTION_CHILD"
+
+func init() {
+	if os.Getenv(electChildEnv) != "" {
+		os.Exit(electionChild())
+	}
+}
+
+// electionChild campaigns until its stdin closes. It prints, each line
+// written at once (a kill loses nothing printed):
+//
+//	lead TERM T0     lead was called; T0 read before its first check
+//	act TERM T1 T2   lead's context was not done at a moment between T1 and T2
+//	end TERM T TO    lead saw its context done at T; TO: the cause matches ErrTimeout
+//
+// Times are wall-clock nanoseconds, comparable across the processes of
+// one machine.
+func electionChild() int {
+	env := func(k string) string { return os.Getenv("ELECT_" + k) }
+	dur := func(k string) time.Duration {
+		d, err := time.ParseDuration(env(k))
+		if err != nil {
+			panic(err)
+		}
+		return d
+	}
+	db, err := openElectDB(env("DB"), env("DSN"))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	var mu sync.Mutex
+	emit := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	e := gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"), Logger: quietLogger},
+		gormmutex.WithRenewDeadline(dur("RENEW")), gormmutex.WithRetryPeriod(dur("RETRY")))
+	err = e.Run(ctx, func(ctx context.Context) error {
+		lk, _ := gormmutex.FromContext(ctx)
+		term := lk.Token()
+		emit("lead %d %d", term, time.Now().UnixNano())
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			t1 := time.Now().UnixNano()
+			if ctx.Err() != nil {
+				break
+			}
+			emit("act %d %d %d", term, t1, time.Now().UnixNano())
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+		emit("end %d %d %t", term, time.Now().UnixNano(), errors.Is(context.Cause(ctx), gormmutex.ErrTimeout))
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		fmt.Println("error", err)
+		return 1
+	}
+	return 0
+}
+
+// quietLogger drops the election's log lines (lost leaderships and failed
+// renewals are what these tests cause on purpose).
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// electChild is a running candidate process.
+type electChild struct {
+	i     int
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	dead  bool
+}
+
+// electEvent is one line of a candidate.
+type electEvent struct {
+	child    int
+	kind     string // lead, act, end, error, exit
+	term     int64
+	t1, t2   int64 // lead: T0, T0; act: T1, T2; end: T, T
+	timedOut bool
+	text     string
+}
+
+func startElectChild(t *testing.T, d electDB, i int, name string, ttl, renew, retry time.Duration, events chan<- electEvent) *electChild {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), electChildEnv+"=1", "ELECT_DB="+d.name, "ELECT_DSN="+d.dsn, "ELECT_NAME="+name,
+		"ELECT_HOLDER=child-"+strconv.Itoa(i), "ELECT_TTL="+ttl.String(), "ELECT_RENEW="+renew.String(), "ELECT_RETRY="+retry.String())
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	c := &electChild{i: i, cmd: cmd, stdin: stdin}
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			events <- parseElectEvent(i, s.Text())
+		}
+		events <- electEvent{child: i, kind: "exit"}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return c
+}
+
+func parseElectEvent(i int, line string) electEvent {
+	ev := electEvent{child: i, text: line}
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return ev
+	}
+	ev.kind = f[0]
+	num := func(k int) int64 {
+		if k >= len(f) {
+			return 0
+		}
+		n, _ := strconv.ParseInt(f[k], 10, 64)
+		return n
+	}
+	switch ev.kind {
+	case "lead":
+		ev.term, ev.t1 = num(1), num(2)
+		ev.t2 = ev.t1
+	case "act":
+		ev.term, ev.t1, ev.t2 = num(1), num(2), num(3)
+	case "end":
+		ev.term, ev.t1 = num(1), num(2)
+		ev.t2 = ev.t1
+		ev.timedOut = len(f) > 3 && f[3] == "true"
+	}
+	return ev
+}
+
+// electLog collects the candidates' events on the test's goroutine.
+type electLog struct {
+	t      *testing.T
+	events chan electEvent
+	all    []electEvent
+	exited map[int]bool
+}
+
+// next returns the next event that matches, failing the test after within.
+func (l *electLog) next(within time.Duration, what string, match func(electEvent) bool) electEvent {
+	l.t.Helper()
+	ev, ok := l.wait(within, match)
+	if !ok {
+		l.t.Fatalf("no %s within %v", what, within)
+	}
+	return ev
+}
+
+// seenOrNext returns the first event collected so far that matches, or
+// else the next one.
+func (l *electLog) seenOrNext(within time.Duration, what string, match func(electEvent) bool) electEvent {
+	l.t.Helper()
+	for _, ev := range l.all {
+		if match(ev) {
+			return ev
+		}
+	}
+	return l.next(within, what, match)
+}
+
+// drain collects events for d.
+func (l *electLog) drain(d time.Duration) {
+	l.t.Helper()
+	l.wait(d, func(electEvent) bool { return false })
+}
+
+// wait collects events until one matches or within has passed.
+func (l *electLog) wait(within time.Duration, match func(electEvent) bool) (electEvent, bool) {
+	l.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case ev := <-l.events:
+			l.all = append(l.all, ev)
+			if ev.kind == "error" {
+				l.t.Fatalf("candidate %d: %s", ev.child, ev.text)
+			}
+			if ev.kind == "exit" {
+				l.exited[ev.child] = true
+			}
+			if match(ev) {
+				return ev, true
+			}
+		case <-deadline:
+			return electEvent{}, false
+		}
+	}
+}
+
+// TestElectionProcesses runs five candidate processes on one election and
+// checks, from the intervals during which each one acted as leader
+// (wall-clock bounds that every process of the machine shares), that no
+// two leaderships overlap and that terms grow. It kills the leader with
+// SIGKILL three times: each time another candidate leads within the lease
+// plus one retry period of the kill. Then it pauses the leader (SIGSTOP)
+// for longer than its lease: another candidate takes over with a larger
+// term (on SQLite, where a process paused inside a write holds the whole
+// file, possibly only once the paused one resumes), and the paused one,
+// once resumed, finds its lead context already cancelled with ErrTimeout
+// and does not act as leader again.
+func TestElectionProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 5 processes per database")
+	}
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		const (
+			ttl   = time.Second
+			renew = 600 * time.Millisecond
+			retry = 200 * time.Millisecond
+			// slack covers process scheduling on a loaded machine: the
+			// new leader's statement, and its line reaching the test.
+			slack = 500 * time.Millisecond
+		)
+		name := electionName(t)
+		log := &electLog{t: t, events: make(chan electEvent, 4096), exited: map[int]bool{}}
+		children := make([]*electChild, 5)
+		for i := range children {
+			children[i] = startElectChild(t, d, i, name, ttl, renew, retry, log.events)
+		}
+		alive := func(ev electEvent) bool { return !children[ev.child].dead }
+		leader := log.next(60*time.Second, "first leader", func(ev electEvent) bool { return ev.kind == "lead" })
+		t.Logf("first leader: candidate %d, term %d", leader.child, leader.term)
+
+		for k := 0; k < 3; k++ {
+			log.drain(300 * time.Millisecond) // the leader acts
+			c := children[leader.child]
+			require.NoError(t, c.cmd.Process.Kill())
+			killedAt := time.Now()
+			c.dead = true
+			prev := leader
+			leader = log.next(ttl+retry+10*time.Second, "leader after the kill", func(ev electEvent) bool {
+				return ev.kind == "lead" && alive(ev)
+			})
+			took := time.Unix(0, leader.t1).Sub(killedAt)
+			t.Logf("kill %d: candidate %d leads, term %d, %v after the kill", k+1, leader.child, leader.term, took)
+			assert.Greater(t, leader.term, prev.term, "term after kill %d", k+1)
+			assert.LessOrEqual(t, took, ttl+retry+slack, "kill %d: new leader after %v, want within the lease %v plus a retry period %v (and %v slack)", k+1, took, ttl, retry, slack)
+		}
+
+		log.drain(300 * time.Millisecond)
+		paused := leader
+		pc := children[paused.child]
+		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGSTOP))
+		stoppedAt := time.Now()
+		if !d.pausedWriterBlocks {
+			leader = log.next(ttl+retry+10*time.Second, "leader while the old one is paused", func(ev electEvent) bool {
+				return ev.kind == "lead" && ev.child != paused.child && alive(ev)
+			})
+			assert.Greater(t, leader.term, paused.term, "term of the leader that took over from the paused one")
+		}
+		if wait := time.Until(stoppedAt.Add(ttl + time.Second)); wait > 0 {
+			log.drain(wait) // paused well past its lease
+		}
+		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGCONT))
+		resumedAt := time.Now()
+		end := log.next(10*time.Second, "end of the paused leadership", func(ev electEvent) bool {
+			return ev.kind == "end" && ev.child == paused.child && ev.term == paused.term
+		})
+		assert.True(t, end.timedOut, "the paused leader's context cause matches ErrTimeout")
+		if d.pausedWriterBlocks {
+			// The takeover may have happened during the pause, or now.
+			leader = log.seenOrNext(ttl+retry+10*time.Second, "leader after the paused one resumed", func(ev electEvent) bool {
+				return ev.kind == "lead" && ev.term > paused.term && alive(ev)
+			})
+		}
+		t.Logf("paused candidate %d (term %d) for %v; leader now: candidate %d, term %d",
+			paused.child, paused.term, resumedAt.Sub(stoppedAt).Round(time.Millisecond), leader.child, leader.term)
+		log.drain(500 * time.Millisecond)
+
+		// Let the survivors leave (they resign), and collect every line.
+		for _, c := range children {
+			if !c.dead {
+				c.stdin.Close()
+			}
+		}
+		log.next(30*time.Second, "exit of every candidate", func(electEvent) bool { return len(log.exited) == len(children) })
+
+		for _, ev := range log.all {
+			if ev.child == paused.child && ev.term == paused.term && ev.kind == "act" {
+				assert.Less(t, ev.t1, resumedAt.UnixNano(), "the paused leader acted after it resumed: %s", ev.text)
+			}
+		}
+		checkLeaderships(t, log.all)
+	})
+}
+
+// checkLeaderships checks that the leaderships recorded in events, each
+// from its lead line to its last act, never overlap, and that their terms
+// grow with time.
+func checkLeaderships(t *testing.T, events []electEvent) {
+	t.Helper()
+	type span struct {
+		child      int
+		term       int64
+		start, end int64
+	}
+	byTerm := map[int64]*span{}
+	for _, ev := range events {
+		if ev.kind != "lead" && ev.kind != "act" {
+			continue
+		}
+		s := byTerm[ev.term]
+		if s == nil {
+			s = &span{child: ev.child, term: ev.term, start: ev.t1, end: ev.t2}
+			byTerm[ev.term] = s
+		}
+		require.Equal(t, s.child, ev.child, "term %d led by two candidates", ev.term)
+		s.start, s.end = min(s.start, ev.t1), max(s.end, ev.t2)
+	}
+	spans := make([]*span, 0, len(byTerm))
+	for _, s := range byTerm {
+		spans = append(spans, s)
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	require.GreaterOrEqual(t, len(spans), 5, "leaderships recorded")
+	for i := 1; i < len(spans); i++ {
+		a, b := spans[i-1], spans[i]
+		assert.Less(t, a.end, b.start, "candidate %d (term %d) still acted %v after candidate %d (term %d) began to lead",
+			a.child, a.term, time.Duration(a.end-b.start), b.child, b.term)
+		assert.Less(t, a.term, b.term, "term %d began after term %d", b.term, a.term)
+	}
+	for _, s := range spans {
+		t.Logf("candidate %d, term %d: %v", s.child, s.term, time.Duration(s.end-s.start).Round(time.Millisecond))
 	}
 }
