@@ -848,3 +848,45 @@ func checkLeaderships(t *testing.T, events []electEvent) {
 		t.Logf("candidate %d, term %d: %v", s.child, s.term, time.Duration(s.end-s.start).Round(time.Millisecond))
 	}
 }
+
+// A process campaigns for the leadership of "report-scheduler"; while it
+// leads, lead runs with the lease in its context. Here lead ends the
+// campaign at once; a real leader works until its context is done.
+func ExampleElection() {
+	dir, err := os.MkdirTemp("", "gormmutex-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := gorm.Open(sqlite.Open("file:"+filepath.Join(dir, "app.db")+"?_journal_mode=WAL"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	if err := gormmutex.AutoMigrate(db); err != nil {
+		panic(err)
+	}
+
+	election := gormmutex.NewElection(db, "report-scheduler", gormmutex.Config{
+		TTL:    gormmutex.Duration(15 * time.Second),
+		Holder: "worker-1",
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	err = election.Run(ctx, func(ctx context.Context) error {
+		lease, _ := gormmutex.FromContext(ctx)
+		leader, _, err := election.Leader(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Println("leader:", leader.Holder, "term is the lease's token:", leader.Term == lease.Token())
+		fmt.Println("IsLeader:", election.IsLeader())
+		stop()
+		return nil
+	})
+	fmt.Println("Run:", err)
+	fmt.Println("IsLeader:", election.IsLeader())
+	// Output:
+	// leader: worker-1 term is the lease's token: true
+	// IsLeader: true
+	// Run: context canceled
+	// IsLeader: false
+}
