@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,12 +50,13 @@ func WithRenewDeadline(d time.Duration) ElectionOption {
 	return func(s *electionSettings) { s.renewDeadline = d }
 }
 
-// WithRetryPeriod sets how often a leader renews its lease, and how long a
-// candidate waits for the leadership in one attempt (it tries at least that
-// often, and where the database can wake it, PostgreSQL, as soon as a
-// leader resigns). The renew deadline must be longer than RetryPeriodJitter
-// times the retry period. The default is DefaultRetryPeriodFraction of the
-// lease.
+// WithRetryPeriod sets how often a leader renews its lease and how often a
+// candidate tries to take the leadership (every 80 to 100% of the period,
+// at random, so that candidates spread out): a dead or resigned leader is
+// replaced within one retry period of its lease's end. Each renewal and
+// each attempt is one statement. The renew deadline must be longer than
+// RetryPeriodJitter times the retry period. The default is
+// DefaultRetryPeriodFraction of the lease.
 func WithRetryPeriod(d time.Duration) ElectionOption {
 	return func(s *electionSettings) { s.retryPeriod = d }
 }
@@ -70,7 +72,7 @@ func WithRetryPeriod(d time.Duration) ElectionOption {
 // An Election is safe for concurrent use; Run must not run twice at once.
 type Election struct {
 	name   string
-	locker *Locker // Wait = retryPeriod: a candidate's attempt
+	locker *Locker // without Wait: a candidate's attempt is one statement
 	ttl    time.Duration
 	electionSettings
 	err error // a configuration error, returned by every method
@@ -135,7 +137,7 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *
 		e.err = lockErr("election", name, e.err)
 		return e
 	}
-	lcfg := Config{TTL: &e.ttl, Wait: e.retryPeriod, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit}
+	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit}
 	e.locker = New(db, lcfg)
 	if e.locker.err != nil {
 		e.err = lockErr("election", name, e.locker.err)
@@ -192,7 +194,6 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 	}()
 
 	var holdOff time.Duration
-	b := backoff{min: e.retryPeriod / 4, max: e.retryPeriod}
 	for {
 		if holdOff > 0 {
 			if err := sleep(ctx, holdOff, nil); err != nil {
@@ -200,10 +201,8 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 			}
 			holdOff = 0
 		}
-		// Acquire waits up to one retry period (Config.Wait) for the
-		// leadership, polling with the lock's backoff and, on PostgreSQL,
-		// woken by a resignation. A lock it took after ctx ended is
-		// released before it returns.
+		// One attempt. A lock it took after ctx ended is released
+		// before it returns.
 		lk, err := e.locker.Acquire(ctx, e.name)
 		switch {
 		case ctx.Err() != nil:
@@ -212,11 +211,11 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 			}
 			return ctx.Err()
 		case errors.Is(err, ErrLocked):
-			b.cur = 0
+			holdOff = e.nextAttempt()
 			continue
 		case err != nil:
 			e.logger().Warn("gormmutex: election campaign failed, retrying", "election", e.name, "err", err)
-			holdOff = b.next()
+			holdOff = e.nextAttempt()
 			continue
 		}
 		if e.serve(ctx, lk, lead) {
@@ -226,6 +225,17 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 			return err
 		}
 	}
+}
+
+// nextAttempt is how long a candidate waits before its next attempt: 80 to
+// 100% of the retry period, at random, so that candidates that started
+// together do not keep trying together. It is never more than the retry
+// period, which bounds how long the leadership stays vacant after a lease
+// ends (README: "a dead leader is replaced within the lease plus one retry
+// period"). Polling is the only way a candidate learns of a vacancy, on
+// every database; this is the one place that paces it.
+func (e *Election) nextAttempt() time.Duration {
+	return e.retryPeriod - rand.N(e.retryPeriod/5+1)
 }
 
 // term is one leadership of this process.

@@ -343,7 +343,7 @@ func TestElectionCancelLeavesNothing(t *testing.T) {
 		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
 		a.waitLead(t, 30*time.Second)
 		c := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
-		time.Sleep(500 * time.Millisecond) // C campaigns, and on PostgreSQL marks A's row as waited for
+		time.Sleep(500 * time.Millisecond) // C campaigns
 		assert.ErrorIs(t, c.stop(t), context.Canceled, "candidate's Run")
 		assert.Zero(t, c.termCount(), "the candidate led")
 		assert.ErrorIs(t, a.stop(t), context.Canceled, "leader's Run")
