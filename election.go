@@ -329,6 +329,11 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 			b.cur = 0
 			t.Reset(e.retryPeriod)
 		case errors.Is(err, ErrTimeout) || errors.Is(err, ErrReleased):
+			// Taken over or force-released; or lead released the lease
+			// itself (ErrReleased), which loses it all the same.
+			if !errors.Is(err, ErrTimeout) {
+				err = lockErr("lead", e.name, errors.Join(ErrTimeout, err))
+			}
 			e.logger().Warn("gormmutex: leadership lost", "election", e.name, "term", lk.Token(), "err", err)
 			lc.stop(err)
 			return
@@ -432,7 +437,8 @@ func (e *Election) lookup(ctx context.Context) (DBMutex, bool, error) {
 // Leader with Term 0 means that nobody leads. It reads the database every
 // retry period, the same for every database; a reading that fails is
 // logged and retried. A slow receiver misses intermediate leaders, never
-// the latest one.
+// the latest one. For an Election with a bad configuration the channel is
+// closed at once.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	go func() {
