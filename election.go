@@ -69,7 +69,10 @@ func WithRetryPeriod(d time.Duration) ElectionOption {
 // lists it, and Locker.ForceRelease deposes a leader (it learns it at its
 // next renewal).
 //
-// An Election is safe for concurrent use; Run must not run twice at once.
+// An Election is safe for concurrent use, but campaigns once at a time: a
+// Run called while another Run of the same Election is running returns an
+// error matching ErrInvalidConfig. Elections of one name in one process
+// (each with its own Run) compete like separate processes.
 type Election struct {
 	name   string
 	locker *Locker // without Wait: a candidate's attempt is one statement

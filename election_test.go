@@ -342,6 +342,8 @@ func TestElectionCancelLeavesNothing(t *testing.T) {
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(ttl)}
 		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
 		a.waitLead(t, 30*time.Second)
+		assert.ErrorIs(t, a.e.Run(context.Background(), func(context.Context) error { return nil }), gormmutex.ErrInvalidConfig,
+			"a second Run of a running Election")
 		c := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
 		time.Sleep(500 * time.Millisecond) // C campaigns
 		assert.ErrorIs(t, c.stop(t), context.Canceled, "candidate's Run")
