@@ -33,10 +33,12 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzValidateLockID -fuzztime=$(FUZZTIME) .
 
 # Side-by-side benchmarks against django-db-mutex's algorithm, advisory
-# locks, GET_LOCK and redsync; see bench/README.md.
+# locks, GET_LOCK and redsync; see bench/README.md. Then the leader
+# election's renewal cost and failover time (bench/election).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 .
 	cd bench && $(GO) run . -out results -update-readme README.md
+	cd bench && $(GO) run ./election -out results/election.md
 
 ci: lint test
 	$(MAKE) fuzz FUZZTIME=10s

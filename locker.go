@@ -218,6 +218,15 @@ func holderOf(name string) string {
 	return fitHolder(name + " (" + defaultHolder() + ")")
 }
 
+// splitHolder splits a stored holder into the name that Config.Holder gave
+// and the "hostname:pid" after it; both are the whole for a default holder.
+func splitHolder(stored string) (name, process string) {
+	if i := strings.LastIndex(stored, " ("); i >= 0 && strings.HasSuffix(stored, ")") {
+		return stored[:i], stored[i+2 : len(stored)-1]
+	}
+	return stored, stored
+}
+
 // fitHolder cuts h to fit the holder column, on a rune boundary.
 func fitHolder(h string) string {
 	for len(h) > MaxLockIDLen || !utf8.ValidString(h) {

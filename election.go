@@ -1,0 +1,566 @@
+package gormmutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The default renew deadline and retry period of an Election, as fractions
+// of its lease (Config.TTL): Kubernetes client-go's 15 s lease, 10 s renew
+// deadline and 2 s retry period, scaled to the lease. Change them with
+// WithRenewDeadline and WithRetryPeriod.
+const (
+	DefaultRenewDeadlineFraction = 2.0 / 3
+	DefaultRetryPeriodFraction   = 2.0 / 15
+)
+
+// RetryPeriodJitter is the margin that an Election's renew deadline must
+// keep over its retry period: RenewDeadline > RetryPeriodJitter *
+// RetryPeriod, as client-go requires, so that a leader gets at least one
+// more renewal attempt before it gives up.
+const RetryPeriodJitter = 1.2
+
+// ErrResigned is the cause (context.Cause) with which the context of a
+// leader's lead function is cancelled when Election.Resign gives the
+// leadership up.
+var ErrResigned = errors.New("gormmutex: leadership resigned")
+
+// An ElectionOption changes a setting of an Election; see NewElection.
+type ElectionOption func(*electionSettings)
+
+type electionSettings struct {
+	renewDeadline, retryPeriod time.Duration
+}
+
+// WithRenewDeadline sets how long a leader may go without a successful
+// renewal before it gives the leadership up, counted from when its last
+// successful renewal (or the acquisition) was sent. It must be shorter than
+// the lease (Config.TTL), and the difference is the margin that covers the
+// time lead needs to notice and stop, and clocks that run at different
+// rates. The default is DefaultRenewDeadlineFraction of the lease.
+func WithRenewDeadline(d time.Duration) ElectionOption {
+	return func(s *electionSettings) { s.renewDeadline = d }
+}
+
+// WithRetryPeriod sets how often a leader renews its lease and how often a
+// candidate tries to take the leadership (every 80 to 100% of the period,
+// at random, so that candidates spread out): a dead or resigned leader is
+// replaced within one retry period of its lease's end. Each renewal and
+// each attempt is one statement. The renew deadline must be longer than
+// RetryPeriodJitter times the retry period. The default is
+// DefaultRetryPeriodFraction of the lease.
+func WithRetryPeriod(d time.Duration) ElectionOption {
+	return func(s *electionSettings) { s.retryPeriod = d }
+}
+
+// An Election elects one leader among the processes that campaign under the
+// same name on the same database. The leadership is a lock named name
+// whose lease is Config.TTL: the leader renews it, and the lock's fencing
+// token is the leader's term, larger for every new leader (and for every
+// new term of the same one). Because it is a lock, the operators' command
+// lists it, and Locker.ForceRelease deposes a leader (it learns it at its
+// next renewal).
+//
+// An Election is safe for concurrent use, but campaigns once at a time: a
+// Run called while another Run of the same Election is running returns an
+// error matching ErrInvalidConfig. Elections of one name in one process
+// (each with its own Run) compete like separate processes.
+type Election struct {
+	name   string
+	locker *Locker // without Wait: a candidate's attempt is one statement
+	ttl    time.Duration
+	electionSettings
+	err error // a configuration error, returned by every method
+
+	mu      sync.Mutex // guards the fields below
+	running bool       // Run is running
+	current *term      // the leadership held now; nil while not leading
+}
+
+// A Leader describes the current leader, as the database records it.
+type Leader struct {
+	// Holder is the leader's identity: its Config.Holder, "hostname:pid"
+	// by default.
+	Holder string
+	// Process is the leader's "hostname:pid", where Config.Holder set an
+	// identity; the same as Holder otherwise.
+	Process string
+	// Term is the leader's term: the fencing token of its lease, larger
+	// than that of every earlier leader of the same election.
+	Term int64
+	// Since is when this term began, on the database's clock.
+	Since time.Time
+	// ExpiresAt is when the lease expires unless the leader renews it, on
+	// the database's clock.
+	ExpiresAt time.Time
+}
+
+// NewElection returns an Election named name on db. cfg.TTL is the lease
+// and is required; cfg.Holder is this process's identity, which Leader
+// reports; cfg.Logger and cfg.AsyncCommit mean what they mean for a lock.
+// cfg.Wait, cfg.KeepAlive, cfg.MinHold and cfg.SuppressAcquisitionErrors do
+// not apply and are ignored: an Election waits, renews and resigns by its
+// own settings. opts change the renew deadline and retry period, which must
+// satisfy TTL > renew deadline > RetryPeriodJitter × retry period > 0.
+//
+// NewElection does not touch the database; a bad name (ErrInvalidLockID),
+// db or configuration (ErrInvalidConfig) is reported by every method.
+func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *Election {
+	e := &Election{name: name}
+	if err := ValidateLockID(name); err != nil {
+		e.err = lockErr("election", name, err)
+		return e
+	}
+	if cfg.TTL == nil {
+		e.err = lockErr("election", name, fmt.Errorf("%w: an election needs a lease (Config.TTL)", ErrInvalidConfig))
+		return e
+	}
+	e.ttl = *cfg.TTL
+	e.renewDeadline = time.Duration(float64(e.ttl) * DefaultRenewDeadlineFraction)
+	e.retryPeriod = time.Duration(float64(e.ttl) * DefaultRetryPeriodFraction)
+	for _, o := range opts {
+		o(&e.electionSettings)
+	}
+	switch {
+	case e.ttl <= 0:
+		e.err = fmt.Errorf("%w: TTL %v is not positive", ErrInvalidConfig, e.ttl)
+	case e.retryPeriod <= 0:
+		e.err = fmt.Errorf("%w: retry period %v is not positive", ErrInvalidConfig, e.retryPeriod)
+	case e.renewDeadline >= e.ttl:
+		e.err = fmt.Errorf("%w: renew deadline %v must be shorter than the lease (TTL) %v", ErrInvalidConfig, e.renewDeadline, e.ttl)
+	case float64(e.renewDeadline) <= RetryPeriodJitter*float64(e.retryPeriod):
+		e.err = fmt.Errorf("%w: renew deadline %v must be longer than %v × the retry period %v", ErrInvalidConfig, e.renewDeadline, RetryPeriodJitter, e.retryPeriod)
+	}
+	if e.err != nil {
+		e.err = lockErr("election", name, e.err)
+		return e
+	}
+	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit}
+	e.locker = New(db, lcfg)
+	if e.locker.err != nil {
+		e.err = lockErr("election", name, e.locker.err)
+	}
+	return e
+}
+
+// Name returns the election's name, which is also its lock's id.
+func (e *Election) Name() string { return e.name }
+
+// Run campaigns for the leadership until ctx ends. Whenever this process
+// wins, Run calls lead with a context that FromContext turns into the
+// leader's lease (Lock.Token is the term), and renews the lease every
+// retry period. lead's context is cancelled as soon as the leadership is,
+// or may be, lost, with a cause matching ErrTimeout: when a renewal finds
+// the lease taken over or force-released, and, at the latest, when the
+// renew deadline has passed since the last successful renewal was sent,
+// which is before the lease can expire on the database's clock. The
+// context also checks the clock itself each time its Err, Done or Value is
+// called, so a leader that was paused (a long GC, SIGSTOP) sees it
+// cancelled at once when it resumes. Contexts derived from it are
+// cancelled a moment later, by a timer.
+//
+// lead must stop at once when its context is done: Run does not resign,
+// and does not campaign again, before lead has returned, but another
+// process may lead by then. Where an overlap must never corrupt data,
+// fence the writes with the term (README, "Leader election").
+//
+// When lead returns, or the leadership is lost or resigned (Resign), Run
+// gives the lease up if it still can, and campaigns again: after a loss at
+// once, after a voluntary end (lead returned, Resign) once a lease (TTL) has
+// passed, so that another candidate can take over. lead's errors are
+// logged through Config.Logger. A panic in lead gives the lease up and
+// goes on. Run returns ctx's error when ctx ends, after giving the lease
+// up; a candidate whose ctx ends leaves nothing behind that blocks others.
+func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error) error {
+	if e.err != nil {
+		return e.err
+	}
+	if lead == nil {
+		return lockErr("election", e.name, fmt.Errorf("%w: nil lead", ErrInvalidConfig))
+	}
+	e.mu.Lock()
+	if e.running {
+		e.mu.Unlock()
+		return lockErr("election", e.name, fmt.Errorf("%w: Run is already running", ErrInvalidConfig))
+	}
+	e.running = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		e.mu.Unlock()
+	}()
+
+	var holdOff time.Duration
+	for {
+		if holdOff > 0 {
+			if err := sleep(ctx, holdOff, nil); err != nil {
+				return err
+			}
+			holdOff = 0
+		}
+		// One attempt. A lock it took after ctx ended is released
+		// before it returns.
+		lk, err := e.locker.Acquire(ctx, e.name)
+		switch {
+		case ctx.Err() != nil:
+			if err == nil {
+				e.resign(ctx, lk)
+			}
+			return ctx.Err()
+		case errors.Is(err, ErrLocked):
+			holdOff = e.nextAttempt()
+			continue
+		case err != nil:
+			e.logger().Warn("gormmutex: election campaign failed, retrying", "election", e.name, "err", err)
+			holdOff = e.nextAttempt()
+			continue
+		}
+		if e.serve(ctx, lk, lead) {
+			holdOff = e.ttl
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// nextAttempt is how long a candidate waits before its next attempt: 80 to
+// 100% of the retry period, at random, so that candidates that started
+// together do not keep trying together. It is never more than the retry
+// period, which bounds how long the leadership stays vacant after a lease
+// ends (README: "a dead leader is replaced within the lease plus one retry
+// period"). Polling is the only way a candidate learns of a vacancy, on
+// every database; this is the one place that paces it.
+func (e *Election) nextAttempt() time.Duration {
+	return e.retryPeriod - rand.N(e.retryPeriod/5+1)
+}
+
+// term is one leadership of this process.
+type term struct {
+	lk       *Lock
+	lc       *leaseCtx
+	resigned atomic.Bool
+	done     chan struct{} // closed once lead has returned and the lease is given up
+	relErr   error         // the give-up's error; written before done is closed
+}
+
+// serve leads for one term: it runs lead while renewing the lease, then
+// gives the lease up. It reports whether the leadership ended voluntarily
+// (lead returned, or Resign) rather than by a loss.
+func (e *Election) serve(ctx context.Context, lk *Lock, lead func(context.Context) error) (voluntary bool) {
+	expires, _ := lk.ExpiresAt()
+	sent := expires.Add(-e.ttl) // when the acquiring statement was sent
+	lost := lockErr("lead", e.name, fmt.Errorf("%w: the lease was not renewed within the renew deadline (%v)", ErrTimeout, e.renewDeadline))
+	lc := newLeaseCtx(ctx, lk, sent.Add(e.renewDeadline), lost)
+	t := &term{lk: lk, lc: lc, done: make(chan struct{})}
+	if lc.Err() != nil {
+		// The campaign took so long (retried conflicts) that the lease
+		// may be nearly gone: never start leading on it.
+		lc.stop(nil)
+		t.relErr = e.resign(ctx, lk)
+		close(t.done)
+		return false
+	}
+	e.mu.Lock()
+	e.current = t
+	e.mu.Unlock()
+
+	stopRenew := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.renew(lc, lk, stopRenew)
+	}()
+	returned := false
+	defer func() {
+		// Also when lead panics: stop leading, then give the lease up.
+		lc.stop(nil)
+		close(stopRenew)
+		wg.Wait()
+		e.mu.Lock()
+		e.current = nil
+		e.mu.Unlock()
+		t.relErr = e.resign(ctx, lk)
+		close(t.done)
+		voluntary = t.resigned.Load() || (returned && !errors.Is(lc.cause(), ErrTimeout) && ctx.Err() == nil)
+	}()
+	err := lead(lc)
+	returned = true
+	if err != nil && !errors.Is(err, context.Cause(lc)) && !errors.Is(err, lc.Err()) {
+		e.logger().Warn("gormmutex: leader's function failed", "election", e.name, "term", lk.Token(), "err", err)
+	}
+	return false // set by the deferred function
+}
+
+// renew renews the lease every retry period until stop is closed or the
+// leadership ends, and cancels lc when the lease is lost. Each attempt is
+// bounded by the renew deadline; a failed one is retried with backoff.
+func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
+	b := backoff{min: 10 * time.Millisecond, max: max(e.retryPeriod/4, 10*time.Millisecond)}
+	t := time.NewTimer(e.retryPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-lc.inner.Done():
+			return
+		case <-t.C:
+		}
+		deadline := lc.deadline()
+		if lc.Err() != nil {
+			return
+		}
+		rctx, cancel := context.WithDeadline(lc.inner, deadline)
+		sent := time.Now()
+		err := lk.Refresh(rctx)
+		cancel()
+		switch {
+		case err == nil:
+			// The lease now lasts until at least sent + TTL on the
+			// database's clock, whatever the two clocks read.
+			if !lc.extend(sent.Add(e.renewDeadline)) {
+				return
+			}
+			b.cur = 0
+			t.Reset(e.retryPeriod)
+		case errors.Is(err, ErrTimeout) || errors.Is(err, ErrReleased):
+			// Taken over or force-released; or lead released the lease
+			// itself (ErrReleased), which loses it all the same.
+			if !errors.Is(err, ErrTimeout) {
+				err = lockErr("lead", e.name, errors.Join(ErrTimeout, err))
+			}
+			e.logger().Warn("gormmutex: leadership lost", "election", e.name, "term", lk.Token(), "err", err)
+			lc.stop(err)
+			return
+		case lc.Err() != nil:
+			e.logger().Warn("gormmutex: leadership lost: the lease could not be renewed in time", "election", e.name, "term", lk.Token(), "err", err)
+			return
+		default:
+			e.logger().Info("gormmutex: lease renewal failed, retrying", "election", e.name, "term", lk.Token(), "err", err)
+			t.Reset(b.next())
+		}
+	}
+}
+
+// resign releases lk, on a context detached from ctx and bounded by the
+// lease: after that long there is nothing left to give up. A lease that
+// had already expired is not an error here.
+func (e *Election) resign(ctx context.Context, lk *Lock) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.ttl)
+	defer cancel()
+	err := lk.Release(rctx)
+	if errors.Is(err, ErrTimeout) {
+		return nil
+	}
+	if err != nil {
+		e.logger().Warn("gormmutex: could not give the leadership up; it ends at the lease's expiry", "election", e.name, "term", lk.Token(), "err", err)
+	}
+	return err
+}
+
+// IsLeader reports whether this process leads now: true only while Run is
+// running lead and the lease is unexpired by this process's conservative
+// estimate (the same one that cancels lead's context).
+func (e *Election) IsLeader() bool {
+	e.mu.Lock()
+	t := e.current
+	e.mu.Unlock()
+	return t != nil && t.lc.Err() == nil
+}
+
+// Resign gives the leadership up now, so that another candidate takes over
+// without waiting for the lease to expire. It cancels lead's context with
+// cause ErrResigned, waits for lead to return (so that two leaders never
+// run at once), releases the lease and returns; Run campaigns again after
+// one lease (TTL). If ctx ends first, Resign returns ctx's error, and the
+// lease is released as soon as lead returns. Resign returns nil at once
+// when this process does not lead.
+func (e *Election) Resign(ctx context.Context) error {
+	if e.err != nil {
+		return e.err
+	}
+	e.mu.Lock()
+	t := e.current
+	e.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	t.resigned.Store(true)
+	t.lc.stop(lockErr("lead", e.name, ErrResigned))
+	select {
+	case <-t.done:
+		return t.relErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Leader returns the current leader, read from the database, and false when
+// nobody leads (no live lease).
+func (e *Election) Leader(ctx context.Context) (Leader, bool, error) {
+	if e.err != nil {
+		return Leader{}, false, e.err
+	}
+	row, ok, err := e.lookup(ctx)
+	if err != nil || !ok {
+		return Leader{}, false, err
+	}
+	ld := Leader{Term: row.ID, Since: row.CreatedAt}
+	ld.Holder, ld.Process = splitHolder(row.Holder)
+	if row.ExpiresAt != nil {
+		ld.ExpiresAt = *row.ExpiresAt
+	}
+	return ld, true, nil
+}
+
+// lookup returns the live lock row of the election.
+func (e *Election) lookup(ctx context.Context) (DBMutex, bool, error) {
+	return e.locker.lookup(ctx, e.name)
+}
+
+// Observe returns a channel that receives the current leader, and then
+// every change of leader (a new term) until ctx ends, when it is closed. A
+// Leader with Term 0 means that nobody leads. It reads the database every
+// retry period, the same for every database; a reading that fails is
+// logged and retried. A slow receiver misses intermediate leaders, never
+// the latest one. For an Election with a bad configuration the channel is
+// closed at once.
+func (e *Election) Observe(ctx context.Context) <-chan Leader {
+	ch := make(chan Leader)
+	go func() {
+		defer close(ch)
+		if e.err != nil {
+			return
+		}
+		var last Leader
+		first := true
+		for {
+			ld, _, err := e.Leader(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				e.logger().Info("gormmutex: reading the leader failed, retrying", "election", e.name, "err", err)
+			case err == nil && (first || ld.Term != last.Term):
+				select {
+				case ch <- ld:
+					last, first = ld, false
+				case <-ctx.Done():
+					return
+				}
+			}
+			if sleep(ctx, e.retryPeriod, nil) != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+func (e *Election) logger() *slog.Logger {
+	if e.locker != nil {
+		return e.locker.logger()
+	}
+	return slog.Default()
+}
+
+// leaseCtx is the context of a leader's lead function. It is cancelled when
+// the leadership ends, and its deadline moves forward with every renewal.
+// Besides a timer, it checks the clock whenever it is asked (Err, Done,
+// Value), so that a process that was paused past its deadline sees itself
+// as no longer leading before any timer has had a chance to fire.
+type leaseCtx struct {
+	inner  context.Context // cancelled with the cause of the end
+	cancel context.CancelCauseFunc
+	lk     *Lock
+	lost   error // the cause when the deadline passes
+
+	base  time.Time    // the monotonic origin of until
+	until atomic.Int64 // the deadline, as nanoseconds since base
+	timer *time.Timer
+}
+
+func newLeaseCtx(parent context.Context, lk *Lock, deadline time.Time, lost error) *leaseCtx {
+	c := &leaseCtx{lk: lk, lost: lost, base: time.Now()}
+	c.inner, c.cancel = context.WithCancelCause(parent)
+	c.until.Store(int64(deadline.Sub(c.base)))
+	c.timer = time.AfterFunc(time.Until(deadline), c.fire)
+	return c
+}
+
+// fire runs at the deadline: it cancels the context, unless a renewal has
+// moved the deadline meanwhile, in which case it waits for the new one.
+func (c *leaseCtx) fire() {
+	if left := c.left(); left > 0 && c.inner.Err() == nil {
+		c.timer.Reset(left)
+		return
+	}
+	c.check()
+}
+
+func (c *leaseCtx) left() time.Duration {
+	return time.Duration(c.until.Load()) - time.Since(c.base)
+}
+
+func (c *leaseCtx) deadline() time.Time {
+	return c.base.Add(time.Duration(c.until.Load()))
+}
+
+// check cancels the context if its deadline has passed.
+func (c *leaseCtx) check() {
+	if c.left() <= 0 {
+		c.cancel(c.lost)
+	}
+}
+
+// extend moves the deadline to d. It fails, and cancels the context, if the
+// current deadline has already passed: a leadership that may have been
+// seen as lost is never revived.
+func (c *leaseCtx) extend(d time.Time) bool {
+	c.check()
+	if c.inner.Err() != nil {
+		return false
+	}
+	c.until.Store(int64(d.Sub(c.base)))
+	return true
+}
+
+// stop ends the leadership with cause (context.Canceled when nil).
+func (c *leaseCtx) stop(cause error) {
+	c.cancel(cause)
+	c.timer.Stop()
+}
+
+func (c *leaseCtx) cause() error { return context.Cause(c.inner) }
+
+func (c *leaseCtx) Deadline() (time.Time, bool) { return c.inner.Deadline() }
+
+func (c *leaseCtx) Done() <-chan struct{} {
+	c.check()
+	return c.inner.Done()
+}
+
+func (c *leaseCtx) Err() error {
+	c.check()
+	return c.inner.Err()
+}
+
+// Value returns the lease for FromContext, and otherwise the parent's
+// values. context.Cause reads the cause through Value, so it sees a
+// deadline that has just passed too.
+func (c *leaseCtx) Value(key any) any {
+	if _, ok := key.(lockKey); ok {
+		return c.lk
+	}
+	c.check()
+	return c.inner.Value(key)
+}

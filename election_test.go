@@ -1,0 +1,894 @@
+package gormmutex_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
+)
+
+// The election tests run on SQLite (a file of their own), PostgreSQL and
+// MariaDB/MySQL. They live in an external test package, so they bring
+// their own small helpers: electDB opens pools, and the test binary,
+// started with electChildEnv set, is a candidate process (electionChild).
+
+type electDB struct {
+	name, dsn string
+	// network: the database is reached over TCP, so a proxy can cut it.
+	network bool
+	// pausedWriterBlocks: a process paused in the middle of a write
+	// blocks every other writer until it resumes (SQLite's file lock).
+	pausedWriterBlocks bool
+}
+
+// eachElectionDB runs f as a subtest on every database, one after the
+// other: the process tests start five candidates each, and the machine's
+// CPU is shared. An unreachable server is skipped, or fails the test when
+// GORMMUTEX_REQUIRE_DBS=1.
+func eachElectionDB(t *testing.T, f func(t *testing.T, d electDB)) {
+	t.Helper()
+	for _, d := range []electDB{
+		{name: "sqlite", pausedWriterBlocks: true},
+		{name: "postgres", dsn: testdb.Postgres(), network: true},
+		{name: "mysql", dsn: testdb.MySQL(), network: true},
+	} {
+		t.Run(d.name, func(t *testing.T) {
+			if d.name == "sqlite" {
+				dir, err := os.MkdirTemp("", "gormmutex-election-")
+				require.NoError(t, err)
+				// A background purge may still hold the file when the
+				// test ends; the folder goes at the end in any case.
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				d.dsn = testdb.SQLite(filepath.Join(dir, "election.db"))
+			}
+			db, err := openElectDB(d.name, d.dsn)
+			if err != nil {
+				if d.name == "sqlite" {
+					t.Fatal(err)
+				}
+				testdb.Unavailable(t, d.name, err)
+			}
+			defer closeElectDB(db)
+			require.NoError(t, gormmutex.AutoMigrate(db))
+			f(t, d)
+		})
+	}
+}
+
+func openElectDB(name, dsn string) (*gorm.DB, error) {
+	var dial gorm.Dialector
+	switch name {
+	case "sqlite":
+		dial = sqlite.Open(dsn)
+	case "postgres":
+		dial = postgres.Open(dsn)
+	case "mysql":
+		dial = mysql.Open(dsn)
+	}
+	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func closeElectDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		sqlDB.Close()
+	}
+}
+
+// pool opens a connection pool, a separate process as far as the database
+// can tell, closed when the test ends.
+func (d electDB) pool(t *testing.T) *gorm.DB { return d.poolAt(t, d.dsn) }
+
+func (d electDB) poolAt(t *testing.T, dsn string) *gorm.DB {
+	t.Helper()
+	db, err := openElectDB(d.name, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { closeElectDB(db) })
+	return db
+}
+
+var electSeq atomic.Int64
+
+func electionName(t *testing.T) string {
+	return fmt.Sprintf("election/%s/%d/%d", t.Name(), time.Now().UnixNano(), electSeq.Add(1))
+}
+
+// runner runs an Election in the background and records its leaderships.
+type runner struct {
+	e      *gormmutex.Election
+	cancel context.CancelFunc
+	done   chan error // Run's result
+
+	mu     sync.Mutex
+	terms  []int64        // every term this runner led, in order
+	causes []error        // the cause that ended each term
+	led    chan int64     // receives each term as it starts
+	ended  chan time.Time // receives when each term's context was seen done
+}
+
+func startRunner(t *testing.T, e *gormmutex.Election) *runner {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{e: e, cancel: cancel, done: make(chan error, 1), led: make(chan int64, 16), ended: make(chan time.Time, 16)}
+	go func() {
+		r.done <- e.Run(ctx, func(ctx context.Context) error {
+			lk, ok := gormmutex.FromContext(ctx)
+			if !ok {
+				return errors.New("lead's context carries no lease")
+			}
+			r.mu.Lock()
+			r.terms = append(r.terms, lk.Token())
+			r.mu.Unlock()
+			r.led <- lk.Token()
+			<-ctx.Done()
+			at := time.Now()
+			r.mu.Lock()
+			r.causes = append(r.causes, context.Cause(ctx))
+			r.mu.Unlock()
+			r.ended <- at
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30 s of its context's end")
+		}
+	})
+	return r
+}
+
+// stop cancels Run's context and returns Run's result.
+func (r *runner) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30 s of its context's end")
+		return nil
+	}
+}
+
+func (r *runner) waitLead(t *testing.T, within time.Duration) int64 {
+	t.Helper()
+	select {
+	case term := <-r.led:
+		return term
+	case <-time.After(within):
+		t.Fatalf("no leadership within %v", within)
+		return 0
+	}
+}
+
+func (r *runner) lastCause() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.causes) == 0 {
+		return nil
+	}
+	return r.causes[len(r.causes)-1]
+}
+
+func (r *runner) termCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.terms)
+}
+
+// TestElectionConfig: a lease is required, the renew deadline must be
+// shorter than it and longer than 1.2 retry periods, and the name must be a
+// valid lock id; every method reports a bad configuration, and nothing
+// leads.
+func TestElectionConfig(t *testing.T) {
+	t.Parallel()
+	db, err := openElectDB("sqlite", testdb.SQLite(filepath.Join(t.TempDir(), "config.db")))
+	require.NoError(t, err)
+	defer closeElectDB(db)
+	ttl := gormmutex.Duration(time.Second)
+	cases := []struct {
+		what string
+		name string
+		cfg  gormmutex.Config
+		opts []gormmutex.ElectionOption
+		want error
+	}{
+		{"no lease", "x", gormmutex.Config{}, nil, gormmutex.ErrInvalidConfig},
+		{"renew deadline = TTL", "x", gormmutex.Config{TTL: ttl}, []gormmutex.ElectionOption{gormmutex.WithRenewDeadline(time.Second)}, gormmutex.ErrInvalidConfig},
+		{"renew deadline = 1.2 retry periods", "x", gormmutex.Config{TTL: ttl},
+			[]gormmutex.ElectionOption{gormmutex.WithRenewDeadline(600 * time.Millisecond), gormmutex.WithRetryPeriod(500 * time.Millisecond)}, gormmutex.ErrInvalidConfig},
+		{"zero retry period", "x", gormmutex.Config{TTL: ttl}, []gormmutex.ElectionOption{gormmutex.WithRetryPeriod(0)}, gormmutex.ErrInvalidConfig},
+		{"negative TTL", "x", gormmutex.Config{TTL: gormmutex.Duration(-time.Second)}, nil, gormmutex.ErrInvalidConfig},
+		{"empty name", "", gormmutex.Config{TTL: ttl}, nil, gormmutex.ErrInvalidLockID},
+		{"holder too long", "x", gormmutex.Config{TTL: ttl, Holder: strings.Repeat("h", 300)}, nil, gormmutex.ErrInvalidConfig},
+	}
+	for _, c := range cases {
+		e := gormmutex.NewElection(db, c.name, c.cfg, c.opts...)
+		led := false
+		err := e.Run(context.Background(), func(context.Context) error { led = true; return nil })
+		assert.ErrorIs(t, err, c.want, "%s: Run", c.what)
+		_, _, err = e.Leader(context.Background())
+		assert.ErrorIs(t, err, c.want, "%s: Leader", c.what)
+		assert.ErrorIs(t, e.Resign(context.Background()), c.want, "%s: Resign", c.what)
+		assert.False(t, led, "%s: lead ran", c.what)
+		assert.False(t, e.IsLeader(), "%s: IsLeader", c.what)
+	}
+	// The defaults, derived from the lease, are valid; and lead is required.
+	e := gormmutex.NewElection(db, "x", gormmutex.Config{TTL: ttl})
+	assert.ErrorIs(t, e.Run(context.Background(), nil), gormmutex.ErrInvalidConfig, "Run(nil lead)")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, e.Run(ctx, func(context.Context) error { return nil }), context.Canceled, "Run with the defaults and an ended context")
+}
+
+// TestElectionResign: a leader's term is its lease's fencing token and
+// Leader reads it back from the database with the holder and times;
+// Resign cancels lead's context with ErrResigned, and the waiting
+// candidate takes over at once, long before the resigned lease (10 s)
+// would have expired, with a larger term. Observe reports both leaders.
+func TestElectionResign(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		const ttl = 10 * time.Second
+		name := electionName(t)
+		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
+		termA := a.waitLead(t, 30*time.Second)
+		assert.True(t, a.e.IsLeader(), "A.IsLeader while leading")
+
+		eb := gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"})
+		ld, ok, err := eb.Leader(context.Background())
+		require.NoError(t, err)
+		require.True(t, ok, "Leader found nobody while A leads")
+		assert.Equal(t, "A", ld.Holder)
+		assert.Equal(t, termA, ld.Term, "Leader's term is A's lease token")
+		assert.True(t, ld.ExpiresAt.After(ld.Since), "expiry %v after since %v", ld.ExpiresAt, ld.Since)
+		assert.LessOrEqual(t, ld.ExpiresAt.Sub(ld.Since), ttl+time.Second, "lease longer than the TTL")
+
+		octx, ocancel := context.WithCancel(context.Background())
+		defer ocancel()
+		observed := eb.Observe(octx)
+		select {
+		case o := <-observed:
+			assert.Equal(t, termA, o.Term, "Observe's first leader")
+		case <-time.After(10 * time.Second):
+			t.Fatal("Observe sent nothing")
+		}
+
+		b := startRunner(t, eb)
+		time.Sleep(500 * time.Millisecond) // B campaigns
+		require.False(t, eb.IsLeader(), "B leads while A has not resigned")
+		require.True(t, a.e.IsLeader(), "A lost the leadership without resigning")
+
+		resignedAt := time.Now()
+		require.NoError(t, a.e.Resign(context.Background()))
+		assert.False(t, a.e.IsLeader(), "A.IsLeader after Resign")
+		assert.ErrorIs(t, a.lastCause(), gormmutex.ErrResigned, "cause of A's lead context")
+		termB := b.waitLead(t, ttl)
+		handover := time.Since(resignedAt)
+		assert.Less(t, handover, ttl/2, "B took over %v after A resigned: it waited for the lease", handover)
+		assert.Greater(t, termB, termA, "B's term")
+		t.Logf("handover %v", handover)
+
+		deadline := time.After(10 * time.Second)
+		for seen := false; !seen; {
+			select {
+			case o := <-observed:
+				seen = o.Term == termB
+				if !seen {
+					assert.Zero(t, o.Term, "Observe reported a leader that is neither A nor B")
+				}
+			case <-deadline:
+				t.Fatal("Observe did not report B")
+			}
+		}
+		assert.Equal(t, 1, a.termCount(), "A led again after resigning")
+	})
+}
+
+// TestElectionCancelLeavesNothing: a candidate whose context ends returns
+// context.Canceled without ever having led, and a leader whose context
+// ends resigns before Run returns; afterwards nobody leads and a plain
+// Acquire of the election's lock succeeds at once: nothing is left behind
+// that blocks others.
+func TestElectionCancelLeavesNothing(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		const ttl = 10 * time.Second
+		name := electionName(t)
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(ttl)}
+		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
+		a.waitLead(t, 30*time.Second)
+		assert.ErrorIs(t, a.e.Run(context.Background(), func(context.Context) error { return nil }), gormmutex.ErrInvalidConfig,
+			"a second Run of a running Election")
+		c := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
+		time.Sleep(500 * time.Millisecond) // C campaigns
+		assert.ErrorIs(t, c.stop(t), context.Canceled, "candidate's Run")
+		assert.Zero(t, c.termCount(), "the candidate led")
+		assert.ErrorIs(t, a.stop(t), context.Canceled, "leader's Run")
+		assert.ErrorIs(t, a.lastCause(), context.Canceled, "cause of the leader's lead context")
+
+		db := d.pool(t)
+		_, ok, err := gormmutex.NewElection(db, name, cfg).Leader(context.Background())
+		require.NoError(t, err)
+		assert.False(t, ok, "someone leads after every candidate left")
+		lk, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Acquire(context.Background(), name)
+		require.NoError(t, err, "Acquire of the election's lock after every candidate left")
+		require.NoError(t, lk.Release(context.Background()))
+	})
+}
+
+// TestElectionUnreachableLeader: a leader whose connection to the
+// database stops answering (a TCP proxy on loopback that stops
+// forwarding) gives the leadership up while its lease is still live in
+// the database: when its lead context is done, another pool still reads
+// it as the leader. The other candidate takes over after the lease, with
+// a larger term.
+func TestElectionUnreachableLeader(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		if !d.network {
+			t.Skip("no network between the process and the database")
+		}
+		const ttl = 2 * time.Second
+		name := electionName(t)
+		p := newFreezeProxy(t, d)
+		a := startRunner(t, gormmutex.NewElection(d.poolAt(t, p.dsn), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
+		termA := a.waitLead(t, 30*time.Second)
+		observer := gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		b := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"}))
+		time.Sleep(700 * time.Millisecond) // A renews a few times
+		require.True(t, a.e.IsLeader(), "A lost the leadership before the cut")
+
+		p.freeze()
+		frozenAt := time.Now()
+		var endedAt time.Time
+		select {
+		case endedAt = <-a.ended:
+		case <-time.After(ttl + 5*time.Second):
+			t.Fatal("A still leads long after its lease")
+		}
+		ld, ok, err := observer.Leader(context.Background())
+		require.NoError(t, err)
+		assert.True(t, ok && ld.Term == termA, "when A stepped down, %v after the cut, its lease was no longer live in the database (leader %+v, found %v)", endedAt.Sub(frozenAt), ld, ok)
+		assert.False(t, a.e.IsLeader(), "A.IsLeader after stepping down")
+		assert.ErrorIs(t, a.lastCause(), gormmutex.ErrTimeout, "cause of A's lead context")
+
+		termB := b.waitLead(t, ttl+10*time.Second)
+		assert.Greater(t, termB, termA, "B's term")
+		ld, ok, err = observer.Leader(context.Background())
+		require.NoError(t, err)
+		assert.True(t, ok && ld.Holder == "B", "leader after the takeover: %+v", ld)
+		t.Logf("A stepped down %v after the cut", endedAt.Sub(frozenAt))
+		p.close() // A's statements fail at once from here on, so its Run can end
+	})
+}
+
+// freezeProxy forwards TCP to a database until frozen; then it forwards
+// nothing more, in either direction, and keeps every connection open: a
+// partition in which the leader's statements get no answer at all.
+type freezeProxy struct {
+	ln  net.Listener
+	dsn string
+
+	mu     sync.Mutex
+	frozen bool
+	conns  []net.Conn
+}
+
+func newFreezeProxy(t *testing.T, d electDB) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &freezeProxy{ln: ln}
+	var target string
+	switch d.name {
+	case "postgres":
+		if strings.Contains(d.dsn, "://") {
+			t.Skip("URL-form PostgreSQL DSN: the proxy test needs key=value form")
+		}
+		cfg, err := pgx.ParseConfig(d.dsn)
+		require.NoError(t, err)
+		target = net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+		host, port, _ := net.SplitHostPort(ln.Addr().String())
+		p.dsn = d.dsn + " host=" + host + " port=" + port + " connect_timeout=2"
+	case "mysql":
+		cfg, err := gomysql.ParseDSN(d.dsn)
+		require.NoError(t, err)
+		target = cfg.Addr
+		cfg.Addr = ln.Addr().String()
+		cfg.Timeout = 2 * time.Second
+		p.dsn = cfg.FormatDSN()
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, 2*time.Second)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go p.pipe(up, c)
+			go p.pipe(c, up)
+		}
+	}()
+	t.Cleanup(p.close)
+	return p
+}
+
+// pipe copies from src to dst, dropping what arrives once frozen.
+func (p *freezeProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			frozen := p.frozen
+			p.mu.Unlock()
+			if !frozen {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen = true
+}
+
+// close drops every connection and stops accepting new ones.
+func (p *freezeProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+// The candidate processes of TestElectionProcesses are this test binary,
+// started with electChildEnv set: init runs the candidate instead of the
+// tests.
+const electChildEnv = "GORMMUTEX_ELECTION_CHILD"
+
+func init() {
+	if os.Getenv(electChildEnv) != "" {
+		os.Exit(electionChild())
+	}
+}
+
+// electionChild campaigns until its stdin closes. It prints, each line
+// written at once (a kill loses nothing printed):
+//
+//	lead TERM T0     lead was called; T0 read before its first check
+//	act TERM T1 T2   lead's context was not done at a moment between T1 and T2
+//	end TERM T TO    lead saw its context done at T; TO: the cause matches ErrTimeout
+//
+// Times are wall-clock nanoseconds, comparable across the processes of
+// one machine.
+func electionChild() int {
+	env := func(k string) string { return os.Getenv("ELECT_" + k) }
+	dur := func(k string) time.Duration {
+		d, err := time.ParseDuration(env(k))
+		if err != nil {
+			panic(err)
+		}
+		return d
+	}
+	db, err := openElectDB(env("DB"), env("DSN"))
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	var mu sync.Mutex
+	emit := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	e := gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"), Logger: quietLogger},
+		gormmutex.WithRenewDeadline(dur("RENEW")), gormmutex.WithRetryPeriod(dur("RETRY")))
+	err = e.Run(ctx, func(ctx context.Context) error {
+		lk, _ := gormmutex.FromContext(ctx)
+		term := lk.Token()
+		emit("lead %d %d", term, time.Now().UnixNano())
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			t1 := time.Now().UnixNano()
+			if ctx.Err() != nil {
+				break
+			}
+			emit("act %d %d %d", term, t1, time.Now().UnixNano())
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+		emit("end %d %d %t", term, time.Now().UnixNano(), errors.Is(context.Cause(ctx), gormmutex.ErrTimeout))
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		fmt.Println("error", err)
+		return 1
+	}
+	return 0
+}
+
+// quietLogger drops the election's log lines (lost leaderships and failed
+// renewals are what these tests cause on purpose).
+var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// electChild is a running candidate process.
+type electChild struct {
+	i     int
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	dead  bool
+}
+
+// electEvent is one line of a candidate.
+type electEvent struct {
+	child    int
+	kind     string // lead, act, end, error, exit
+	term     int64
+	t1, t2   int64 // lead: T0, T0; act: T1, T2; end: T, T
+	timedOut bool
+	text     string
+}
+
+func startElectChild(t *testing.T, d electDB, i int, name string, ttl, renew, retry time.Duration, events chan<- electEvent) *electChild {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), electChildEnv+"=1", "ELECT_DB="+d.name, "ELECT_DSN="+d.dsn, "ELECT_NAME="+name,
+		"ELECT_HOLDER=child-"+strconv.Itoa(i), "ELECT_TTL="+ttl.String(), "ELECT_RENEW="+renew.String(), "ELECT_RETRY="+retry.String())
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	c := &electChild{i: i, cmd: cmd, stdin: stdin}
+	go func() {
+		s := bufio.NewScanner(out)
+		for s.Scan() {
+			events <- parseElectEvent(i, s.Text())
+		}
+		events <- electEvent{child: i, kind: "exit"}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return c
+}
+
+func parseElectEvent(i int, line string) electEvent {
+	ev := electEvent{child: i, text: line}
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return ev
+	}
+	ev.kind = f[0]
+	num := func(k int) int64 {
+		if k >= len(f) {
+			return 0
+		}
+		n, _ := strconv.ParseInt(f[k], 10, 64)
+		return n
+	}
+	switch ev.kind {
+	case "lead":
+		ev.term, ev.t1 = num(1), num(2)
+		ev.t2 = ev.t1
+	case "act":
+		ev.term, ev.t1, ev.t2 = num(1), num(2), num(3)
+	case "end":
+		ev.term, ev.t1 = num(1), num(2)
+		ev.t2 = ev.t1
+		ev.timedOut = len(f) > 3 && f[3] == "true"
+	}
+	return ev
+}
+
+// electLog collects the candidates' events on the test's goroutine.
+type electLog struct {
+	t      *testing.T
+	events chan electEvent
+	all    []electEvent
+	exited map[int]bool
+}
+
+// next returns the next event that matches, failing the test after within.
+func (l *electLog) next(within time.Duration, what string, match func(electEvent) bool) electEvent {
+	l.t.Helper()
+	ev, ok := l.wait(within, match)
+	if !ok {
+		l.t.Fatalf("no %s within %v", what, within)
+	}
+	return ev
+}
+
+// seenOrNext returns the first event collected so far that matches, or
+// else the next one.
+func (l *electLog) seenOrNext(within time.Duration, what string, match func(electEvent) bool) electEvent {
+	l.t.Helper()
+	for _, ev := range l.all {
+		if match(ev) {
+			return ev
+		}
+	}
+	return l.next(within, what, match)
+}
+
+// drain collects events for d.
+func (l *electLog) drain(d time.Duration) {
+	l.t.Helper()
+	l.wait(d, func(electEvent) bool { return false })
+}
+
+// wait collects events until one matches or within has passed.
+func (l *electLog) wait(within time.Duration, match func(electEvent) bool) (electEvent, bool) {
+	l.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case ev := <-l.events:
+			l.all = append(l.all, ev)
+			if ev.kind == "error" {
+				l.t.Fatalf("candidate %d: %s", ev.child, ev.text)
+			}
+			if ev.kind == "exit" {
+				l.exited[ev.child] = true
+			}
+			if match(ev) {
+				return ev, true
+			}
+		case <-deadline:
+			return electEvent{}, false
+		}
+	}
+}
+
+// TestElectionProcesses runs five candidate processes on one election and
+// checks, from the intervals during which each one acted as leader
+// (wall-clock bounds that every process of the machine shares), that no
+// two leaderships overlap and that terms grow. It kills the leader with
+// SIGKILL three times: each time another candidate leads within the lease
+// plus one retry period of the kill. Then it pauses the leader (SIGSTOP)
+// for longer than its lease: another candidate takes over with a larger
+// term (on SQLite, where a process paused inside a write holds the whole
+// file, possibly only once the paused one resumes), and the paused one,
+// once resumed, finds its lead context already cancelled with ErrTimeout
+// and does not act as leader again.
+func TestElectionProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 5 processes per database")
+	}
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		const (
+			ttl   = time.Second
+			renew = 600 * time.Millisecond
+			retry = 200 * time.Millisecond
+			// slack covers process scheduling on a loaded machine: the
+			// new leader's statement, and its line reaching the test.
+			slack = 500 * time.Millisecond
+		)
+		name := electionName(t)
+		log := &electLog{t: t, events: make(chan electEvent, 4096), exited: map[int]bool{}}
+		children := make([]*electChild, 5)
+		for i := range children {
+			children[i] = startElectChild(t, d, i, name, ttl, renew, retry, log.events)
+		}
+		alive := func(ev electEvent) bool { return !children[ev.child].dead }
+		leader := log.next(60*time.Second, "first leader", func(ev electEvent) bool { return ev.kind == "lead" })
+		t.Logf("first leader: candidate %d, term %d", leader.child, leader.term)
+
+		for k := 0; k < 3; k++ {
+			log.drain(300 * time.Millisecond) // the leader acts
+			c := children[leader.child]
+			require.NoError(t, c.cmd.Process.Kill())
+			killedAt := time.Now()
+			c.dead = true
+			prev := leader
+			leader = log.next(ttl+retry+10*time.Second, "leader after the kill", func(ev electEvent) bool {
+				return ev.kind == "lead" && alive(ev)
+			})
+			took := time.Unix(0, leader.t1).Sub(killedAt)
+			t.Logf("kill %d: candidate %d leads, term %d, %v after the kill", k+1, leader.child, leader.term, took)
+			assert.Greater(t, leader.term, prev.term, "term after kill %d", k+1)
+			assert.LessOrEqual(t, took, ttl+retry+slack, "kill %d: new leader after %v, want within the lease %v plus a retry period %v (and %v slack)", k+1, took, ttl, retry, slack)
+		}
+
+		log.drain(300 * time.Millisecond)
+		paused := leader
+		pc := children[paused.child]
+		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGSTOP))
+		stoppedAt := time.Now()
+		if !d.pausedWriterBlocks {
+			leader = log.next(ttl+retry+10*time.Second, "leader while the old one is paused", func(ev electEvent) bool {
+				return ev.kind == "lead" && ev.child != paused.child && alive(ev)
+			})
+			assert.Greater(t, leader.term, paused.term, "term of the leader that took over from the paused one")
+		}
+		if wait := time.Until(stoppedAt.Add(ttl + time.Second)); wait > 0 {
+			log.drain(wait) // paused well past its lease
+		}
+		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGCONT))
+		resumedAt := time.Now()
+		end := log.next(10*time.Second, "end of the paused leadership", func(ev electEvent) bool {
+			return ev.kind == "end" && ev.child == paused.child && ev.term == paused.term
+		})
+		assert.True(t, end.timedOut, "the paused leader's context cause matches ErrTimeout")
+		if d.pausedWriterBlocks {
+			// The takeover may have happened during the pause, or now.
+			leader = log.seenOrNext(ttl+retry+10*time.Second, "leader after the paused one resumed", func(ev electEvent) bool {
+				return ev.kind == "lead" && ev.term > paused.term && alive(ev)
+			})
+		}
+		t.Logf("paused candidate %d (term %d) for %v; leader now: candidate %d, term %d",
+			paused.child, paused.term, resumedAt.Sub(stoppedAt).Round(time.Millisecond), leader.child, leader.term)
+		log.drain(500 * time.Millisecond)
+
+		// Let the survivors leave (they resign), and collect every line.
+		for _, c := range children {
+			if !c.dead {
+				c.stdin.Close()
+			}
+		}
+		log.next(30*time.Second, "exit of every candidate", func(electEvent) bool { return len(log.exited) == len(children) })
+
+		for _, ev := range log.all {
+			if ev.child == paused.child && ev.term == paused.term && ev.kind == "act" {
+				assert.Less(t, ev.t1, resumedAt.UnixNano(), "the paused leader acted after it resumed: %s", ev.text)
+			}
+		}
+		checkLeaderships(t, log.all)
+	})
+}
+
+// checkLeaderships checks that the leaderships recorded in events, each
+// from its lead line to its last act, never overlap, and that their terms
+// grow with time.
+func checkLeaderships(t *testing.T, events []electEvent) {
+	t.Helper()
+	type span struct {
+		child      int
+		term       int64
+		start, end int64
+	}
+	byTerm := map[int64]*span{}
+	for _, ev := range events {
+		if ev.kind != "lead" && ev.kind != "act" {
+			continue
+		}
+		s := byTerm[ev.term]
+		if s == nil {
+			s = &span{child: ev.child, term: ev.term, start: ev.t1, end: ev.t2}
+			byTerm[ev.term] = s
+		}
+		require.Equal(t, s.child, ev.child, "term %d led by two candidates", ev.term)
+		s.start, s.end = min(s.start, ev.t1), max(s.end, ev.t2)
+	}
+	spans := make([]*span, 0, len(byTerm))
+	for _, s := range byTerm {
+		spans = append(spans, s)
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	require.GreaterOrEqual(t, len(spans), 5, "leaderships recorded")
+	for i := 1; i < len(spans); i++ {
+		a, b := spans[i-1], spans[i]
+		assert.Less(t, a.end, b.start, "candidate %d (term %d) still acted %v after candidate %d (term %d) began to lead",
+			a.child, a.term, time.Duration(a.end-b.start), b.child, b.term)
+		assert.Less(t, a.term, b.term, "term %d began after term %d", b.term, a.term)
+	}
+	for _, s := range spans {
+		t.Logf("candidate %d, term %d: %v", s.child, s.term, time.Duration(s.end-s.start).Round(time.Millisecond))
+	}
+}
+
+// A process campaigns for the leadership of "report-scheduler"; while it
+// leads, lead runs with the lease in its context. Here lead ends the
+// campaign at once; a real leader works until its context is done.
+func ExampleElection() {
+	dir, err := os.MkdirTemp("", "gormmutex-example-")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := gorm.Open(sqlite.Open("file:"+filepath.Join(dir, "app.db")+"?_journal_mode=WAL"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	if err := gormmutex.AutoMigrate(db); err != nil {
+		panic(err)
+	}
+
+	election := gormmutex.NewElection(db, "report-scheduler", gormmutex.Config{
+		TTL:    gormmutex.Duration(15 * time.Second),
+		Holder: "worker-1",
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	err = election.Run(ctx, func(ctx context.Context) error {
+		lease, _ := gormmutex.FromContext(ctx)
+		leader, _, err := election.Leader(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Println("leader:", leader.Holder, "term is the lease's token:", leader.Term == lease.Token())
+		fmt.Println("IsLeader:", election.IsLeader())
+		stop()
+		return nil
+	})
+	fmt.Println("Run:", err)
+	fmt.Println("IsLeader:", election.IsLeader())
+	// Output:
+	// leader: worker-1 term is the lease's token: true
+	// IsLeader: true
+	// Run: context canceled
+	// IsLeader: false
+}
