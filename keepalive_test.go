@@ -74,7 +74,7 @@ func TestKeepAliveLost(t *testing.T) {
 						lostAfter = time.Since(lost)
 						assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 					case <-time.After(10 * time.Second):
-						t.Error("fn's context was not cancelled after the lock was lost")
+						assert.Fail(t, "fn's context was not cancelled after the lock was lost")
 					}
 					return nil
 				})
@@ -149,7 +149,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 				lost = time.Now()
 				assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 			case <-time.After(15 * time.Second):
-				t.Error("fn was not cancelled although the lease could not be renewed")
+				assert.Fail(t, "fn was not cancelled although the lease could not be renewed")
 			}
 			return nil
 		})
@@ -244,9 +244,7 @@ func TestMinHold(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(hold + 500*time.Millisecond)))
 		next := mustAcquire(t, other, id)
-		if next.Token() <= lk.Token() {
-			t.Errorf("token after MinHold = %d, want > %d", next.Token(), lk.Token())
-		}
+		assert.Greater(t, next.Token(), lk.Token(), "token after MinHold")
 		require.NoError(t, next.Release(ctx))
 
 		// Released after MinHold has passed: free at once.
@@ -270,18 +268,16 @@ func TestRefresh(t *testing.T) {
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		first, ok := lk.ExpiresAt()
-		if !ok || first.After(time.Now().Add(ttl)) {
-			t.Fatalf("ExpiresAt() = %v, %v; want a time no later than now + TTL", first, ok)
-		}
+		require.True(t, ok, "ExpiresAt() of a lock with a TTL")
+		require.False(t, first.After(time.Now().Add(ttl)), "ExpiresAt() = %v, want a time no later than now + TTL", first)
 		for i := 0; i < 5; i++ { // 2.5 s: well past the TTL
 			time.Sleep(ttl / 2)
 			require.NoError(t, lk.Refresh(ctx))
 			_, err := rival.Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a refreshed lock")
 		}
-		if later, _ := lk.ExpiresAt(); !later.After(first.Add(2 * time.Second)) {
-			t.Errorf("ExpiresAt after refreshing = %v, want well after %v", later, first)
-		}
+		later, _ := lk.ExpiresAt()
+		assert.True(t, later.After(first.Add(2*time.Second)), "ExpiresAt after refreshing = %v, want well after %v", later, first)
 		time.Sleep(ttl + 500*time.Millisecond)
 		succ := mustAcquire(t, rival, id)
 		require.ErrorIs(t, lk.Refresh(ctx), gormmutex.ErrTimeout, "Refresh of a lost lock")
@@ -291,9 +287,8 @@ func TestRefresh(t *testing.T) {
 		// A lock that never expires: Refresh only checks it is held.
 		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
 		require.NoError(t, lk.Refresh(ctx))
-		if _, ok := lk.ExpiresAt(); ok {
-			t.Error("never-expiring lock reports an expiry after Refresh")
-		}
+		_, ok = lk.ExpiresAt()
+		assert.False(t, ok, "never-expiring lock reports an expiry after Refresh")
 		require.NoError(t, lk.Release(ctx))
 	})
 }
@@ -323,25 +318,23 @@ func TestListForceRelease(t *testing.T) {
 				mine[r.LockID] = r
 			}
 		}
-		if len(mine) != 2 {
-			t.Fatalf("List shows %v, want only the held and the never-expiring lock", mine)
-		}
+		require.Len(t, mine, 2, "List shows %v, want only the held and the never-expiring lock", mine)
 		h := mine[base+"/held"]
-		if h.Holder != "worker-7 ☃" || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
-			t.Errorf("List row = %+v, want holder, token %d and a one-hour expiry", h, held.Token())
+		assert.Equal(t, "worker-7 ☃", h.Holder, "holder of the held row")
+		assert.Equal(t, held.Token(), h.ID, "id of the held row")
+		if assert.NotNil(t, h.ExpiresAt, "expiry of the held row") {
+			assert.Equal(t, time.Hour, h.ExpiresAt.Sub(h.CreatedAt), "expires_at - created_at of the held row")
 		}
-		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != "forever" {
-			t.Errorf("never-expiring row = %+v", n)
-		}
+		n := mine[base+"/never"]
+		assert.Nil(t, n.ExpiresAt, "expiry of the never-expiring row")
+		assert.Equal(t, "forever", n.Holder, "holder of the never-expiring row")
 
 		require.NoError(t, l.ForceRelease(ctx, base+"/held"))
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/held"), gormmutex.ErrNotHeld, "ForceRelease of a free lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/expired"), gormmutex.ErrNotHeld, "ForceRelease of an expired lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/released"), gormmutex.ErrNotHeld, "ForceRelease of a released lock")
 		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), base+"/held")
-		if next.Token() <= held.Token() {
-			t.Errorf("token after ForceRelease = %d, want > %d", next.Token(), held.Token())
-		}
+		assert.Greater(t, next.Token(), held.Token(), "token after ForceRelease")
 		require.ErrorIs(t, held.Refresh(ctx), gormmutex.ErrTimeout, "evicted holder's Refresh")
 		require.ErrorIs(t, held.Release(ctx), gormmutex.ErrTimeout, "evicted holder's Release")
 		for _, lk := range []*gormmutex.Lock{next, never} {
@@ -373,17 +366,15 @@ func TestLockKeepAlive(t *testing.T) {
 		case err := <-lostErrs:
 			require.ErrorIs(t, err, gormmutex.ErrTimeout, "lost")
 		case <-time.After(ttl + 5*time.Second):
-			t.Fatal("lost was not called after ForceRelease")
+			require.FailNow(t, "lost was not called after ForceRelease")
 		}
 		stop()
-		if len(lostErrs) != 0 {
-			t.Errorf("lost called more than once")
-		}
+		assert.Empty(t, lostErrs, "lost called more than once")
 		require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout, "Release after the loss")
 
 		// stop before any loss: renewals end, the lock then expires.
 		lk = mustAcquire(t, l, id)
-		stop = lk.KeepAlive(func(err error) { t.Errorf("lost(%v) after a clean stop", err) })
+		stop = lk.KeepAlive(func(err error) { assert.Fail(t, "lost called after a clean stop", "%v", err) })
 		time.Sleep(ttl / 2)
 		stop()
 		require.NoError(t, lk.Release(ctx))
