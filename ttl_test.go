@@ -12,6 +12,7 @@ import (
 )
 
 func TestDefaultConfig(t *testing.T) {
+	t.Parallel()
 	cfg := gormmutex.DefaultConfig()
 	require.Equal(t, 30*time.Minute, gormmutex.DefaultTTL)
 	require.NotNil(t, cfg.TTL, "DefaultConfig().TTL")
@@ -27,6 +28,7 @@ type appConfig struct {
 }
 
 func TestConfigDecode(t *testing.T) {
+	t.Parallel()
 	type decoder struct {
 		name   string
 		decode func(string, any) error
@@ -77,6 +79,7 @@ func TestConfigDecode(t *testing.T) {
 }
 
 func TestConfigJSONRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, cfg := range []gormmutex.Config{gormmutex.DefaultConfig(), {}, {TTL: gormmutex.Duration(time.Second), Wait: time.Minute, KeepAlive: true, Holder: "h"}} {
 		b, err := json.Marshal(cfg)
 		require.NoError(t, err)
