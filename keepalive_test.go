@@ -21,7 +21,7 @@ func TestKeepAlive(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true})
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true, Logger: testdb.Logger(t)})
 		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		var rivalErrs []error
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
@@ -58,7 +58,7 @@ func TestKeepAliveLost(t *testing.T) {
 				const ttl = time.Second
 				var next *gormmutex.Lock
 				var lostAfter time.Duration
-				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 					time.Sleep(100 * time.Millisecond)
 					if how == "ForceRelease" {
 						if err := admin.ForceRelease(context.Background(), id); err != nil {
@@ -106,7 +106,7 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 		admin := b.Pool(t)
 		id := testdb.LockID(t)
 		const ttl = 3 * time.Second
-		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 			for i := 0; i < 2; i++ {
 				var pid int64
 				if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
@@ -141,7 +141,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 		id := testdb.LockID(t)
 		const ttl = 1500 * time.Millisecond
 		var cut, lost time.Time
-		err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 			cut = time.Now()
 			p.cut()
 			select {
@@ -352,7 +352,7 @@ func TestLockKeepAlive(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: testdb.Logger(t)})
 		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
