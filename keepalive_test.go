@@ -20,7 +20,7 @@ func TestKeepAlive(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true})
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true, Logger: testdb.Logger(t)})
 		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		var rivalErrs []error
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
@@ -57,7 +57,7 @@ func TestKeepAliveLost(t *testing.T) {
 				const ttl = time.Second
 				var next *gormmutex.Lock
 				var lostAfter time.Duration
-				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 					time.Sleep(100 * time.Millisecond)
 					if how == "ForceRelease" {
 						if err := admin.ForceRelease(context.Background(), id); err != nil {
@@ -73,7 +73,7 @@ func TestKeepAliveLost(t *testing.T) {
 						lostAfter = time.Since(lost)
 						assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 					case <-time.After(10 * time.Second):
-						t.Error("fn's context was not cancelled after the lock was lost")
+						assert.Fail(t, "fn's context was not cancelled after the lock was lost")
 					}
 					return nil
 				})
@@ -105,7 +105,7 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 		admin := b.Pool(t)
 		id := testdb.LockID(t)
 		const ttl = 3 * time.Second
-		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 			for i := 0; i < 2; i++ {
 				var pid int64
 				if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
@@ -145,7 +145,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 				id := testdb.LockID(t)
 				const ttl = 1500 * time.Millisecond
 				var cut, lost, estimate time.Time
-				err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 					lk, _ := gormmutex.FromContext(ctx)
 					cut = time.Now()
 					if how == "cut" {
@@ -159,7 +159,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 						estimate, _ = lk.ExpiresAt()
 						assert.ErrorIs(t, context.Cause(ctx), gormmutex.ErrTimeout, "context cause")
 					case <-time.After(15 * time.Second):
-						t.Error("fn was not cancelled although the lease could not be renewed")
+						assert.Fail(t, "fn was not cancelled although the lease could not be renewed")
 					}
 					return nil
 				})
@@ -289,9 +289,7 @@ func TestMinHold(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(hold + 500*time.Millisecond)))
 		next := mustAcquire(t, other, id)
-		if next.Token() <= lk.Token() {
-			t.Errorf("token after MinHold = %d, want > %d", next.Token(), lk.Token())
-		}
+		assert.Greater(t, next.Token(), lk.Token(), "token after MinHold")
 		require.NoError(t, next.Release(ctx))
 
 		// Released after MinHold has passed: free at once.
@@ -315,18 +313,16 @@ func TestRefresh(t *testing.T) {
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		first, ok := lk.ExpiresAt()
-		if !ok || first.After(time.Now().Add(ttl)) {
-			t.Fatalf("ExpiresAt() = %v, %v; want a time no later than now + TTL", first, ok)
-		}
+		require.True(t, ok, "ExpiresAt() of a lock with a TTL")
+		require.False(t, first.After(time.Now().Add(ttl)), "ExpiresAt() = %v, want a time no later than now + TTL", first)
 		for i := 0; i < 5; i++ { // 2.5 s: well past the TTL
 			time.Sleep(ttl / 2)
 			require.NoError(t, lk.Refresh(ctx))
 			_, err := rival.Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a refreshed lock")
 		}
-		if later, _ := lk.ExpiresAt(); !later.After(first.Add(2 * time.Second)) {
-			t.Errorf("ExpiresAt after refreshing = %v, want well after %v", later, first)
-		}
+		later, _ := lk.ExpiresAt()
+		assert.True(t, later.After(first.Add(2*time.Second)), "ExpiresAt after refreshing = %v, want well after %v", later, first)
 		time.Sleep(ttl + 500*time.Millisecond)
 		succ := mustAcquire(t, rival, id)
 		require.ErrorIs(t, lk.Refresh(ctx), gormmutex.ErrTimeout, "Refresh of a lost lock")
@@ -336,9 +332,8 @@ func TestRefresh(t *testing.T) {
 		// A lock that never expires: Refresh only checks it is held.
 		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
 		require.NoError(t, lk.Refresh(ctx))
-		if _, ok := lk.ExpiresAt(); ok {
-			t.Error("never-expiring lock reports an expiry after Refresh")
-		}
+		_, ok = lk.ExpiresAt()
+		assert.False(t, ok, "never-expiring lock reports an expiry after Refresh")
 		require.NoError(t, lk.Release(ctx))
 	})
 }
@@ -368,25 +363,23 @@ func TestListForceRelease(t *testing.T) {
 				mine[r.LockID] = r
 			}
 		}
-		if len(mine) != 2 {
-			t.Fatalf("List shows %v, want only the held and the never-expiring lock", mine)
-		}
+		require.Len(t, mine, 2, "List shows %v, want only the held and the never-expiring lock", mine)
 		h := mine[base+"/held"]
-		if h.Holder != withHostPID("worker-7 ☃") || h.ID != held.Token() || h.ExpiresAt == nil || h.ExpiresAt.Sub(h.CreatedAt) != time.Hour {
-			t.Errorf("List row = %+v, want holder, token %d and a one-hour expiry", h, held.Token())
+		assert.Equal(t, withHostPID("worker-7 ☃"), h.Holder, "holder of the held row")
+		assert.Equal(t, held.Token(), h.ID, "token of the held row")
+		if assert.NotNil(t, h.ExpiresAt, "expiry of the held row") {
+			assert.Equal(t, time.Hour, h.ExpiresAt.Sub(h.CreatedAt), "lease of the held row")
 		}
-		if n := mine[base+"/never"]; n.ExpiresAt != nil || n.Holder != withHostPID("forever") {
-			t.Errorf("never-expiring row = %+v", n)
-		}
+		n := mine[base+"/never"]
+		assert.Nil(t, n.ExpiresAt, "expiry of the never-expiring row")
+		assert.Equal(t, withHostPID("forever"), n.Holder, "holder of the never-expiring row")
 
 		require.NoError(t, l.ForceRelease(ctx, base+"/held"))
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/held"), gormmutex.ErrNotHeld, "ForceRelease of a free lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/expired"), gormmutex.ErrNotHeld, "ForceRelease of an expired lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/released"), gormmutex.ErrNotHeld, "ForceRelease of a released lock")
 		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), base+"/held")
-		if next.Token() <= held.Token() {
-			t.Errorf("token after ForceRelease = %d, want > %d", next.Token(), held.Token())
-		}
+		assert.Greater(t, next.Token(), held.Token(), "token after ForceRelease")
 		require.ErrorIs(t, held.Refresh(ctx), gormmutex.ErrTimeout, "evicted holder's Refresh")
 		require.ErrorIs(t, held.Release(ctx), gormmutex.ErrTimeout, "evicted holder's Release")
 		for _, lk := range []*gormmutex.Lock{next, never} {
@@ -404,7 +397,7 @@ func TestLockKeepAlive(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: testdb.Logger(t)})
 		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
@@ -418,17 +411,15 @@ func TestLockKeepAlive(t *testing.T) {
 		case err := <-lostErrs:
 			require.ErrorIs(t, err, gormmutex.ErrTimeout, "lost")
 		case <-time.After(ttl + 5*time.Second):
-			t.Fatal("lost was not called after ForceRelease")
+			require.FailNow(t, "lost was not called after ForceRelease")
 		}
 		stop()
-		if len(lostErrs) != 0 {
-			t.Errorf("lost called more than once")
-		}
+		assert.Empty(t, lostErrs, "lost called more than once")
 		require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout, "Release after the loss")
 
 		// stop before any loss: renewals end, the lock then expires.
 		lk = mustAcquire(t, l, id)
-		stop = lk.KeepAlive(func(err error) { t.Errorf("lost(%v) after a clean stop", err) })
+		stop = lk.KeepAlive(func(err error) { assert.Fail(t, "lost called after a clean stop", "%v", err) })
 		time.Sleep(ttl / 2)
 		stop()
 		require.NoError(t, lk.Release(ctx))

@@ -329,9 +329,7 @@ func TestFencingToken(t *testing.T) {
 		var last int64
 		next := func(how string, lk *gormmutex.Lock) {
 			t.Helper()
-			if lk.Token() <= last {
-				t.Fatalf("token after %s = %d, want > %d", how, lk.Token(), last)
-			}
+			require.Greater(t, lk.Token(), last, "token after %s", how)
 			last = lk.Token()
 		}
 		lk := mustAcquire(t, l, id)
@@ -343,9 +341,8 @@ func TestFencingToken(t *testing.T) {
 		lk = mustAcquire(t, short, id)
 		next("takeover", lk)
 		time.Sleep(300 * time.Millisecond)
-		if _, err := l.Purge(ctx); err != nil {
-			t.Fatal(err)
-		}
+		_, err := l.Purge(ctx)
+		require.NoError(t, err, "Purge")
 		lk = mustAcquire(t, l, id)
 		next("purge", lk)
 		require.NoError(t, l.ForceRelease(ctx, id))
@@ -363,9 +360,7 @@ func TestPanicReleases(t *testing.T) {
 		id := testdb.LockID(t)
 		func() {
 			defer func() {
-				if r := recover(); r != "kaboom" {
-					t.Fatalf("recovered %v, want the panic to go on as kaboom", r)
-				}
+				assert.Equal(t, "kaboom", recover(), "the panic goes on as itself")
 			}()
 			gormmutex.Do(db, id, func() error { panic("kaboom") })
 		}()
@@ -426,12 +421,9 @@ func TestSuppressAcquisitionErrors(t *testing.T) {
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		ran := false
 		err := gormmutex.New(b.Pool(t), cfg).Do(context.Background(), id, func(context.Context) error { ran = true; return nil })
-		if err != nil || ran {
-			t.Fatalf("Do = %v, ran = %v; want nil and fn skipped", err, ran)
-		}
-		if !strings.Contains(logs.String(), id) {
-			t.Errorf("log %q does not name the skipped lock", logs.String())
-		}
+		require.NoError(t, err, "suppressed Do of a held lock")
+		require.False(t, ran, "suppressed Do of a held lock ran fn")
+		assert.Contains(t, logs.String(), id, "the log names the skipped lock")
 		// Errors other than "held" are still returned.
 		err = gormmutex.New(b.Pool(t), cfg).Do(context.Background(), "", func(context.Context) error { return nil })
 		require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "suppressed Do with an invalid id")
@@ -448,11 +440,10 @@ func TestLockIDs(t *testing.T) {
 		for _, bad := range []string{"", strings.Repeat("x", gormmutex.MaxLockIDLen+1), "bad\xffutf8", "nul\x00byte"} {
 			c.Reset()
 			_, err := l.Acquire(ctx, bad)
-			require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, fmt.Sprintf("Acquire(%q)", bad))
-			require.ErrorIs(t, l.ForceRelease(ctx, bad), gormmutex.ErrInvalidLockID, fmt.Sprintf("ForceRelease(%q)", bad))
-			if calls := c.Reset(); calls.Total() != 0 {
-				t.Errorf("invalid id %q sent %v to the database", bad, calls)
-			}
+			require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "Acquire(%q)", bad)
+			require.ErrorIs(t, l.ForceRelease(ctx, bad), gormmutex.ErrInvalidLockID, "ForceRelease(%q)", bad)
+			calls := c.Reset()
+			assert.Zero(t, calls.Total(), "invalid id %q sent %v to the database", bad, calls)
 		}
 		suffix := testdb.LockID(t)
 		hostile := []string{
@@ -478,9 +469,7 @@ func TestLockIDs(t *testing.T) {
 		var held []*gormmutex.Lock
 		for _, id := range hostile {
 			lk, err := l.Acquire(ctx, id)
-			if err != nil {
-				t.Fatalf("Acquire(%q) = %v; each id is distinct and free", id, err)
-			}
+			require.NoError(t, err, "Acquire(%q): each id is distinct and free", id)
 			held = append(held, lk)
 		}
 		rows, err := l.List(ctx)
@@ -490,17 +479,12 @@ func TestLockIDs(t *testing.T) {
 			listed[r.LockID] = true
 		}
 		for _, id := range hostile {
-			if !listed[id] {
-				t.Errorf("List does not show %q byte for byte", id)
-			}
-			if _, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id); !errors.Is(err, gormmutex.ErrLocked) {
-				t.Errorf("second Acquire(%q) = %v, want ErrLocked", id, err)
-			}
+			assert.True(t, listed[id], "List shows %q byte for byte", id)
+			_, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
+			assert.ErrorIs(t, err, gormmutex.ErrLocked, "second Acquire(%q)", id)
 		}
 		for _, lk := range held {
-			if err := lk.Release(ctx); err != nil {
-				t.Errorf("Release(%q) = %v", lk.LockID(), err)
-			}
+			assert.NoError(t, lk.Release(ctx), "Release(%q)", lk.LockID())
 		}
 	})
 }
@@ -518,35 +502,30 @@ func TestCallerDBUntouched(t *testing.T) {
 		require.NoError(t, gormmutex.Do(scoped, id, func() error { return nil }))
 		l := gormmutex.New(scoped, gormmutex.DefaultConfig())
 		lk := mustAcquire(t, l, id)
-		if rows, err := l.List(context.Background()); err != nil || len(rows) == 0 {
-			t.Fatalf("List on a scoped handle = %d rows, %v", len(rows), err)
-		}
+		rows, err := l.List(context.Background())
+		require.NoError(t, err, "List on a scoped handle")
+		require.NotEmpty(t, rows, "List on a scoped handle")
 		require.NoError(t, lk.Release(context.Background()))
-		if after := len(scoped.Statement.Clauses); after != before || scoped.Statement.Table != "no_such_table" {
-			t.Errorf("caller's handle changed: %d clauses (was %d), table %q", after, before, scoped.Statement.Table)
-		}
+		assert.Len(t, scoped.Statement.Clauses, before, "clauses on the caller's handle")
+		assert.Equal(t, "no_such_table", scoped.Statement.Table, "table of the caller's handle")
 	})
 }
 
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if err := gormmutex.Do(nil, "x", func() error { return nil }); !errors.Is(err, gormmutex.ErrInvalidConfig) {
-		t.Errorf("Do(nil db) = %v, want ErrInvalidConfig", err)
-	}
+	assert.ErrorIs(t, gormmutex.Do(nil, "x", func() error { return nil }), gormmutex.ErrInvalidConfig, "Do(nil db)")
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		db := b.Pool(t)
 		id := testdb.LockID(t)
-		if err := gormmutex.Do(db, id, nil); !errors.Is(err, gormmutex.ErrInvalidConfig) {
-			t.Errorf("Do(nil fn) = %v, want ErrInvalidConfig", err)
-		}
+		assert.ErrorIs(t, gormmutex.Do(db, id, nil), gormmutex.ErrInvalidConfig, "Do(nil fn)")
 		for _, cfg := range []gormmutex.Config{
 			{TTL: gormmutex.Duration(0)}, {TTL: gormmutex.Duration(-time.Second)}, {Wait: -1}, {MinHold: -1},
 			{KeepAlive: true}, {Holder: strings.Repeat("h", 256)}, {Holder: "bad\xff"},
 		} {
 			_, err := gormmutex.New(db, cfg).Acquire(ctx, id)
-			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, fmt.Sprintf("Acquire with %+v", cfg))
+			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Acquire with %+v", cfg)
 		}
 
 		// Inside a transaction: refused, and the transaction is not aborted.
@@ -556,17 +535,14 @@ func TestBadInput(t *testing.T) {
 			var one int
 			return tx.Raw("SELECT 1").Scan(&one).Error
 		})
-		if err != nil {
-			t.Fatalf("transaction after a refused Do = %v", err)
-		}
+		require.NoError(t, err, "transaction after a refused Do")
 
 		// A closed database: its error, not ErrLocked, and fn does not run.
 		closed := b.Pool(t)
 		require.NoError(t, testdb.SQLDB(t, closed).Close())
 		err = gormmutex.Do(closed, id, func() error { t.Error("fn ran on a closed database"); return nil })
-		if err == nil || errors.Is(err, gormmutex.ErrLocked) {
-			t.Errorf("Do on a closed database = %v, want the database's error", err)
-		}
+		assert.Error(t, err, "Do on a closed database")
+		assert.NotErrorIs(t, err, gormmutex.ErrLocked, "Do on a closed database: want the database's error")
 
 		// A database error that is not a conflict is returned as itself.
 		require.NoError(t, db.Exec("CREATE TABLE IF NOT EXISTS gormmutex_test_dummy (id INTEGER)").Error)
@@ -776,13 +752,9 @@ func TestCancelledMidAcquire(t *testing.T) {
 		id := testdb.LockID(t)
 		_, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, id)
 		require.ErrorIs(t, err, context.Canceled, "Acquire whose context ended mid-statement")
-		if armed.Load() {
-			t.Fatal("the context was not cancelled during the statement; the test tested nothing")
-		}
+		require.False(t, armed.Load(), "the context was not cancelled during the statement; the test tested nothing")
 		lk, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
-		if err != nil {
-			t.Fatalf("Acquire after the cancelled one = %v: it left a phantom lock", err)
-		}
+		require.NoError(t, err, "Acquire after the cancelled one: it left a phantom lock")
 		require.NoError(t, lk.Release(context.Background()))
 	})
 }
@@ -815,9 +787,10 @@ func TestStatementsLogged(t *testing.T) {
 		require.NoError(t, gormmutex.Do(db, id, func() error { return nil }))
 		log.mu.Lock()
 		defer log.mu.Unlock()
-		if len(log.sqls) != 2 || !strings.HasPrefix(log.sqls[0], "INSERT") || !strings.Contains(log.sqls[0], id) || !strings.Contains(log.sqls[1], id) {
-			t.Errorf("GORM's logger saw %q; want the acquire's INSERT and the release, naming %q", log.sqls, id)
-		}
+		require.Len(t, log.sqls, 2, "what GORM's logger saw: want the acquire's INSERT and the release")
+		assert.True(t, strings.HasPrefix(log.sqls[0], "INSERT"), "the first statement GORM's logger saw, %q, is the acquire's INSERT", log.sqls[0])
+		assert.Contains(t, log.sqls[0], id, "the acquire GORM's logger saw names the lock")
+		assert.Contains(t, log.sqls[1], id, "the release GORM's logger saw names the lock")
 	})
 }
 

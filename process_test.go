@@ -82,7 +82,7 @@ func startHelper(t *testing.T, b *testdb.Backend, mode, id string, ttl time.Dura
 		"HELPER_LOCK="+id, "HELPER_TTL="+ttl.String())
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = testdb.LogWriter(t) // the child's log, with the test's
 	require.NoError(t, cmd.Start())
 	c := &child{cmd: cmd, lines: make(chan string, 16)}
 	go func() {

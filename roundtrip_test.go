@@ -44,6 +44,11 @@ func TestRoundTrips(t *testing.T) {
 		testdb.Report("round trips on %-8s uncontended Do: %d (%v); Acquire of a held lock: %d (%v)", b.Name, do.Total(), do, held.Total(), held)
 		assert.EqualValues(t, 2, do.Total(), "round trips of an uncontended Do (%v)", do)
 		assert.Zero(t, do.Begin+do.Commit+do.Prepare, "uncontended Do used a transaction or a prepare: %v", do)
+		if b.PreparesStatements {
+			assert.EqualValues(t, 2, do.StmtExec+do.StmtQuery, "uncontended Do on statements prepared earlier on the connection: %v", do)
+		} else {
+			assert.EqualValues(t, 2, do.Exec+do.Query, "uncontended Do with direct statements: %v", do)
+		}
 		if b.InterpolateParams {
 			// The statements are prepared, so interpolateParams, which
 			// spares the MySQL driver a prepare for each statement sent

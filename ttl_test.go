@@ -12,6 +12,7 @@ import (
 )
 
 func TestDefaultConfig(t *testing.T) {
+	t.Parallel()
 	cfg := gormmutex.DefaultConfig()
 	require.Equal(t, 30*time.Minute, gormmutex.DefaultTTL)
 	require.NotNil(t, cfg.TTL, "DefaultConfig().TTL")
@@ -27,6 +28,7 @@ type appConfig struct {
 }
 
 func TestConfigDecode(t *testing.T) {
+	t.Parallel()
 	type decoder struct {
 		name   string
 		decode func(string, any) error
@@ -69,31 +71,28 @@ func TestConfigDecode(t *testing.T) {
 				}[bad] + "\n"
 			}
 			got := appConfig{Lock: gormmutex.DefaultConfig()}
-			if err := d.decode(in, &got); err == nil {
-				t.Errorf("%s %q decoded without error", d.name, in)
-			} else if !equalConfig(got.Lock, gormmutex.DefaultConfig()) {
-				t.Errorf("%s %q: a failed decode changed the config to %s", d.name, in, show(got.Lock))
+			if assert.Error(t, d.decode(in, &got), "%s %q", d.name, in) {
+				assert.True(t, equalConfig(got.Lock, gormmutex.DefaultConfig()), "%s %q: a failed decode changed the config to %s", d.name, in, show(got.Lock))
 			}
 		}
 	}
 }
 
 func TestConfigJSONRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, cfg := range []gormmutex.Config{gormmutex.DefaultConfig(), {}, {TTL: gormmutex.Duration(time.Second), Wait: time.Minute, KeepAlive: true, Holder: "h"}} {
 		b, err := json.Marshal(cfg)
 		require.NoError(t, err)
 		var back gormmutex.Config
 		require.NoError(t, json.Unmarshal(b, &back))
-		if !equalConfig(back, cfg) {
-			t.Errorf("JSON round trip of %s gave %s (%s)", show(cfg), show(back), b)
-		}
+		assert.True(t, equalConfig(back, cfg), "JSON round trip of %s gave %s (%s)", show(cfg), show(back), b)
 	}
-	b, _ := json.Marshal(gormmutex.Config{})
+	b, err := json.Marshal(gormmutex.Config{})
+	require.NoError(t, err)
 	var m map[string]any
-	json.Unmarshal(b, &m)
-	if v, ok := m["ttl"]; !ok || v != nil {
-		t.Errorf("Config{} marshals ttl as %v, want null", v)
-	}
+	require.NoError(t, json.Unmarshal(b, &m))
+	require.Contains(t, m, "ttl", "Config{} as JSON")
+	assert.Nil(t, m["ttl"], "Config{} marshals ttl as null")
 }
 
 func equalConfig(a, b gormmutex.Config) bool {

@@ -202,22 +202,27 @@ func TestMinHold(t *testing.T) {
 		start := time.Now()
 		mustUnlock(t, mustLock(t, a, key)) // a very short job
 		lk, err := b.Lock(context.Background(), key)
-		if elapsed := time.Since(start); elapsed < hold-slack && !errors.Is(err, gormmutex.ErrLocked) {
-			t.Fatalf("Lock %v after the first Lock = %v, want ErrLocked until MinHold %v", elapsed, err, hold)
-		}
-		for err != nil {
-			if !errors.Is(err, gormmutex.ErrLocked) {
-				t.Fatalf("Lock = %v", err)
-			}
-			if time.Since(start) > hold+10*time.Second {
-				t.Fatalf("lock still held %v after it was taken, with MinHold %v", time.Since(start), hold)
-			}
-			time.Sleep(50 * time.Millisecond)
-			lk, err = b.Lock(context.Background(), key)
-		}
 		if elapsed := time.Since(start); elapsed < hold-slack {
-			t.Fatalf("lock taken again %v after the first Lock, before MinHold %v", elapsed, hold)
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "Lock %v after the first Lock, want ErrLocked until MinHold %v", elapsed, hold)
 		}
+		// require.Eventually polls from a goroutine of its own: the
+		// condition only records, and the test checks afterwards.
+		var lockErr error
+		var taken time.Time
+		if err != nil {
+			require.Eventually(t, func() bool {
+				lk, err = b.Lock(context.Background(), key)
+				if err == nil || !errors.Is(err, gormmutex.ErrLocked) {
+					lockErr, taken = err, time.Now()
+					return true
+				}
+				return false
+			}, hold+10*time.Second, 50*time.Millisecond, "lock still held %v after it was taken, with MinHold %v", hold+10*time.Second, hold)
+		} else {
+			taken = time.Now()
+		}
+		require.NoError(t, lockErr, "Lock")
+		require.GreaterOrEqual(t, taken.Sub(start), hold-slack, "when the lock was taken again after the first Lock, want no earlier than MinHold %v", hold)
 		mustUnlock(t, lk)
 	})
 }

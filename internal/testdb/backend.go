@@ -88,6 +88,9 @@ type Backend struct {
 	ServerTests bool
 }
 
+// Topologies are the values GORMMUTEX_TOPOLOGY may take.
+var Topologies = []string{"direct", "pgbouncer-transaction", "pgbouncer-session", "galera", "postgres18"}
+
 // Topology returns GORMMUTEX_TOPOLOGY, "direct" when unset.
 func Topology() string {
 	if v := os.Getenv(TopologyEnv); v != "" {

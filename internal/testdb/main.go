@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,10 @@ func Main(m *testing.M, opts Options) int {
 	}
 	defer os.RemoveAll(dir)
 	topology := Topology()
+	if !slices.Contains(Topologies, topology) {
+		fmt.Fprintf(os.Stderr, "%s=%q: want one of %s\n", TopologyEnv, topology, strings.Join(Topologies, ", "))
+		return 2
+	}
 	backends = []*Backend{
 		newBackend("sqlite", []string{SQLite(filepath.Join(dir, "locks.db"))}, topology),
 		newBackend("postgres", PostgresDSNs(), topology),
