@@ -764,3 +764,75 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		}
 	})
 }
+
+// TestSemaphoreRoundTrips counts, at the driver level, what a permit costs
+// at 1, 10 and 100 permits: an uncontended Do makes three round trips (the
+// lock's acquire and release, and the read that enforces the count rule);
+// an Acquire on a full semaphore makes two (one slot tried, one read); an
+// Acquire with one permit left makes at most four. None grows with the
+// number of permits.
+func TestSemaphoreRoundTrips(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		ctx := context.Background()
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}
+		for _, permits := range []int{1, 10, 100} {
+			name := semName(t)
+			c := &sqlcount.Counter{}
+			db := d.countedPool(t, c)
+			sqlDB, err := db.DB()
+			require.NoError(t, err)
+			sqlDB.SetMaxOpenConns(1)
+			sem := gormmutex.New(db, cfg).Semaphore(name, permits)
+			// The first Do on a pool prepares its statements (MySQL,
+			// SQLite) and starts a background purge: let both finish.
+			require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
+			settle(c)
+			c.Reset()
+			require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
+			do := c.Reset()
+
+			other := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			var held []*gormmutex.Lock
+			for range permits {
+				lk, err := other.Acquire(ctx)
+				require.NoError(t, err)
+				held = append(held, lk)
+			}
+			c.Reset()
+			_, err = sem.Acquire(ctx)
+			require.ErrorIs(t, err, gormmutex.ErrLocked)
+			full := c.Reset()
+
+			require.NoError(t, held[permits/2].Release(ctx))
+			c.Reset()
+			lk, err := sem.Acquire(ctx)
+			require.NoError(t, err, "Acquire of the last free permit")
+			last := c.Reset()
+			require.NoError(t, lk.Release(ctx))
+			for i, h := range held {
+				if i != permits/2 {
+					require.NoError(t, h.Release(ctx))
+				}
+			}
+			t.Logf("%3d permits: uncontended Do %d round trips (%v); full %d; last free permit %d",
+				permits, do.Total(), do, full.Total(), last.Total())
+			assert.EqualValues(t, 3, do.Total(), "uncontended Do at %d permits: %v", permits, do)
+			assert.EqualValues(t, 0, do.Begin+do.Commit+do.Prepare, "uncontended Do used a transaction or a prepare: %v", do)
+			assert.EqualValues(t, 2, full.Total(), "Acquire on a full semaphore of %d: %v", permits, full)
+			assert.LessOrEqual(t, last.Total(), int64(4), "Acquire of the last free permit of %d: %v", permits, last)
+		}
+	})
+}
+
+// settle waits until the pool counted by c has sent nothing for 200 ms.
+func settle(c *sqlcount.Counter) {
+	for prev := c.Snapshot(); ; {
+		time.Sleep(200 * time.Millisecond)
+		now := c.Snapshot()
+		if now == prev {
+			return
+		}
+		prev = now
+	}
+}
