@@ -836,3 +836,39 @@ func settle(c *sqlcount.Counter) {
 		prev = now
 	}
 }
+
+// A semaphore bounds how many run at once: here six workers share two
+// permits, waiting for a free one.
+func ExampleLocker_Semaphore() {
+	db, cleanup := openDB()
+	defer cleanup()
+
+	locker := gormmutex.New(db, gormmutex.Config{
+		TTL:  gormmutex.Duration(time.Minute),
+		Wait: 30 * time.Second,
+	})
+	exports := locker.Semaphore("exports", 2)
+
+	var running, most atomic.Int64
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := exports.Do(context.Background(), func(ctx context.Context) error {
+				n := running.Add(1)
+				defer running.Add(-1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(20 * time.Millisecond) // the export
+				return nil
+			})
+			if err != nil {
+				fmt.Println(err)
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Println("at most", exports.Permits(), "at once:", most.Load() <= 2)
+	// Output: at most 2 at once: true
+}
