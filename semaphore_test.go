@@ -665,16 +665,15 @@ func (c *semChild) line(t *testing.T, prefix string, within time.Duration) []str
 func TestSemaphoreKilledHolder(t *testing.T) {
 	t.Parallel()
 	semEachDB(t, func(t *testing.T, d semDB) {
-		const ttl = 2 * time.Second
+		const ttl = 3 * time.Second
 		ctx := context.Background()
 		name := semName(t)
-		before := time.Now()
-		victim := startSemChild(t, d, "hold", name, 2, ttl)
-		got := victim.line(t, "acquired", 30*time.Second)
-		acquired := time.Now()
-		victimSlot := got[0]
 		survivor := startSemChild(t, d, "hold", name, 2, time.Minute)
 		survivorSlot := survivor.line(t, "acquired", 30*time.Second)[0]
+		before := time.Now()
+		victim := startSemChild(t, d, "hold", name, 2, ttl)
+		victimSlot := victim.line(t, "acquired", 30*time.Second)[0]
+		acquired := time.Now()
 		require.NotEqual(t, victimSlot, survivorSlot)
 
 		require.NoError(t, victim.cmd.Process.Kill())
