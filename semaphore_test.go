@@ -543,6 +543,40 @@ func TestSemaphoreTimeout(t *testing.T) {
 	})
 }
 
+// TestSemaphoreKeepAliveMinHold: with KeepAlive, a permit outlives its TTL
+// while fn runs, and Do reports no timeout; with MinHold, a permit released
+// early stays taken until MinHold after its acquisition.
+func TestSemaphoreKeepAliveMinHold(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		ctx := context.Background()
+		name := semName(t)
+		probe := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(name, 1)
+		kept := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true}).Semaphore(name, 1)
+		var during error
+		err := kept.Do(ctx, func(ctx context.Context) error {
+			time.Sleep(2500 * time.Millisecond) // over two TTLs
+			_, during = probe.Acquire(ctx)
+			return context.Cause(ctx)
+		})
+		require.NoError(t, err, "Do with KeepAlive past its TTL")
+		require.ErrorIs(t, during, gormmutex.ErrLocked, "Acquire while a kept-alive permit runs past its TTL")
+
+		held := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: time.Second}).Semaphore(name, 1)
+		start := time.Now()
+		require.NoError(t, held.Do(ctx, func(context.Context) error { return nil }))
+		_, err = probe.Acquire(ctx)
+		if time.Since(start) < 900*time.Millisecond {
+			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after an early release under MinHold")
+		}
+		waiting := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}).Semaphore(name, 1)
+		lk, err := waiting.Acquire(ctx)
+		require.NoError(t, err, "Acquire after MinHold")
+		assert.GreaterOrEqual(t, time.Since(start), time.Second-50*time.Millisecond, "the permit freed before MinHold")
+		require.NoError(t, lk.Release(ctx))
+	})
+}
+
 // Child processes: the test binary started again with semHelperEnv set
 // runs TestSemaphoreHelperProcess, which takes a permit and reports on
 // stdout.
