@@ -50,6 +50,7 @@ type Semaphore struct {
 	name    string
 	permits int
 	prefix  string // semaphorePrefix + name + "/": every slot of the name
+	query   string // reads the live slots of a range (slotsQuery)
 	err     error  // a configuration error, returned by every method
 }
 
@@ -85,6 +86,7 @@ func (l *Locker) Semaphore(name string, permits int) *Semaphore {
 		cfg.SuppressAcquisitionErrors = false
 		s.slots = New(l.db, cfg)
 		s.err = s.slots.err
+		s.query = slotsQuery(l.d)
 	}
 	return s
 }
@@ -218,15 +220,36 @@ func (s *Semaphore) free(ctx context.Context) ([]int, error) {
 
 // scan reads the live slots of the name, in one statement. held has the
 // indexes of this count's live slots; other is a different count that a
-// live slot was granted under, or 0.
+// live slot was granted under, or 0. Like the lock's own statements, the
+// read goes straight to the pool, not through GORM's callbacks, so that
+// plugins such as dbresolver cannot send it to a replica that lags.
 func (s *Semaphore) scan(ctx context.Context) (held map[int]bool, other int, err error) {
 	l := s.locker
 	lo := s.prefix
 	hi := lo[:len(lo)-1] + "0" // "0" follows "/": every id that starts with lo sorts below hi
+	q := s.query
 	var ids []string
 	err = l.retry(ctx, func(ctx context.Context) error {
 		ids = ids[:0]
-		return l.db.WithContext(ctx).Model(&DBMutex{}).Where(l.d.live).Where(slotRange(l.d), lo, hi).Pluck("lock_id", &ids).Error
+		start := time.Now()
+		rows, err := l.pool.QueryContext(ctx, q, lo, hi)
+		if err == nil {
+			for rows.Next() {
+				var id string
+				if err = rows.Scan(&id); err != nil {
+					break
+				}
+				ids = append(ids, id)
+			}
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		l.trace(ctx, start, q, []any{lo, hi}, int64(len(ids)), err)
+		return err
 	})
 	if err != nil {
 		return nil, 0, lockErr("acquire", s.name, err)
@@ -271,19 +294,21 @@ func digits(s string) bool {
 	return true
 }
 
-// slotRange is the predicate of a half-open range of lock ids compared byte
-// by byte (two bound values). MySQL's VARBINARY and SQLite's TEXT compare
-// bytes already and use the key; PostgreSQL's VARCHAR compares in the
-// database's collation, where ids that share a prefix need not be
-// adjacent, so the range is compared in the C collation (which scans the
-// table unless the database's own collation is C).
+// slotsQuery reads the lock ids of the live rows in a half-open range of
+// lock ids compared byte by byte (the range's ends are bound). MySQL's
+// VARBINARY and SQLite's TEXT compare bytes already, so the range is one
+// on the table's key. PostgreSQL's VARCHAR compares in the database's
+// collation, where ids that share a prefix need not be adjacent, so there
+// the range is compared in the C collation, which scans the table unless
+// lock_id itself is in the C collation.
 //
 // TODO(merge): this belongs with the other dialect-specific statements.
-func slotRange(d *dialect) string {
+func slotsQuery(d *dialect) string {
+	q := "SELECT lock_id FROM " + TableName + " WHERE " + d.live + " AND lock_id >= ? AND lock_id < ?"
 	if d.name == "postgres" {
-		return `lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
+		q = numbered("SELECT lock_id FROM " + TableName + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`)
 	}
-	return "lock_id >= ? AND lock_id < ?"
+	return q
 }
 
 // Do takes a permit (waiting up to Config.Wait), runs fn and releases the

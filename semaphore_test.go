@@ -577,6 +577,41 @@ func TestSemaphoreKeepAliveMinHold(t *testing.T) {
 	})
 }
 
+// TestSemaphoreBypassesCallbacks: a semaphore's statements, its reads
+// included, go straight to the pool, not through GORM's callbacks, where a
+// plugin such as dbresolver could send a read to a replica that lags.
+func TestSemaphoreBypassesCallbacks(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		ctx := context.Background()
+		db := d.pool(t)
+		var calls atomic.Int64
+		count := func(*gorm.DB) { calls.Add(1) }
+		cb := db.Callback()
+		require.NoError(t, cb.Query().Before("gorm:query").Register("test:count", count))
+		require.NoError(t, cb.Row().Before("gorm:row").Register("test:count", count))
+		require.NoError(t, cb.Raw().Before("gorm:raw").Register("test:count", count))
+		require.NoError(t, cb.Create().Before("gorm:create").Register("test:count", count))
+		require.NoError(t, cb.Update().Before("gorm:update").Register("test:count", count))
+		require.NoError(t, cb.Delete().Before("gorm:delete").Register("test:count", count))
+		sem := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(semName(t), 2)
+		var held []*gormmutex.Lock
+		for range 2 {
+			lk, err := sem.Acquire(ctx)
+			require.NoError(t, err)
+			held = append(held, lk)
+		}
+		_, err := sem.Acquire(ctx) // reads the slots to find none free
+		require.ErrorIs(t, err, gormmutex.ErrLocked)
+		for _, lk := range held {
+			require.NoError(t, lk.Release(ctx))
+		}
+		var n int
+		require.NoError(t, db.Raw("SELECT 1").Scan(&n).Error)
+		assert.EqualValues(t, 1, calls.Load(), "GORM callbacks run: the semaphore's, plus the test's own SELECT 1")
+	})
+}
+
 // Child processes: the test binary started again with semHelperEnv set
 // runs TestSemaphoreHelperProcess, which takes a permit and reports on
 // stdout.
