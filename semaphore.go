@@ -209,7 +209,7 @@ func (s *Semaphore) free(ctx context.Context) ([]int, error) {
 	if other != 0 {
 		return nil, lockErr("acquire", s.name, fmt.Errorf("%w: %d here, %d in a live permit", ErrPermitsMismatch, s.permits, other))
 	}
-	free := make([]int, 0, s.permits-len(held))
+	free := make([]int, 0, s.permits)
 	for i := range s.permits {
 		if !held[i] {
 			free = append(free, i)
