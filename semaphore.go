@@ -114,9 +114,9 @@ func (s *Semaphore) slot(i int) string {
 // An uncontended Acquire costs two statements: the lock statement that
 // takes a slot chosen at random, and one read of the name's live slots
 // that enforces the count rule (Semaphore). When the chosen slot is held,
-// that read also finds the free ones, so the cost does not grow with the
-// number of permits. Waiting polls with the lock's jittered backoff (5 ms
-// doubling to 250 ms); releases do not wake semaphore waiters.
+// one such read finds the free ones, so the cost does not grow with the
+// number of permits. Waiting polls, with the lock's jittered backoff (5 ms
+// doubling to 250 ms): releases do not wake semaphore waiters.
 func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 	if s.err != nil {
 		return nil, lockErr("acquire", s.name, s.err)
