@@ -166,6 +166,7 @@ type counter struct {
 func newCounter(t testing.TB, db *gorm.DB, name string) counter {
 	t.Helper()
 	require.NoError(t, db.Exec("INSERT INTO "+counterTable+" (name, n, peak) VALUES (?, 0, 0)", name).Error)
+	t.Cleanup(func() { db.Exec("DELETE FROM "+counterTable+" WHERE name = ?", name) })
 	return counter{db, name}
 }
 
@@ -573,6 +574,24 @@ func TestSemaphoreKeepAliveMinHold(t *testing.T) {
 		lk, err := waiting.Acquire(ctx)
 		require.NoError(t, err, "Acquire after MinHold")
 		assert.GreaterOrEqual(t, time.Since(start), time.Second-50*time.Millisecond, "the permit freed before MinHold")
+		require.NoError(t, lk.Release(ctx))
+	})
+}
+
+// TestSemaphorePanic: if fn panics, Do releases the permit and the panic
+// goes on; fn's own error comes back as itself.
+func TestSemaphorePanic(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		ctx := context.Background()
+		sem := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(semName(t), 1)
+		assert.PanicsWithValue(t, "boom", func() {
+			_ = sem.Do(ctx, func(context.Context) error { panic("boom") })
+		})
+		mine := errors.New("fn failed")
+		require.ErrorIs(t, sem.Do(ctx, func(context.Context) error { return mine }), mine, "after the panic, the permit is free")
+		lk, err := sem.Acquire(ctx)
+		require.NoError(t, err, "after fn's error, the permit is free")
 		require.NoError(t, lk.Release(ctx))
 	})
 }
