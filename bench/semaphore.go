@@ -49,21 +49,30 @@ func (s *semContender) cleanup(ctx context.Context, prefix string) {
 }
 
 func (s *semContender) newWorker(_ context.Context, cs func()) (worker, error) {
-	return &semWorker{s: s, permits: s.permits, fn: func(context.Context) error { cs(); return nil }}, nil
+	return &semWorker{s: s, permits: s.permits, sems: map[string]*gormmutex.Semaphore{},
+		fn: func(context.Context) error { cs(); return nil }}, nil
 }
 
 type semWorker struct {
 	s       *semContender
 	permits int
-	fn      func(context.Context) error
+	// sems keeps each key's Semaphore, made once, as an application
+	// would.
+	sems map[string]*gormmutex.Semaphore
+	fn   func(context.Context) error
 }
 
 func (w *semWorker) do(ctx context.Context, key string, wait bool) error {
-	l := w.s.fast
-	if wait {
-		l = w.s.wait
+	sem := w.sems[key]
+	if sem == nil {
+		l := w.s.fast
+		if wait {
+			l = w.s.wait
+		}
+		sem = l.Semaphore(key, w.permits)
+		w.sems[key] = sem
 	}
-	err := l.Semaphore(key, w.permits).Do(ctx, w.fn)
+	err := sem.Do(ctx, w.fn)
 	if err != nil && errors.Is(err, gormmutex.ErrLocked) {
 		return errLocked
 	}
