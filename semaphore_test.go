@@ -789,9 +789,10 @@ func TestSemaphoreKilledHolder(t *testing.T) {
 }
 
 // TestSemaphorePausedHolder: a KeepAlive permit holder is paused (SIGSTOP)
-// past its TTL. Meanwhile N+1 pools contend on the N permits: the
-// in-database counter of their holders never exceeds N, and once the
-// paused permit expired they hold all N. On resume the paused holder's
+// past its TTL. Meanwhile N+1 pools contend on the N permits: their
+// holders, counted in the database, plus the paused one while its permit
+// is still live there, never exceed N, and once the paused permit expired
+// they hold all N. On resume the paused holder's
 // context is cancelled with ErrTimeout and Do returns ErrTimeout, and its
 // late release frees none of the others' permits.
 func TestSemaphorePausedHolder(t *testing.T) {
@@ -808,6 +809,9 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		require.NoError(t, child.cmd.Process.Signal(syscall.SIGSTOP))
 		paused := time.Now()
 
+		admin := d.pool(t)
+		now := map[string]string{"postgres": "now()", "mysql": "UTC_TIMESTAMP(6)", "sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')"}[d.name]
+		var sawLive atomic.Bool
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}
 		var wg sync.WaitGroup
 		var failed errs
@@ -818,7 +822,23 @@ func TestSemaphorePausedHolder(t *testing.T) {
 				defer wg.Done()
 				for time.Since(paused) < 2500*time.Millisecond {
 					failed.add(sem.Do(ctx, func(ctx context.Context) error {
-						return ctr.inside(ctx, permits, 20*time.Millisecond)
+						n, err := ctr.enter(ctx)
+						if err != nil {
+							return err
+						}
+						// Read after n: if the paused permit is live now, it
+						// was live when n was read (it cannot be renewed).
+						var live int
+						err = admin.WithContext(ctx).Raw("SELECT count(*) FROM "+gormmutex.TableName+
+							" WHERE lock_id = ? AND id = ? AND expires_at > "+now, got[0], childToken).Scan(&live).Error
+						if err == nil && n+live > permits {
+							err = fmt.Errorf("%d holders inside and the paused one's permit live, with %d permits", n, permits)
+						}
+						if live > 0 {
+							sawLive.Store(true)
+						}
+						time.Sleep(20 * time.Millisecond)
+						return errors.Join(err, ctr.leave(ctx))
 					}))
 				}
 			}()
@@ -826,6 +846,7 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		wg.Wait()
 		require.NoError(t, failed.err())
 		assert.LessOrEqual(t, ctr.peak(t), permits, "peak holders besides the paused one")
+		t.Logf("a holder saw the paused permit live: %v", sawLive.Load())
 
 		// The paused permit has expired: the others can hold all of them.
 		var held []*gormmutex.Lock
