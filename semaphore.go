@@ -171,8 +171,8 @@ func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 	}
 }
 
-// errorf rewraps an error from a slot's Lock method with the semaphore's
-// name in place of the slot's lock id.
+// errorf rewraps an error of one slot's acquire with the semaphore's name
+// in place of the slot's lock id.
 func (s *Semaphore) errorf(err error) error {
 	var le *LockError
 	if errors.As(err, &le) {
