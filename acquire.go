@@ -81,7 +81,7 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 // holds the lock, read with one more statement (best effort). Not where
 // Config.SuppressAcquisitionErrors makes Do drop the error anyway.
 func (l *Locker) held(ctx context.Context, err error, lockID string) error {
-	if err != ErrLocked || ctx.Err() != nil || l.cfg.SuppressAcquisitionErrors {
+	if err != ErrLocked || ctx.Err() != nil || l.cfg.SuppressAcquisitionErrors || l.noHolderLookup {
 		return err
 	}
 	row, ok, lerr := l.lookup(ctx, lockID)

@@ -81,6 +81,9 @@ type dialect struct {
 	tidy string
 	// live is the WHERE predicate of a held row, for List and Lookup.
 	live string
+	// slots reads the lock ids of the live rows in a half-open range of ids
+	// (from, to), in byte order: a semaphore's permits (semaphore.go).
+	slots string
 
 	// duration turns a TTL or MinHold into the bind value that the
 	// dialect's interval expression takes; nil stays nil (never expires).
@@ -195,6 +198,7 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", TableName, own)
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus(now), own, unexpired)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
+	d.slots = fmt.Sprintf("SELECT lock_id FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
 	if d.purge == nil {
 		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)}
 	}

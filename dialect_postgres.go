@@ -104,10 +104,14 @@ var postgresDialect = func() *dialect {
 	// A purge that a crash undoes only leaves expired rows behind.
 	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + TableName +
 		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
+	// The range is compared in byte order (the C collation), which the
+	// database's own collation need not be. The key serves that comparison
+	// only where the database's collation is C; elsewhere it scans.
+	d.slots = "SELECT lock_id FROM " + TableName + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
 	// The statements go to the driver as they are (exec.go), and pgx wants
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
-		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0]} {
+		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots} {
 		*q = numbered(*q)
 	}
 	return d

@@ -30,6 +30,9 @@ type Locker struct {
 	// stmts are the statements prepared on the pool, where the dialect
 	// prepares and the pool is a plain *sql.DB; nil otherwise.
 	stmts *prepared
+	// noHolderLookup says an Acquire that finds the lock held does not read
+	// who holds it (acquire.go): set for a semaphore's slots.
+	noHolderLookup bool
 }
 
 // New returns a Locker that takes locks through db with cfg. db must not be

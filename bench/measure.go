@@ -21,6 +21,7 @@ type spec struct {
 	workers   int
 	sameKey   bool // every worker on one key (else one key each)
 	wait      bool // wait for the lock (else fail fast)
+	permits   int  // a semaphore's permits (semaphore scenarios), else 0
 	dur       time.Duration
 	warm      time.Duration
 	round     int
@@ -85,7 +86,7 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 	workers := make([]worker, n)
 	for i := range n {
 		i := i
-		if sp.sameKey && record {
+		if sp.sameKey && record && sp.permits <= 1 {
 			holds[i] = make([]hold, 0, 1<<16)
 		}
 		cs := func() {}
@@ -208,7 +209,9 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 		}
 		s.lat = append(s.lat, r.lat...)
 	}
-	if sp.sameKey && record {
+	if sp.sameKey && record && sp.permits <= 1 {
+		// Critical sections of one key must not overlap; those of a
+		// semaphore of more permits may.
 		for _, h := range holds {
 			s.holds = append(s.holds, h...)
 		}

@@ -216,6 +216,9 @@ var scenarioTitle = map[string]string{
 	"d":       "d  1M expired rows",
 	"d-purge": "d' 1M expired, fresh pool purging",
 	"e":       "e  100k live rows",
+	"s1":      "s  8 workers, semaphore of 1, wait",
+	"s10":     "s  8 workers, semaphore of 10, wait",
+	"s100":    "s  8 workers, semaphore of 100, wait",
 }
 
 func (r *runner) scenarioName(s string) string {

@@ -264,6 +264,16 @@ func (r *runner) main(ctx context.Context) error {
 			conts[[2]string{b.name, name}] = c
 		}
 	}
+	if cfg.scenarios.has("sem") && cfg.contenders.has("semaphore") {
+		for _, b := range r.backends {
+			o := poolOpts{c: &sqlcount.Counter{}, maxConns: poolConns}
+			db, err := b.openGorm(o)
+			if err != nil {
+				return fmt.Errorf("%s semaphore: %w", b.name, err)
+			}
+			conts[[2]string{b.name, "semaphore"}] = newSem(db, o.c, b)
+		}
+	}
 	if cfg.backends.has("redis") && cfg.contenders.has("redsync") {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rc, ver, err := newRedsync(sctx, cfg.redisAddr, poolConns)
@@ -363,6 +373,16 @@ func (r *runner) main(ctx context.Context) error {
 					sp := spec{backend: store, scenario: st.name, contender: n, workers: st.workers,
 						sameKey: st.same, wait: st.wait, dur: cfg.dur, warm: cfg.warm}
 					if _, err := r.run(ctx, conts[[2]string{store, n}], sp, round); err != nil {
+						return err
+					}
+				}
+			}
+			if sc, ok := conts[[2]string{store, "semaphore"}].(*semContender); ok {
+				for _, p := range semPermits {
+					sc.permits = p
+					sp := spec{backend: store, scenario: fmt.Sprintf("s%d", p), contender: "semaphore", workers: 8,
+						sameKey: true, wait: true, permits: p, dur: cfg.dur, warm: cfg.warm}
+					if _, err := r.run(ctx, sc, sp, round); err != nil {
 						return err
 					}
 				}
