@@ -1,6 +1,6 @@
 module github.com/gormmutex/gormmutex/gocronlock
 
-go 1.26.8
+go 1.25.0
 
 replace github.com/gormmutex/gormmutex => ../
 
@@ -26,6 +26,7 @@ require (
 	github.com/jonboulle/clockwork v0.5.0 // indirect
 	github.com/mattn/go-sqlite3 v1.14.22 // indirect
 	github.com/robfig/cron/v3 v3.0.1 // indirect
+	github.com/stretchr/testify v1.12.1 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/sync v0.17.0 // indirect
 	golang.org/x/text v0.29.0 // indirect
