@@ -145,4 +145,3 @@ func buildPrograms(t *testing.T, dirs []string) string {
 	require.NoError(t, err, "go build:\n%s", out)
 	return dir
 }
-
