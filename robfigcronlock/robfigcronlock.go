@@ -147,6 +147,8 @@ func (l *Locker) run(lockID string, job cron.Job) {
 	})
 	switch {
 	case err == nil:
+	case !ran && l.ctx.Err() != nil:
+		l.logger.Info("skip", "lock_id", lockID, "reason", "context ended")
 	case !ran && errors.Is(err, gormmutex.ErrLocked):
 		l.logger.Info("skip", "lock_id", lockID, "reason", "lock held elsewhere")
 	case !ran:

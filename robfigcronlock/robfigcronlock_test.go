@@ -290,3 +290,22 @@ func TestLeaderOnly(t *testing.T) {
 	job.Run()
 	assert.EqualValues(t, 1, runs.Load(), "did not run while the leader")
 }
+
+// TestContextEnded checks that once the Locker's context (WithContext) has
+// ended, ticks are skipped quietly: no lock taken, no job run, no error.
+func TestContextEnded(t *testing.T) {
+	t.Parallel()
+	db, err := openPool(sqlite.Open(testdb.SQLite(filepath.Join(t.TempDir(), "locks.db"))))
+	require.NoError(t, err)
+	closePool(t, db)
+	require.NoError(t, gormmutex.AutoMigrate(db))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	log := &cronLog{}
+	var ran atomic.Bool
+	robfigcronlock.New(db, gormmutex.DefaultConfig(), robfigcronlock.WithLogger(log), robfigcronlock.WithContext(ctx)).
+		Wrapper(uniqueID(t))(cron.FuncJob(func() { ran.Store(true) })).Run()
+	assert.False(t, ran.Load(), "the job ran after the Locker's context ended")
+	assert.Equal(t, 1, log.count("INFO skip", "context ended"), "log:\n%s", log)
+	assert.Zero(t, log.count("ERROR"), "log:\n%s", log)
+}
