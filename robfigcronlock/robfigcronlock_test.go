@@ -309,3 +309,71 @@ func TestContextEnded(t *testing.T) {
 	assert.Equal(t, 1, log.count("INFO skip", "context ended"), "log:\n%s", log)
 	assert.Zero(t, log.count("ERROR"), "log:\n%s", log)
 }
+
+// TestHungHolderTakenOver has the instance that wins the first tick hang in
+// its job while holding the lock (and stop scheduling), as a process that
+// froze or lost its network would. The lock has a 1.5 s TTL and no
+// keep-alive: the next tick finds it still held and runs nowhere, and the
+// ticks after the TTL run exactly once each, on the other instances.
+func TestHungHolderTakenOver(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
+		offsets := []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond}
+		log := &cronLog{}
+		lockID := uniqueID(t)
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(1500 * time.Millisecond), MinHold: period / 2}
+		release := make(chan struct{})
+		var (
+			mu   sync.Mutex
+			runs = map[int64][]int{}
+			hung = -1
+		)
+		crons := make([]*cron.Cron, len(offsets))
+		for i, off := range offsets {
+			locker := robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(log))
+			crons[i] = cron.New(cron.WithLogger(log))
+			crons[i].Schedule(shifted{cron.Every(period), off}, cron.NewChain(locker.Wrapper(lockID)).Then(cron.FuncJob(func() {
+				tick := int64(math.Round(float64(time.Now().Add(-off).UnixNano()) / float64(period)))
+				mu.Lock()
+				runs[tick] = append(runs[tick], i)
+				first := hung < 0
+				if first {
+					hung = i
+				}
+				mu.Unlock()
+				if first {
+					crons[i].Stop() // schedules nothing more; this job goes on
+					<-release
+				}
+			})))
+		}
+		for _, c := range crons {
+			c.Start()
+		}
+		first := nextTick(time.Now())
+		time.Sleep(time.Until(time.Unix(first+5, 0).Add(offsets[2] + period*3/4)))
+		for _, c := range crons {
+			c.Stop()
+		}
+		close(release)
+		for _, c := range crons {
+			<-c.Stop().Done()
+		}
+
+		mu.Lock()
+		defer mu.Unlock()
+		for k := first; k <= first+5; k++ {
+			t.Logf("tick %d: ran on %v", k-first, runs[k])
+		}
+		require.Len(t, runs[first], 1, "the first tick")
+		assert.Equal(t, hung, runs[first][0])
+		assert.Empty(t, runs[first+1], "a tick ran while the hung instance's lock was live")
+		for k := first + 2; k <= first+5; k++ {
+			if assert.Len(t, runs[k], 1, "tick %d, after the hung instance's TTL", k-first) {
+				assert.NotEqual(t, hung, runs[k][0], "tick %d ran on the hung instance", k-first)
+			}
+		}
+		// The hung job returned long after its lock expired: reported.
+		assert.Equal(t, 1, log.count("ERROR job ran under lock", gormmutex.ErrTimeout.Error()), "log:\n%s", log)
+	})
+}
