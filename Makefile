@@ -3,7 +3,12 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci
+.PHONY: test demo lint fuzz bench ci oldgo
+
+# Every module, each with its own go.mod.
+MODULES = . gocronlock robfigcronlock bench
+# The oldest Go that the README promises; every go.mod says the same.
+OLDEST_GO ?= go1.25.0
 
 # The whole suite, on SQLite always and on PostgreSQL and MySQL/MariaDB when
 # reachable (GORMMUTEX_REQUIRE_DBS=1 makes an unreachable one fail).
@@ -13,19 +18,26 @@ test:
 	$(GO) test -race -count=1 -shuffle=on -timeout 20m
 	$(GO) test -race -count=1 -timeout 10m ./internal/... ./cmd/... ./examples/...
 	cd gocronlock && $(GO) test -race -count=1 -timeout 10m ./...
+	cd robfigcronlock && $(GO) test -race -count=1 -timeout 10m ./...
 
 # The examples on an embedded SQLite file: no server needed.
 demo:
 	$(GO) run ./examples/basic
 	$(GO) run ./examples/nonoverlapping
+	$(GO) run ./examples/shutdown -stop-after 2s
+	$(GO) run ./examples/migrate
+	$(GO) run ./examples/deployonce
+	cd robfigcronlock && $(GO) run ./examples/processes
 
 lint:
 	@out=$$(gofmt -l . ) && [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...
 	cd gocronlock && $(GO) vet ./...
+	cd robfigcronlock && $(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd gocronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd robfigcronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 FUZZTIME ?= 20s
@@ -40,5 +52,20 @@ bench:
 	cd bench && $(GO) run . -out results -update-readme README.md
 	cd bench && $(GO) run ./election -out results/election.md
 
-ci: lint test
+# The oldest supported Go (the toolchain is fetched through the Go module
+# proxy, once): every go.mod states it, every module builds and passes vet
+# with it, every test compiles, and the scheduler modules' tests pass.
+oldgo:
+	@for m in $(MODULES); do \
+	  grep -qx 'go $(patsubst go%,%,$(OLDEST_GO))' $$m/go.mod || { echo "$$m/go.mod does not say go $(patsubst go%,%,$(OLDEST_GO))"; exit 1; }; \
+	done
+	@for m in $(MODULES); do \
+	  echo "== $$m with $(OLDEST_GO)"; \
+	  (cd $$m && GOTOOLCHAIN=$(OLDEST_GO) $(GO) build ./... && GOTOOLCHAIN=$(OLDEST_GO) $(GO) vet ./... \
+	    && GOTOOLCHAIN=$(OLDEST_GO) $(GO) test -count=1 -run '^$$' ./... >/dev/null) || exit 1; \
+	done
+	cd gocronlock && GOTOOLCHAIN=$(OLDEST_GO) $(GO) test -count=1 -timeout 10m ./...
+	cd robfigcronlock && GOTOOLCHAIN=$(OLDEST_GO) $(GO) test -count=1 -timeout 10m ./...
+
+ci: lint test oldgo
 	$(MAKE) fuzz FUZZTIME=10s

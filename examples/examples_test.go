@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestExamples(t *testing.T) {
-	bin := build(t)
+	bin := build(t, programs)
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		dsn := b.NextDSN()
@@ -98,8 +98,8 @@ func TestMySQLDSN(t *testing.T) {
 	}
 }
 
-// build compiles every example program into a temporary directory once.
-func build(t *testing.T) string {
+// build compiles the example programs in dirs into a temporary directory.
+func build(t *testing.T, dirs []string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -107,7 +107,7 @@ func build(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	args := []string{"build", "-o", dir}
-	for _, p := range programs {
+	for _, p := range dirs {
 		args = append(args, "./"+p)
 	}
 	cmd := exec.Command(goTool, args...)

@@ -72,6 +72,29 @@
 //
 //	gocron.WithStartAt(gocron.WithStartDateTime(time.Now().Truncate(time.Minute).Add(time.Minute)))
 //
+// # The run's lock inside the task
+//
+// A task made with Task receives the run's lock: gormmutex.FromContext
+// returns it from the task's context, with the fencing token to guard the
+// task's writes, and with Config.KeepAlive the context is cancelled (cause
+// matching gormmutex.ErrTimeout) as soon as a renewal finds the lock lost:
+//
+//	_, err = s.NewJob(
+//		gocron.CronJob("* * * * *", false),
+//		gocron.NewTask(gocronlock.Task(func(ctx context.Context) error {
+//			lk, _ := gormmutex.FromContext(ctx)
+//			return sendReport(ctx, lk.Token())
+//		})),
+//		gocron.WithName("send-report"),
+//	)
+//
+// gocron itself gives a Locker no way to reach the task: Locker.Lock gets
+// the job's context, which is made once per job, and the task gets that
+// same context if its first parameter is a context.Context. So a Lock is
+// held by a gormmutex.Locker.Do that lasts until Unlock, and Task looks the
+// run's Do context up by the job's context. A plain task function (one not
+// made with Task) still runs under the lock, without access to it.
+//
 // # Other settings
 //
 // Keep Config.Wait at 0, its default: a scheduler that waited for the lock
@@ -79,7 +102,8 @@
 // how long a crashed scheduler keeps a job from running elsewhere; set it
 // longer than the job's longest run, or set Config.KeepAlive, which makes
 // the Lock renew its lease every TTL/3 until gocron unlocks it after the
-// run. Config.SuppressAcquisitionErrors has no effect here: a scheduler that
+// run (and lets a task made with Task learn that the lock was lost).
+// Config.SuppressAcquisitionErrors has no effect here: a scheduler that
 // does not get the lock always skips the run, and reports the error to the
 // job's gocron.AfterLockError listener, if it has one.
 //

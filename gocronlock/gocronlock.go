@@ -3,8 +3,12 @@ package gocronlock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"time"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-co-op/gocron/v2"
 	"gorm.io/gorm"
@@ -12,90 +16,235 @@ import (
 	"github.com/gormmutex/gormmutex"
 )
 
-// unlockTimeout bounds an Unlock, which is detached from the caller's
-// context: gocron passes the job's context, which is already cancelled when
-// the scheduler shuts down or the job is removed, and the lock must still be
-// released then.
-const unlockTimeout = 15 * time.Second
-
 // Compile-time checks that the types implement gocron's interfaces.
 var (
 	_ gocron.Locker = (*Locker)(nil)
 	_ gocron.Lock   = (*lock)(nil)
 )
 
+// ErrNoLock is returned by a task made with Task when it runs without a
+// lock taken by a Locker of this package: the job has no distributed
+// locker, a different one, or gocron's locker is disabled for it. The
+// task's function does not run then.
+var ErrNoLock = errors.New("gocronlock: task ran without a gocronlock lock")
+
 // Locker is a gocron.Locker that takes gormmutex locks, one per job name.
 // It is safe for concurrent use, holds no connection of its own and may be
 // shared by several schedulers and jobs of one process.
 type Locker struct {
-	m   *gormmutex.Locker
-	cfg gormmutex.Config
+	m      *gormmutex.Locker
+	logger *slog.Logger
 }
 
 // New returns a Locker that takes locks through db with cfg; pass it to
 // gocron.WithDistributedLocker or gocron.WithDistributedJobLocker. Start
 // from gormmutex.DefaultConfig and set cfg.MinHold for short jobs, as the
-// package documentation explains; keep cfg.Wait at 0. Like gormmutex.New,
-// New does not touch the database: a nil db, a db inside a transaction or
-// an invalid cfg is reported by every call of Lock. The lock table must
-// exist: see gormmutex.AutoMigrate.
+// package documentation explains; keep cfg.Wait at 0.
+// cfg.SuppressAcquisitionErrors is ignored: a scheduler that does not get
+// the lock always skips the run. Like gormmutex.New, New does not touch the
+// database: a nil db, a db inside a transaction or an invalid cfg is
+// reported by every call of Lock. The lock table must exist: see
+// gormmutex.AutoMigrate.
 func New(db *gorm.DB, cfg gormmutex.Config) *Locker {
-	return &Locker{m: gormmutex.New(db, cfg), cfg: cfg}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg.SuppressAcquisitionErrors = false
+	return &Locker{m: gormmutex.New(db, cfg), logger: logger}
 }
+
+// taskFuncName is the name gocron gives a job whose task is made with Task
+// and that has no gocron.WithName: the same for every such job, because
+// Task is never inlined (an inlined closure is named after its caller).
+var taskFuncName = runtime.FuncForPC(reflect.ValueOf(Task(nil)).Pointer()).Name()
 
 // Lock takes the lock named key, which gocron sets to the job's name. When
 // another scheduler holds it, Lock returns at once (after Config.Wait, if
 // set) with an error matching gormmutex.ErrLocked, and gocron skips the run.
 // Other errors (a database that cannot be reached, an invalid key or
-// configuration) also make gocron skip the run. With Config.KeepAlive, the
-// returned Lock renews its lease until Unlock.
+// configuration) also make gocron skip the run, and so does a job whose task
+// was made with Task but that has no gocron.WithName (every such job would
+// share one lock). With Config.KeepAlive, the lock's lease is renewed until
+// Unlock.
+//
+// The lock is held by a gormmutex.Locker.Do that runs until Unlock, so a
+// task made with Task gets what Do gives its function: the Lock through
+// gormmutex.FromContext, and a context cancelled when KeepAlive finds the
+// lock lost.
 func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	lk, err := l.m.Acquire(ctx, key)
-	if err != nil {
+	if key == taskFuncName {
+		return nil, &gormmutex.LockError{LockID: key, Op: "acquire", Err: fmt.Errorf(
+			"%w: a job whose task is made with gocronlock.Task needs a name (gocron.WithName)", gormmutex.ErrInvalidConfig)}
+	}
+	h := &lock{
+		jobCtx: ctx,
+		key:    key,
+		logger: l.logger,
+		unlock: make(chan struct{}),
+		done:   make(chan error, 1),
+	}
+	started := make(chan context.Context, 1)
+	go func() {
+		h.done <- l.m.Do(ctx, key, func(runCtx context.Context) error {
+			started <- runCtx
+			select {
+			case <-h.unlock:
+				return nil
+			case <-runCtx.Done():
+			}
+			// Either the job's context ended (the scheduler shuts down, the
+			// job was removed), or KeepAlive lost the lock.
+			if cause := context.Cause(runCtx); errors.Is(cause, gormmutex.ErrTimeout) {
+				h.logger.Warn("gocronlock: lock lost while the job ran; another scheduler may run it too",
+					"lock_id", key, "err", cause)
+			}
+			<-h.unlock
+			return nil
+		})
+	}()
+	select {
+	case h.runCtx = <-started:
+		runs.add(h)
+		return h, nil
+	case err := <-h.done: // Do returned without running its function
 		return nil, err
 	}
-	held := &lock{lk: lk, logger: l.logger(), stop: func() {}}
-	if l.cfg.KeepAlive {
-		// gocron offers no way to stop a running job, so a lost lock can
-		// only be reported: the run goes on without it.
-		held.stop = lk.KeepAlive(func(err error) {
-			held.logger.Warn("gocronlock: lock lost while the job ran; another scheduler may run it too",
-				"lock_id", lk.LockID(), "err", err)
-		})
-	}
-	return held, nil
 }
 
-func (l *Locker) logger() *slog.Logger {
-	if l.cfg.Logger != nil {
-		return l.cfg.Logger
-	}
-	return slog.Default()
-}
-
-// lock is a held gormmutex lock, as gocron sees it.
+// lock is a held gormmutex lock, as gocron sees it: a Locker.Do, started by
+// Locker.Lock, whose function waits for Unlock.
 type lock struct {
-	lk     *gormmutex.Lock
+	jobCtx context.Context // the context gocron passed to Lock, which the task gets too
+	key    string
 	logger *slog.Logger
 
-	stop func() // ends the keep-alive, if any, and waits for it
+	runCtx   context.Context // the context Do gave its function
+	unlock   chan struct{}   // closed by the first Unlock: Do's function returns
+	done     chan error      // Do's result
+	unlocked atomic.Bool
+	claimed  bool // a Task took runCtx; guarded by runs.mu
 }
 
-// Unlock releases the lock, stopping its keep-alive first. It runs on a
-// context detached from ctx, bounded by unlockTimeout, so that the lock is
-// freed even when gocron passes a job context that the scheduler's shutdown
-// has cancelled. With Config.MinHold, the lock stays unavailable to other
-// schedulers until MinHold after it was acquired. An error is logged as well
-// as returned, because gocron ignores it; one matching gormmutex.ErrTimeout
-// means the run outlived its lock. A second Unlock returns an error matching
-// gormmutex.ErrReleased.
+// Unlock releases the lock: it stops its keep-alive, if any, and waits for
+// the release, which is bounded and runs even when gocron passes a job
+// context that the scheduler's shutdown has cancelled. With Config.MinHold,
+// the lock stays unavailable to other schedulers until MinHold after it
+// was acquired. An error is logged as well as returned, because gocron
+// ignores it; one matching gormmutex.ErrTimeout means the run outlived its
+// lock, or an operator force-released it. A second Unlock returns an error
+// matching gormmutex.ErrReleased.
 func (h *lock) Unlock(ctx context.Context) error {
-	h.stop()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
-	defer cancel()
-	err := h.lk.Release(ctx)
-	if err != nil && !errors.Is(err, gormmutex.ErrReleased) {
-		h.logger.WarnContext(ctx, "gocronlock: unlock failed", "lock_id", h.lk.LockID(), "err", err)
+	if !h.unlocked.CompareAndSwap(false, true) {
+		return &gormmutex.LockError{LockID: h.key, Op: "release", Err: gormmutex.ErrReleased}
+	}
+	runs.remove(h)
+	close(h.unlock)
+	err := <-h.done
+	if err != nil {
+		h.logger.WarnContext(ctx, "gocronlock: unlock failed", "lock_id", h.key, "err", err)
 	}
 	return err
+}
+
+// runs finds the lock of a run from the context gocron passes both to
+// Locker.Lock and to the job's task: the job's context, one per job (not
+// per run) in a scheduler.
+var runs = registry{byJob: map[context.Context][]*lock{}}
+
+type registry struct {
+	mu    sync.Mutex
+	byJob map[context.Context][]*lock // in the order the locks were taken
+}
+
+func (r *registry) add(h *lock) {
+	if !comparableCtx(h.jobCtx) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.byJob[h.jobCtx] = append(r.byJob[h.jobCtx], h)
+}
+
+func (r *registry) remove(h *lock) {
+	if !comparableCtx(h.jobCtx) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	held := r.byJob[h.jobCtx]
+	for i, x := range held {
+		if x == h {
+			held = append(held[:i:i], held[i+1:]...)
+			break
+		}
+	}
+	if len(held) == 0 {
+		delete(r.byJob, h.jobCtx)
+	} else {
+		r.byJob[h.jobCtx] = held
+	}
+}
+
+// claim returns the context of the oldest lock taken for the job whose
+// context is jobCtx that no task has claimed yet. gocron takes the lock and
+// calls the task on one goroutine, one right after the other, and a second
+// run of a job in one process can only get the lock once the first run's
+// lock was lost, so the oldest unclaimed lock is this run's.
+func (r *registry) claim(jobCtx context.Context) (context.Context, bool) {
+	if !comparableCtx(jobCtx) {
+		return nil, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, h := range r.byJob[jobCtx] {
+		if !h.claimed {
+			h.claimed = true
+			return h.runCtx, true
+		}
+	}
+	return nil, false
+}
+
+// comparableCtx reports whether ctx can be a map key. Every context the
+// standard library makes can; gocron's job context is one of them.
+func comparableCtx(ctx context.Context) bool {
+	return ctx != nil && reflect.TypeOf(ctx).Comparable()
+}
+
+// Task makes fn a gocron task function that runs under the lock a Locker
+// of this package took for the run: pass the result to gocron.NewTask, and
+// give the job a name with gocron.WithName.
+//
+//	gocron.NewTask(gocronlock.Task(func(ctx context.Context) error {
+//		lk, _ := gormmutex.FromContext(ctx) // the run's lock: lk.Token() fences writes
+//		return work(ctx)                    // ctx ends if the lock is lost
+//	}))
+//
+// fn's context is the one gormmutex.Locker.Do gives its function:
+// gormmutex.FromContext returns the run's Lock (its fencing token and
+// expiry), and, with Config.KeepAlive, the context is cancelled with a
+// cause matching gormmutex.ErrTimeout (context.Cause) as soon as a renewal
+// finds the lock lost, for example force-released by an operator. It is
+// also cancelled when gocron cancels the job's context (at shutdown, or
+// when the job is removed). Without KeepAlive nothing watches the lock
+// while fn runs, and a lost lock shows only in Unlock's logged error.
+//
+// gocron hands a Locker no way to pass anything to the task: it calls
+// Lock(jobCtx, name), then the task with the same job context, which is
+// created once per job, not per run. Task finds the run's lock from that
+// job context. If there is none (the job's distributed locker is not a
+// Locker of this package, or is disabled for the job), Task returns an
+// error matching ErrNoLock without running fn. fn's error is returned to
+// gocron, which reports it to the job's AfterJobRunsWithError listener.
+//
+//go:noinline
+func Task(fn func(ctx context.Context) error) func(ctx context.Context) error {
+	return func(jobCtx context.Context) error {
+		runCtx, ok := runs.claim(jobCtx)
+		if !ok {
+			return ErrNoLock
+		}
+		return fn(runCtx)
+	}
 }
