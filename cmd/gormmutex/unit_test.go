@@ -10,31 +10,6 @@ import (
 
 // In-process tests of the pieces that need no database.
 
-func TestClassify(t *testing.T) {
-	for dsn, want := range map[string]kind{
-		"postgres://u:p@h/db":                        kindPostgres,
-		"POSTGRESQL://h/db":                          kindPostgres,
-		"host=localhost user=u dbname=d sslmode=off": kindPostgres,
-		"dbname=d": kindPostgres,
-		"root@tcp(127.0.0.1:3306)/test?parseTime=true": kindMySQL,
-		"u:p@unix(/run/mysqld/mysqld.sock)/db":         kindMySQL,
-		"tcp(db:3306)/app":                             kindMySQL,
-		"u:host=x@tcp(db:3306)/app":                    kindMySQL,
-		"/var/lib/app/locks.db":                        kindSQLite,
-		"locks.db":                                     kindSQLite,
-		"file:locks.db?cache=shared":                   kindSQLite,
-		"sqlite:///var/lib/x.db":                       kindSQLite,
-		"file:/tmp/host=odd.db":                        kindSQLite,
-		`C:\data\locks.db`:                             kindSQLite,
-		"postgres-is-a-file-name.db":                   kindSQLite,
-		"host=db password='p@tcp(' dbname=d":           kindPostgres,
-	} {
-		if got := classify(dsn); got != want {
-			t.Errorf("classify(%q) = %s, want %s", dsn, got, want)
-		}
-	}
-}
-
 func TestRedact(t *testing.T) {
 	for dsn, secret := range map[string]string{
 		"postgres://u:s3cret@h:5432/db":                 "s3cret",
