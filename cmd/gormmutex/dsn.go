@@ -172,13 +172,13 @@ func hostPort(host, port string) string {
 
 // open connects to t and checks the connection with a ping, all within
 // connectTimeout, so that a wrong address or a silent server fails fast.
-func (t *target) open(ctx context.Context, connectTimeout time.Duration) (*gorm.DB, error) {
+// The pool opens at most conns connections.
+func (t *target) open(ctx context.Context, connectTimeout time.Duration, conns int) (*gorm.DB, error) {
 	sqlDB, dial, err := t.connect()
 	if err != nil {
 		return nil, err
 	}
-	// The command runs one statement at a time.
-	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetMaxOpenConns(conns)
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {
