@@ -506,30 +506,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // other than flag.ErrHelp is a usage error. The command is returned when
 // it is known, even with an error.
 func parseArgs(o *options, args []string) (*command, []string, error) {
-	// Before the command, the flags of every command.
-	global := o.flagSet(nil)
-	for len(args) > 0 && isFlag(args[0]) {
-		n, err := parseFlag(global, args)
-		if err != nil {
-			return nil, nil, err
-		}
-		args = args[n:]
-	}
+	// The flags before the command are parsed with the command's, once it
+	// is known; to find it, skip them, with their values.
+	lead := leadingFlags(args)
+	args = args[len(lead):]
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
-	if len(args) == 0 {
-		return nil, nil, usagef("missing command")
-	}
-	name := args[0]
-	if name == "help" {
+	if len(args) == 0 || args[0] == "help" {
+		// No command to check the flags against: report a bad one, or
+		// -h, before the missing command.
+		if _, _, _, err := scanArgs(allFlags(o), lead); err != nil {
+			return nil, nil, err
+		}
+		if len(args) == 0 {
+			return nil, nil, usagef("missing command")
+		}
 		return nil, nil, flag.ErrHelp
 	}
+	name := args[0]
 	cmd, ok := commands[name]
 	if !ok {
 		return nil, nil, usagef("unknown command %s", strconv.Quote(name))
 	}
-	before, after, dash, err := scanArgs(o.flagSet(cmd), args[1:])
+	before, after, dash, err := scanArgs(o.flagSet(cmd), append(lead, args[1:]...))
 	if err != nil {
 		return cmd, nil, err
 	}
@@ -571,6 +571,34 @@ func parseArgs(o *options, args []string) (*command, []string, error) {
 		}
 	}
 	return cmd, rest, nil
+}
+
+// leadingFlags returns the flags at the start of args, with their values:
+// a flag takes the next argument as its value if some command has a flag
+// of that name that is not boolean.
+func leadingFlags(args []string) []string {
+	var scratch options
+	all := allFlags(&scratch)
+	i := 0
+	for i < len(args) && isFlag(args[i]) {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		i++
+		if f := all.Lookup(name); f != nil && !hasValue && !isBoolFlag(f) && i < len(args) {
+			i++
+		}
+	}
+	return args[:i:i]
+}
+
+// allFlags returns a FlagSet with the flags of every command, on o.
+func allFlags(o *options) *flag.FlagSet {
+	fs := o.flagSet(nil)
+	for _, c := range commands {
+		if c.flags != nil {
+			c.flags(o, fs)
+		}
+	}
+	return fs
 }
 
 // checkLockID applies the library's rule for lock ids, so that a bad one
