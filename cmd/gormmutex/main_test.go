@@ -198,6 +198,10 @@ func gmCommand(env []string, stdout, stderr *bytes.Buffer, args ...string) *exec
 	}
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// A command that run left behind (a test kills gormmutex, or a
+	// background child outlives its shell) may hold the output pipes:
+	// do not wait for them once gormmutex has exited.
+	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }
 

@@ -78,8 +78,8 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		return fail(exitCannotExecute, "cannot_execute", fmt.Errorf("cannot execute %s: %v (lock %s released)", quoteCommand(argv), startErr, strconv.Quote(id)))
 	case lost != nil:
 		return &failure{status: exitLeaseLost, kind: "lease_lost", lockID: &id, commandStatus: &status,
-			err: fmt.Errorf("lost lock %s while the command ran, so the command was stopped; it ended with %s; another holder may have run at the same time: %v",
-				strconv.Quote(id), describeStatus(status), lost)}
+			err: fmt.Errorf("lost lock %s while the command ran (%s), so the command was stopped; it ended with %s; another holder may have run at the same time",
+				strconv.Quote(id), lostCause(lost), describeStatus(status))}
 	case errors.Is(relErr, gormmutex.ErrTimeout):
 		renewed := "not renewed: no -keepalive"
 		if ro.keepAlive {
@@ -96,6 +96,16 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 		return &failure{status: status} // COMMAND's own failure: nothing to add
 	}
 	return nil
+}
+
+// lostCause says why KeepAlive gave the lock up, without repeating the
+// lock id.
+func lostCause(err error) string {
+	var le *gormmutex.LockError
+	if errors.As(err, &le) && le.Op == "refresh" {
+		return "a renewal found it expired or force-released"
+	}
+	return fmt.Sprintf("renewals failed until the lease ran out: %v", err)
 }
 
 // interrupted reports a signal that ended the wait for the lock.
@@ -165,8 +175,8 @@ func supervise(e *env, lk *gormmutex.Lock, path string, argv []string, sigs <-ch
 	stop := func(err error) {
 		lost = err
 		if !e.json {
-			fmt.Fprintf(e.stderr, "gormmutex: run: lost lock %s (%v): stopping the command: SIGTERM, then SIGKILL after %v\n",
-				strconv.Quote(lk.LockID()), err, ro.killAfter)
+			fmt.Fprintf(e.stderr, "gormmutex: run: lost lock %s (%s): stopping the command: SIGTERM, then SIGKILL after %v\n",
+				strconv.Quote(lk.LockID()), lostCause(err), ro.killAfter)
 		}
 		if ro.killAfter == 0 {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
