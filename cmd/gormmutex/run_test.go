@@ -161,6 +161,35 @@ func TestRunExitStatus(t *testing.T) {
 	})
 }
 
+// TestRunDashID checks a lock id that starts with "-": it goes after a
+// first "--", and COMMAND after a second.
+func TestRunDashID(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		id := "-" + lockID(t, "dash")
+		r := b.run(t, "run", "-json", "--", id, "--", "sh", "-c", `printf '%s' "$GORMMUTEX_LOCK_ID"`)
+		want(t, r, 0, "run -- -ID -- COMMAND")
+		assert.Equal(t, id, r.stdout, "GORMMUTEX_LOCK_ID")
+	})
+}
+
+// TestRunFailed checks that run's own failures, before COMMAND runs, exit
+// with 125, apart from the statuses COMMAND may use.
+func TestRunFailed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ran := filepath.Join(dir, "ran")
+	r := gm(t, nil, "-dsn", filepath.Join(dir, "missing.db"), "run", "x", "--", "touch", ran)
+	want(t, r, 125, "run on a missing SQLite file")
+	assert.Contains(t, r.stderr, "does not exist")
+	r = gm(t, nil, "-dsn", fmt.Sprintf("root@tcp(127.0.0.1:%d)/test", closedPort(t)), "run", "x", "-json", "--", "touch", ran)
+	want(t, r, 125, "run on an unreachable MySQL server")
+	e := decodeError(t, r.stderr)
+	assert.Equal(t, "error", e.Kind)
+	assert.Equal(t, 125, e.ExitStatus)
+	assert.NoFileExists(t, ran, "COMMAND ran without the lock")
+}
+
 // processGone waits up to 10 s for pid to exit (or to be a zombie, when
 // nothing reaps orphans), and says whether it did.
 func processGone(pid int) bool {
