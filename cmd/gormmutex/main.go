@@ -21,8 +21,9 @@
 // Flags may come anywhere: before the command, after it, or after its
 // arguments ("gormmutex release reindex -json" works). A "--" ends the
 // flags: every argument after it is an argument, never a flag; pass a lock
-// id that starts with "-" after it (gormmutex release -- -odd-id). In run,
-// everything after the "--" that follows LOCK_ID belongs to COMMAND.
+// id that starts with "-" after it (gormmutex release -- -odd-id;
+// gormmutex run -- -odd-id -- COMMAND). In run, everything after the "--"
+// that follows LOCK_ID belongs to COMMAND.
 //
 // Flags of every command:
 //

@@ -539,24 +539,24 @@ func TestListOlderThan(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
 		old, young := lockID(t, "old"), lockID(t, "young")
 		b.acquire(t, old, gormmutex.Duration(10*time.Minute))
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(3 * time.Second)
 		b.acquire(t, young, nil)
 
-		r := b.run(t, "list", "-older-than", "1s")
-		want(t, r, 0, "list -older-than 1s")
+		r := b.run(t, "list", "-older-than", "2s")
+		want(t, r, 0, "list -older-than 2s")
 		rows := parseTable(t, r.stdout, listColumns)
 		require.Contains(t, rows, old)
 		require.Contains(t, rows, young)
-		assert.Equal(t, "yes", rows[old]["OLD"], "OLD of the lock taken 1.5 s ago:\n%s", r.stdout)
+		assert.Equal(t, "yes", rows[old]["OLD"], "OLD of the lock taken 3 s ago:\n%s", r.stdout)
 		assert.Equal(t, "no", rows[young]["OLD"], "OLD of the lock just taken:\n%s", r.stdout)
-		assert.GreaterOrEqual(t, parseAge(t, "AGE", rows[old]["AGE"]), time.Second)
+		assert.GreaterOrEqual(t, parseAge(t, "AGE", rows[old]["AGE"]), 2*time.Second)
 
-		r = b.run(t, "-older-than=1s", "list", "-json")
-		want(t, r, 0, "list -json -older-than 1s")
+		r = b.run(t, "-older-than=2s", "list", "-json")
+		want(t, r, 0, "list -json -older-than 2s")
 		locks := decodeList(t, r.stdout)
-		assert.True(t, locks[old].Old, "old of the lock taken 1.5 s ago")
+		assert.True(t, locks[old].Old, "old of the lock taken 3 s ago")
 		assert.False(t, locks[young].Old, "old of the lock just taken")
-		assert.GreaterOrEqual(t, locks[old].AgeSeconds, 1.0)
+		assert.GreaterOrEqual(t, locks[old].AgeSeconds, 2.0)
 	})
 }
 

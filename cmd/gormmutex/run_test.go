@@ -293,14 +293,14 @@ touch "$1"; while :; do sleep 0.05; done`, ready, got)...)...)
 }
 
 // TestRunLease checks the lease without and with -keepalive: a command
-// that outlives a 1 s TTL makes run exit with 123, unless -keepalive
-// renews it.
+// that outlives its TTL makes run exit with 123, unless -keepalive renews
+// it.
 func TestRunLease(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
 		id := lockID(t, "expired")
-		r := b.run(t, "run", "-json", "-ttl", "1s", id, "--", "sleep", "2")
-		want(t, r, 123, "run -ttl 1s of a 2 s command")
+		r := b.run(t, "run", "-json", "-ttl", "1s", id, "--", "sleep", "2.5")
+		want(t, r, 123, "run -ttl 1s of a 2.5 s command")
 		e := decodeError(t, r.stderr)
 		assert.Equal(t, "lease_expired", e.Kind)
 		assert.Contains(t, e.Error, "expired")
@@ -309,8 +309,8 @@ func TestRunLease(t *testing.T) {
 		}
 
 		id = lockID(t, "kept")
-		r = b.run(t, "run", "-ttl", "1s", "-keepalive", id, "--", "sleep", "2.5")
-		want(t, r, 0, "run -ttl 1s -keepalive of a 2.5 s command")
+		r = b.run(t, "run", "-ttl", "2s", "-keepalive", id, "--", "sleep", "4")
+		want(t, r, 0, "run -ttl 2s -keepalive of a 4 s command")
 		assert.Empty(t, r.stderr)
 	})
 }
@@ -368,7 +368,7 @@ func TestRunKilled(t *testing.T) {
 		id := lockID(t, "killed")
 		dir := t.TempDir()
 		ready, pidFile := filepath.Join(dir, "ready"), filepath.Join(dir, "pid")
-		p := startGM(t, nil, b.runCmd([]string{"-ttl", "2s"}, id, sh(`echo $$ > "$2"; touch "$1"; while :; do sleep 0.05; done`, ready, pidFile)...)...)
+		p := startGM(t, nil, b.runCmd([]string{"-ttl", "5s"}, id, sh(`echo $$ > "$2"; touch "$1"; while :; do sleep 0.05; done`, ready, pidFile)...)...)
 		waitFile(t, ready, p)
 		pgid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
 		require.NoError(t, err)
