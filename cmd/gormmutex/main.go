@@ -175,7 +175,8 @@
 // is null where no lock is concerned; exit_status is gormmutex's exit
 // status; command_status is COMMAND's exit status where run started it,
 // else null. New kinds and keys may be added; the existing ones keep their
-// meaning.
+// meaning. run shares standard error with COMMAND, so there gormmutex's
+// error is the last line, after whatever COMMAND wrote.
 //
 // Exit status of the other commands: 0 on success, 1 on an operational
 // error (no live lock with that id, a database that cannot be reached, a
