@@ -79,6 +79,12 @@ func TestKind(t *testing.T) {
 		"postgresql://u@h/db":               "postgres",
 		"root@tcp(127.0.0.1:3306)/test":     "mysql",
 		"u:p@tcp(h)/db?parseTime=true":      "mysql",
+		// The cases where the examples' own classification used to
+		// disagree with the operators' command.
+		"dbname=test user=postgres":            "postgres",
+		"POSTGRES://u@h/db":                    "postgres",
+		"u:p@unix(/run/mysqld/mysqld.sock)/db": "mysql",
+		"sqlite:///tmp/x.db":                   "sqlite",
 	} {
 		if got := exampledb.Kind(dsn); got != want {
 			t.Errorf("Kind(%q) = %q, want %q", dsn, got, want)

@@ -20,53 +20,13 @@ import (
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex/internal/dsn"
 )
-
-// A kind is the database a DSN names.
-type kind string
-
-const (
-	kindPostgres kind = "postgres"
-	kindMySQL    kind = "mysql"
-	kindSQLite   kind = "sqlite"
-)
-
-// classify says which database dsn names, by its shape alone:
-//
-//   - "file:..." or "sqlite:..." is SQLite;
-//   - "postgres://..." or "postgresql://..." is a PostgreSQL URL;
-//   - "key=value ..." with "host=" or "dbname=" is a PostgreSQL key=value
-//     DSN (even if its password holds "@tcp(");
-//   - anything with "@tcp(" or "@unix(", or starting with "tcp(" or
-//     "unix(", is a MySQL DSN;
-//   - anything else with "host=" or "dbname=" is a PostgreSQL DSN too;
-//   - anything else is the path of a SQLite file.
-func classify(dsn string) kind {
-	lower := strings.ToLower(dsn)
-	pgKV := strings.Contains(dsn, "host=") || strings.Contains(dsn, "dbname=")
-	switch {
-	case strings.HasPrefix(lower, "file:"), strings.HasPrefix(lower, "sqlite:"):
-		return kindSQLite
-	case strings.HasPrefix(lower, "postgres://"), strings.HasPrefix(lower, "postgresql://"):
-		return kindPostgres
-	case pgKV && leadingKey.MatchString(dsn):
-		return kindPostgres
-	case strings.Contains(dsn, "@tcp("), strings.Contains(dsn, "@unix("),
-		strings.HasPrefix(dsn, "tcp("), strings.HasPrefix(dsn, "unix("):
-		return kindMySQL
-	case pgKV:
-		return kindPostgres
-	default:
-		return kindSQLite
-	}
-}
-
-// leadingKey matches the start of a key=value DSN.
-var leadingKey = regexp.MustCompile(`^\s*[a-z_]+\s*=`)
 
 // A target is a parsed DSN, ready to connect.
 type target struct {
-	kind kind
+	kind dsn.Kind
 	// desc names the database for messages, without any password.
 	desc string
 	// hint follows a failure to connect.
@@ -81,16 +41,16 @@ type target struct {
 // parseDSN parses dsn. create says whether a missing SQLite file may be
 // created (migrate) or is an error (every other command). connectTimeout
 // bounds the dial and handshake where the driver takes such a setting.
-func parseDSN(dsn string, create bool, connectTimeout time.Duration) (*target, error) {
-	t := &target{kind: classify(dsn), secrets: dsnSecrets(dsn)}
+func parseDSN(s string, create bool, connectTimeout time.Duration) (*target, error) {
+	t := &target{kind: dsn.Classify(s), secrets: dsnSecrets(s)}
 	var err error
 	switch t.kind {
-	case kindPostgres:
-		err = t.postgres(dsn, connectTimeout)
-	case kindMySQL:
-		err = t.mysql(dsn, connectTimeout)
+	case dsn.Postgres:
+		err = t.postgres(s, connectTimeout)
+	case dsn.MySQL:
+		err = t.mysql(s, connectTimeout)
 	default:
-		err = t.sqlite(dsn, create)
+		err = t.sqlite(s, create)
 	}
 	if err != nil {
 		return nil, err
@@ -154,16 +114,13 @@ func (t *target) mysql(dsn string, connectTimeout time.Duration) error {
 	return nil
 }
 
-func (t *target) sqlite(dsn string, create bool) error {
-	if rest, ok := cutPrefixFold(dsn, "sqlite:"); ok {
-		// sqlite:path, sqlite://relative/path or sqlite:///absolute/path.
-		dsn = strings.TrimPrefix(rest, "//")
-	}
-	if dsn == "" {
+func (t *target) sqlite(s string, create bool) error {
+	s = dsn.SQLiteName(s)
+	if s == "" {
 		return errors.New("empty SQLite path")
 	}
-	isURI := strings.HasPrefix(strings.ToLower(dsn), "file:")
-	path, query, _ := strings.Cut(dsn, "?")
+	isURI := strings.HasPrefix(strings.ToLower(s), "file:")
+	path, query, _ := strings.Cut(s, "?")
 	t.desc = fmt.Sprintf("SQLite database %s", path)
 	if !create {
 		if isURI {
@@ -203,13 +160,6 @@ func addParam(query, kv string) string {
 	return query + "&" + kv
 }
 
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
-		return s[len(prefix):], true
-	}
-	return s, false
-}
-
 func hostPort(host, port string) string {
 	if host == "" {
 		return "(default host)"
@@ -222,13 +172,13 @@ func hostPort(host, port string) string {
 
 // open connects to t and checks the connection with a ping, all within
 // connectTimeout, so that a wrong address or a silent server fails fast.
-func (t *target) open(ctx context.Context, connectTimeout time.Duration) (*gorm.DB, error) {
+// The pool opens at most conns connections.
+func (t *target) open(ctx context.Context, connectTimeout time.Duration, conns int) (*gorm.DB, error) {
 	sqlDB, dial, err := t.connect()
 	if err != nil {
 		return nil, err
 	}
-	// The command runs one statement at a time.
-	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetMaxOpenConns(conns)
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := sqlDB.PingContext(pctx); err != nil {

@@ -1,5 +1,6 @@
 // Command gormmutex inspects and manages the lock table (db_mutexes) of
-// github.com/gormmutex/gormmutex, for operators.
+// github.com/gormmutex/gormmutex, and runs commands under a lock: a
+// flock(1) across machines, for crontabs and scripts.
 //
 // Usage:
 //
@@ -7,24 +8,118 @@
 //
 // The commands are:
 //
-//	list             list the live locks: LOCK_ID, HOLDER, TOKEN,
-//	                 ACQUIRED and EXPIRES ("never" for no expiry)
+//	list             list the live locks, with their age and time left
+//	run LOCK_ID -- COMMAND [ARGS...]
+//	                 take the lock, run COMMAND, release the lock when
+//	                 COMMAND exits, and exit with COMMAND's status
 //	release LOCK_ID  force-release the live lock LOCK_ID, whoever holds it;
-//	                 its holder learns at its next refresh or release
+//	                 its holder learns at its next renewal or release
 //	purge            delete the expired lock rows and print how many
 //	migrate          create the lock table and its indexes if missing
 //	help             print the usage
 //
-// The flags may come before or after the command:
+// Flags may come anywhere: before the command, after it, or after its
+// arguments ("gormmutex release reindex -json" works). A "--" ends the
+// flags: every argument after it is an argument, never a flag; pass a lock
+// id that starts with "-" after it (gormmutex release -- -odd-id;
+// gormmutex run -- -odd-id -- COMMAND). In run, everything after the "--"
+// that follows LOCK_ID belongs to COMMAND.
+//
+// Flags of every command:
 //
 //	-dsn DSN
 //		the database (default $GORMMUTEX_DSN)
 //	-json
-//		print JSON for scripts instead of a table or a sentence
+//		print JSON for scripts instead of a table or a sentence, and
+//		errors as JSON too
 //	-connect-timeout DURATION
 //		give up connecting after this long (default 5s)
 //	-timeout DURATION
-//		give up on the whole command after this long (default 1m; 0: never)
+//		give up on the whole command after this long (default 1m; 0:
+//		never); run does not take it: -wait bounds its wait for the lock,
+//		and COMMAND runs as long as it runs
+//
+// Flags of list:
+//
+//	-older-than DURATION
+//		mark the locks acquired longer ago than this (column OLD; "old"
+//		in JSON)
+//
+// Flags of run:
+//
+//	-wait DURATION
+//		wait this long for a lock that is held (default 0: fail at once)
+//	-ttl DURATION
+//		the lock's lease (default 30m): if gormmutex dies, the lock frees
+//		itself this long after it was taken or last renewed
+//	-keepalive
+//		renew the lease about every TTL/3 while COMMAND runs
+//	-min-hold DURATION
+//		keep the lock taken at least this long after it was acquired,
+//		even when COMMAND ends sooner, so that schedules which drift apart
+//		on different machines do not run a short job twice
+//	-conflict-exit-code N
+//		the exit status when the lock is held (default 1, like flock -E)
+//	-kill-after DURATION
+//		when the lease is lost, the time between SIGTERM and SIGKILL
+//		(default 10s; 0: SIGKILL at once)
+//	-quiet
+//		say nothing when the lock is held
+//
+// # run
+//
+// run takes the lock LOCK_ID (failing at once, or after -wait, when it is
+// held), starts COMMAND with GORMMUTEX_LOCK_ID and GORMMUTEX_TOKEN (the
+// lock's fencing token) added to its environment, waits for it to exit,
+// releases the lock and exits with COMMAND's status. COMMAND is looked up
+// in $PATH before the lock is taken.
+//
+// COMMAND runs in a process group of its own, so that gormmutex can signal
+// COMMAND and every process it started (a shell script's children too),
+// and so that each signal reaches them exactly once: SIGINT, SIGTERM,
+// SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to gormmutex, by kill, by
+// systemd or cron stopping the job, or by Ctrl-C at a terminal, are passed
+// to that group, and the lock is released once COMMAND has exited. Killing
+// gormmutex's own process group (kill -- -PGID) does not reach COMMAND:
+// signal gormmutex. The price of the group of its own is the terminal: a
+// COMMAND that reads from the terminal is stopped by SIGTTIN, so run
+// interactive programs with their input redirected, or not under run.
+//
+// If the lease is lost while COMMAND runs (with -keepalive, a renewal
+// finds the lock force-released or expired, or cannot reach the database
+// before the lease runs out), COMMAND's process group gets SIGTERM, then
+// SIGKILL after -kill-after if any of it is still running, and gormmutex
+// exits with status 122. Without -keepalive nothing is renewed and nothing
+// is watched: if the lease ran out (or the lock was force-released) before
+// COMMAND ended, the release finds out and gormmutex exits with status
+// 123. Either way another holder may have run at the same time.
+//
+// If gormmutex itself is killed (SIGKILL, a crash, the machine going down),
+// its lock stays until the lease runs out, like any crashed holder's, and
+// COMMAND is not stopped. Choose -ttl with that in mind: long enough for
+// the job, or short with -keepalive.
+//
+// Exit status of run:
+//
+//	COMMAND's    COMMAND ran and the lock was released in time; 128+N if
+//	             COMMAND was killed by signal N
+//	1            the lock is held (set by -conflict-exit-code)
+//	2            usage error
+//	122          the lease was lost while COMMAND ran, and COMMAND was
+//	             stopped
+//	123          the lease expired (or was force-released) before COMMAND
+//	             ended; COMMAND's own status is in the message
+//	125          gormmutex failed before COMMAND ran: database unreachable,
+//	             lock table missing, statement failed
+//	126          COMMAND cannot be executed
+//	127          COMMAND was not found
+//	128+N        gormmutex got signal N while waiting for the lock
+//
+// A release that fails after COMMAND ended (the database went away) is
+// reported on standard error, and gormmutex exits with COMMAND's status:
+// the lock then stays until its lease runs out.
+//
+// # DSNs
 //
 // The DSN's shape says which database it is:
 //
@@ -39,21 +134,54 @@
 // exist except for migrate, which creates it. Messages never show the
 // DSN's password.
 //
-// Times are printed in UTC, RFC 3339 with milliseconds. A lock id (or
-// holder) that is empty, starts with a double quote, has leading or
-// trailing space, or holds a control, format or other non-graphic
-// character is printed as a Go quoted string. Pass an id that starts with
-// "-" after "--": gormmutex release -- -odd-id.
+// # Output
 //
-// With -json, list prints an array of objects with lock_id, holder, token,
-// created_at and expires_at (null for never); release prints
-// {"lock_id": ..., "released": true}, purge {"purged": N} and migrate
-// {"migrated": true, "table": "db_mutexes"}. Errors always go to standard
-// error as text.
+// Times are printed in UTC, RFC 3339 with milliseconds. Ages and times
+// left are measured on the database's clock. A lock id (or holder) that
+// is empty, starts with a double quote, has leading or trailing space, or
+// holds a control, format or other non-graphic character is printed as a
+// Go quoted string.
 //
-// The exit status is 0 on success, 1 on an operational error (no live lock
-// with that id, a database that cannot be reached, a failed statement) and
-// 2 on a usage error (unknown command or flag, missing or extra argument).
+// With -json, list prints an array of objects, one per live lock:
+//
+//	{
+//	  "lock_id": "nightly-report",
+//	  "holder": "host1:4242",
+//	  "token": 17,
+//	  "created_at": "2026-01-02T03:04:05.678Z",
+//	  "expires_at": "2026-01-02T03:34:05.678Z",  (null: never expires)
+//	  "age_seconds": 12.345,
+//	  "expires_in_seconds": 1787.655,             (null: never expires)
+//	  "old": false                                (true: past -older-than)
+//	}
+//
+// release prints {"lock_id": ..., "released": true}, purge {"purged": N}
+// and migrate {"migrated": true, "table": "db_mutexes"}; run prints
+// nothing of its own on standard output.
+//
+// Errors go to standard error, as one line of text, or with -json as one
+// JSON object on one line:
+//
+//	{"error": "no live lock with id \"x\" ...", "kind": "not_held",
+//	 "command": "release", "lock_id": "x", "exit_status": 1,
+//	 "command_status": null}
+//
+// error is the message; kind is one of usage, error (any other failure of
+// gormmutex: database, connection, timeout), not_held (release: no live
+// lock), locked (run: the lock is held), interrupted (run: a signal while
+// waiting for the lock), lease_lost, lease_expired, release_failed (run:
+// the release after COMMAND failed), cannot_execute and not_found (run:
+// COMMAND); command is the command's name ("" if there was none); lock_id
+// is null where no lock is concerned; exit_status is gormmutex's exit
+// status; command_status is COMMAND's exit status where run started it,
+// else null. New kinds and keys may be added; the existing ones keep their
+// meaning. run shares standard error with COMMAND, so there gormmutex's
+// error is the last line, after whatever COMMAND wrote.
+//
+// Exit status of the other commands: 0 on success, 1 on an operational
+// error (no live lock with that id, a database that cannot be reached, a
+// failed statement) and 2 on a usage error (unknown command or flag,
+// missing or extra argument).
 package main
 
 import (
@@ -68,32 +196,56 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/gormmutex/gormmutex"
 	"gorm.io/gorm"
+
+	"github.com/gormmutex/gormmutex/internal/dsn"
 )
 
 const usage = `Usage: gormmutex [flags] command [arguments]
 
-Inspect and manage the lock table (db_mutexes) of github.com/gormmutex/gormmutex.
+Inspect and manage the lock table (db_mutexes) of github.com/gormmutex/gormmutex,
+and run commands under a lock.
 
 Commands:
-  list             list the live locks
+  list             list the live locks, with their age and time left
+  run LOCK_ID -- COMMAND [ARGS...]
+                   take the lock, run COMMAND, release the lock when it
+                   exits, and exit with its status
   release LOCK_ID  force-release the live lock LOCK_ID, whoever holds it
   purge            delete the expired lock rows and print how many
   migrate          create the lock table and its indexes if missing
   help             print this help
 
-Flags (before or after the command):
+Flags (anywhere before a "--"):
   -dsn DSN                   the database (default $GORMMUTEX_DSN)
-  -json                      print JSON instead of a table or a sentence
+  -json                      print JSON instead of a table or a sentence,
+                             and errors as JSON on stderr
   -connect-timeout DURATION  give up connecting after this long (default 5s)
   -timeout DURATION          give up on the whole command after this long
-                             (default 1m; 0: never)
+                             (default 1m; 0: never; not for run)
+
+Flags of list:
+  -older-than DURATION       mark the locks acquired longer ago than this
+
+Flags of run:
+  -wait DURATION             wait this long for a held lock (default 0)
+  -ttl DURATION              the lock's lease (default 30m)
+  -keepalive                 renew the lease while COMMAND runs
+  -min-hold DURATION         keep the lock at least this long
+  -conflict-exit-code N      exit status when the lock is held (default 1)
+  -kill-after DURATION       SIGTERM to SIGKILL when the lease is lost
+                             (default 10s)
+  -quiet                     say nothing when the lock is held
+
+run exit status: COMMAND's (128+N if killed by signal N); 1 lock held
+(-conflict-exit-code); 122 lease lost, COMMAND stopped; 123 lease expired
+before COMMAND ended; 125 gormmutex failed; 126 COMMAND cannot be executed;
+127 COMMAND not found. Signals to gormmutex go to COMMAND's process group.
 
 DSN forms:
   postgres://user:pass@host:5432/db?sslmode=disable  PostgreSQL (or postgresql://)
@@ -101,56 +253,110 @@ DSN forms:
   user:pass@tcp(db1:3306)/app                         MySQL or MariaDB
   /path/locks.db, file:locks.db, sqlite:locks.db      SQLite (anything else too)
 
-Exit status: 0 ok, 1 operational error, 2 usage error.
+Exit status of the other commands: 0 ok, 1 operational error, 2 usage error.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// options are the flags, which every command shares.
+// options are the flags.
 type options struct {
+	// Every command's.
 	dsn            string
 	json           bool
 	connectTimeout time.Duration
 	timeout        time.Duration
+	timeoutSet     bool // -timeout was given
+
+	list listOptions
+	run  runOptions
 }
 
-// flagSet registers the flags on a new FlagSet, their defaults being o's
-// current values, so that flags after the command override those before.
-func (o *options) flagSet(name string) *flag.FlagSet {
+func defaultOptions() options {
+	return options{
+		connectTimeout: 5 * time.Second,
+		timeout:        time.Minute,
+		run:            defaultRunOptions(),
+	}
+}
+
+// flagSet returns a FlagSet with every command's flags, and cmd's own
+// when cmd is not nil.
+func (o *options) flagSet(cmd *command) *flag.FlagSet {
+	name := "gormmutex"
+	if cmd != nil {
+		name += " " + cmd.name
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // run prints errors and usage itself
 	fs.StringVar(&o.dsn, "dsn", o.dsn, "")
 	fs.BoolVar(&o.json, "json", o.json, "")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", o.connectTimeout, "")
-	fs.DurationVar(&o.timeout, "timeout", o.timeout, "")
+	fs.Func("timeout", "", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return errors.New("parse error")
+		}
+		o.timeout, o.timeoutSet = d, true
+		return nil
+	})
+	if cmd != nil && cmd.flags != nil {
+		cmd.flags(o, fs)
+	}
 	return fs
 }
 
 // A command is one subcommand.
 type command struct {
-	args   []string // names of the positional arguments, all required
-	create bool     // may create a missing SQLite file
-	run    func(ctx context.Context, e *env, args []string) error
+	name string
+	args []string // names of the positional arguments, all required
+	// flags registers the command's own flags.
+	flags func(o *options, fs *flag.FlagSet)
+	// check reports a usage error in the command's own options.
+	check  func(o *options) error
+	create bool // may create a missing SQLite file
+	// long commands (run) handle signals themselves and take no -timeout.
+	long bool
+	// conns is how many connections the pool may open.
+	conns int
+	// failStatus is the exit status of an operational error.
+	failStatus int
+	run        func(ctx context.Context, e *env, args []string) error
 }
 
-var commands = map[string]command{
-	"list":    {run: cmdList},
-	"release": {args: []string{"LOCK_ID"}, run: cmdRelease},
-	"purge":   {run: cmdPurge},
-	"migrate": {create: true, run: cmdMigrate},
+var commands = map[string]*command{}
+
+func init() {
+	for _, c := range []*command{
+		{name: "list", flags: listFlags, check: checkList, run: cmdList},
+		{name: "run", args: []string{"LOCK_ID", "COMMAND"}, flags: runFlags, check: checkRun, long: true,
+			// A waiting acquire on PostgreSQL keeps one connection
+			// listening for releases, and a renewal may overlap it.
+			conns: 4, failStatus: exitRunFailed, run: cmdRun},
+		{name: "release", args: []string{"LOCK_ID"}, run: cmdRelease},
+		{name: "purge", run: cmdPurge},
+		{name: "migrate", create: true, run: cmdMigrate},
+	} {
+		if c.conns == 0 {
+			c.conns = 1 // one statement at a time
+		}
+		if c.failStatus == 0 {
+			c.failStatus = 1
+		}
+		commands[c.name] = c
+	}
 }
 
 // env is what a command works with.
 type env struct {
 	db     *gorm.DB
+	kind   dsn.Kind
 	locker *gormmutex.Locker
+	opts   *options
 	json   bool
 	stdout io.Writer
+	stderr io.Writer
 }
 
 // usageError is the caller's mistake: exit status 2.
@@ -160,39 +366,115 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
+// A failure is an error with the exit status and kind it reports (see the
+// package doc for the kinds). A failure with a nil err prints nothing: run
+// uses it to pass COMMAND's status on.
+type failure struct {
+	status int
+	kind   string
+	lockID *string
+	// commandStatus is COMMAND's exit status, where run started it.
+	commandStatus *int
+	err           error
+}
+
+func (f *failure) Error() string {
+	if f.err == nil {
+		return fmt.Sprintf("exit status %d", f.status)
+	}
+	return f.err.Error()
+}
+
+func (f *failure) Unwrap() error { return f.err }
+
+// errorJSON is an error under -json; see the package doc.
+type errorJSON struct {
+	Error         string  `json:"error"`
+	Kind          string  `json:"kind"`
+	Command       string  `json:"command"`
+	LockID        *string `json:"lock_id"`
+	ExitStatus    int     `json:"exit_status"`
+	CommandStatus *int    `json:"command_status"`
+}
+
+// reporter prints errors, as text or JSON.
+type reporter struct {
+	json    bool
+	command string
+	stderr  io.Writer
+	secrets []string
+}
+
+// report prints f, unless it has nothing to say, and returns its status.
+func (r *reporter) report(f *failure) int {
+	if f.err == nil {
+		return f.status
+	}
+	msg := redact(f.err.Error(), r.secrets)
+	if r.json {
+		b, _ := json.Marshal(errorJSON{
+			Error: msg, Kind: f.kind, Command: r.command, LockID: f.lockID,
+			ExitStatus: f.status, CommandStatus: f.commandStatus,
+		})
+		fmt.Fprintf(r.stderr, "%s\n", b)
+		return f.status
+	}
+	prefix := "gormmutex: "
+	if r.command != "" {
+		prefix += r.command + ": "
+	}
+	fmt.Fprintf(r.stderr, "%s%s\n", prefix, msg)
+	if f.kind == "usage" {
+		fmt.Fprintf(r.stderr, "\n%s", usage)
+	}
+	return f.status
+}
+
 // run runs the command line args (without the program name) and returns
 // the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o := options{connectTimeout: 5 * time.Second, timeout: time.Minute}
-	name, cmd, rest, err := parseArgs(&o, args)
+	o := defaultOptions()
+	cmd, rest, err := parseArgs(&o, args)
+	rep := &reporter{json: o.json, stderr: stderr, secrets: dsnSecrets(o.dsn)}
+	if cmd != nil {
+		rep.command = cmd.name
+	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "gormmutex: %v\n\n%s", err, usage)
-		return 2
+		rep.json = rep.json || jsonWanted(args)
+		return rep.report(&failure{status: 2, kind: "usage", err: err})
 	}
 
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
+	if !cmd.long {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if o.timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, o.timeout)
+			defer cancel()
+		}
+	}
+	fail := func(err error) int {
+		var f *failure
+		if !errors.As(err, &f) {
+			msg := err.Error()
+			if !cmd.long && o.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				msg += fmt.Sprintf(" (gave up after -timeout %v)", o.timeout)
+			}
+			f = &failure{status: cmd.failStatus, kind: "error", err: errors.New(msg)}
+		}
+		return rep.report(f)
 	}
 	t, err := parseDSN(o.dsn, cmd.create, o.connectTimeout)
 	if err != nil {
-		fmt.Fprintf(stderr, "gormmutex: %s\n", redact(err.Error(), dsnSecrets(o.dsn)))
-		return 1
+		return fail(err)
 	}
-	fail := func(err error) int {
-		msg := err.Error()
-		if ctx.Err() != nil && o.timeout > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			msg += fmt.Sprintf(" (gave up after -timeout %v)", o.timeout)
-		}
-		fmt.Fprintf(stderr, "gormmutex: %s: %s\n", name, redact(msg, t.secrets))
-		return 1
-	}
-	db, err := t.open(ctx, o.connectTimeout)
+	rep.secrets = t.secrets
+	db, err := t.open(ctx, o.connectTimeout, cmd.conns)
 	if err != nil {
 		return fail(err)
 	}
@@ -203,50 +485,73 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 	e := &env{
 		db:     db,
-		locker: gormmutex.New(db, gormmutex.Config{}),
+		kind:   t.kind,
+		opts:   &o,
 		json:   o.json,
 		stdout: stdout,
+		stderr: stderr,
+	}
+	if cmd.name != "run" {
+		e.locker = gormmutex.New(db, gormmutex.Config{})
 	}
 	if err := cmd.run(ctx, e, rest); err != nil {
-		return fail(e.explain(ctx, err))
+		var f *failure
+		if !errors.As(err, &f) {
+			err = e.explain(ctx, err)
+		}
+		return fail(err)
 	}
 	return 0
 }
 
-// parseArgs parses the flags before the command, the command, and the
-// flags and arguments after it. An error other than flag.ErrHelp is a usage
-// error.
-func parseArgs(o *options, args []string) (string, command, []string, error) {
-	global := o.flagSet("gormmutex")
-	if err := global.Parse(args); err != nil {
-		return "", command{}, nil, err
+// parseArgs parses the flags, the command and its arguments. An error
+// other than flag.ErrHelp is a usage error. The command is returned when
+// it is known, even with an error.
+func parseArgs(o *options, args []string) (*command, []string, error) {
+	// The flags before the command are parsed with the command's, once it
+	// is known; to find it, skip them, with their values.
+	lead := leadingFlags(args)
+	args = args[len(lead):]
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
 	}
-	args = global.Args()
-	if len(args) == 0 {
-		return "", command{}, nil, usagef("missing command")
+	if len(args) == 0 || args[0] == "help" {
+		// No command to check the flags against: report a bad one, or
+		// -h, before the missing command.
+		if _, _, _, err := scanArgs(allFlags(o), lead); err != nil {
+			return nil, nil, err
+		}
+		if len(args) == 0 {
+			return nil, nil, usagef("missing command")
+		}
+		return nil, nil, flag.ErrHelp
 	}
 	name := args[0]
-	if name == "help" {
-		return name, command{}, nil, flag.ErrHelp
-	}
 	cmd, ok := commands[name]
 	if !ok {
-		return name, cmd, nil, usagef("unknown command %s", strconv.Quote(name))
+		return nil, nil, usagef("unknown command %s", strconv.Quote(name))
 	}
-	fs := o.flagSet("gormmutex " + name)
-	if err := fs.Parse(args[1:]); err != nil {
-		return name, cmd, nil, err
+	before, after, dash, err := scanArgs(o.flagSet(cmd), append(lead, args[1:]...))
+	if err != nil {
+		return cmd, nil, err
 	}
-	rest := fs.Args()
-	switch {
-	case len(rest) < len(cmd.args):
-		return name, cmd, nil, usagef("%s: missing %s", name, strings.Join(cmd.args[len(rest):], " "))
-	case len(rest) > len(cmd.args):
-		return name, cmd, nil, usagef("%s: unexpected argument %s (flags go before the arguments)", name, strconv.Quote(rest[len(cmd.args)]))
+	var rest []string
+	if name == "run" {
+		if rest, err = runArgs(before, after, dash); err != nil {
+			return cmd, nil, err
+		}
+	} else {
+		rest = append(before, after...)
+		switch {
+		case len(rest) < len(cmd.args):
+			return cmd, nil, usagef("missing %s", strings.Join(cmd.args[len(rest):], " "))
+		case len(rest) > len(cmd.args):
+			return cmd, nil, usagef("unexpected argument %s", strconv.Quote(rest[len(cmd.args)]))
+		}
 	}
-	if name == "release" {
+	if len(cmd.args) > 0 && cmd.args[0] == "LOCK_ID" {
 		if err := checkLockID(rest[0]); err != nil {
-			return name, cmd, nil, usagef("release: %v", err)
+			return cmd, nil, usageError{err.Error()}
 		}
 	}
 	if o.dsn == "" {
@@ -254,13 +559,48 @@ func parseArgs(o *options, args []string) (string, command, []string, error) {
 	}
 	switch {
 	case o.dsn == "":
-		return name, cmd, nil, usagef("no database: set -dsn or GORMMUTEX_DSN")
+		return cmd, nil, usagef("no database: set -dsn or GORMMUTEX_DSN")
 	case o.connectTimeout <= 0:
-		return name, cmd, nil, usagef("-connect-timeout must be positive")
+		return cmd, nil, usagef("-connect-timeout must be positive")
 	case o.timeout < 0:
-		return name, cmd, nil, usagef("-timeout must not be negative")
+		return cmd, nil, usagef("-timeout must not be negative")
+	case cmd.long && o.timeoutSet:
+		return cmd, nil, usagef("-timeout does not apply to %s (-wait bounds the wait for the lock)", name)
 	}
-	return name, cmd, rest, nil
+	if cmd.check != nil {
+		if err := cmd.check(o); err != nil {
+			return cmd, nil, err
+		}
+	}
+	return cmd, rest, nil
+}
+
+// leadingFlags returns the flags at the start of args, with their values:
+// a flag takes the next argument as its value if some command has a flag
+// of that name that is not boolean.
+func leadingFlags(args []string) []string {
+	var scratch options
+	all := allFlags(&scratch)
+	i := 0
+	for i < len(args) && isFlag(args[i]) {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		i++
+		if f := all.Lookup(name); f != nil && !hasValue && !isBoolFlag(f) && i < len(args) {
+			i++
+		}
+	}
+	return args[:i:i]
+}
+
+// allFlags returns a FlagSet with the flags of every command, on o.
+func allFlags(o *options) *flag.FlagSet {
+	fs := o.flagSet(nil)
+	for _, c := range commands {
+		if c.flags != nil {
+			c.flags(o, fs)
+		}
+	}
+	return fs
 }
 
 // checkLockID applies the library's rule for lock ids, so that a bad one
@@ -290,49 +630,12 @@ const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
 
-// lockJSON is one lock in list -json.
-type lockJSON struct {
-	LockID    string  `json:"lock_id"`
-	Holder    string  `json:"holder"`
-	Token     int64   `json:"token"`
-	CreatedAt string  `json:"created_at"`
-	ExpiresAt *string `json:"expires_at"`
-}
-
-func cmdList(ctx context.Context, e *env, _ []string) error {
-	rows, err := e.locker.List(ctx)
-	if err != nil {
-		return err
-	}
-	if e.json {
-		out := make([]lockJSON, 0, len(rows))
-		for _, r := range rows {
-			j := lockJSON{LockID: r.LockID, Holder: r.Holder, Token: r.ID, CreatedAt: formatTime(r.CreatedAt)}
-			if r.ExpiresAt != nil {
-				s := formatTime(*r.ExpiresAt)
-				j.ExpiresAt = &s
-			}
-			out = append(out, j)
-		}
-		return e.writeJSON(out)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOCK_ID\tHOLDER\tTOKEN\tACQUIRED\tEXPIRES")
-	for _, r := range rows {
-		expires := "never"
-		if r.ExpiresAt != nil {
-			expires = formatTime(*r.ExpiresAt)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", display(r.LockID), display(r.Holder), r.ID, formatTime(r.CreatedAt), expires)
-	}
-	return tw.Flush()
-}
-
 func cmdRelease(ctx context.Context, e *env, args []string) error {
 	id := args[0]
 	if err := e.locker.ForceRelease(ctx, id); err != nil {
 		if errors.Is(err, gormmutex.ErrNotHeld) {
-			return fmt.Errorf("no live lock with id %s (never taken, already released, or expired)", strconv.Quote(id))
+			return &failure{status: 1, kind: "not_held", lockID: &id,
+				err: fmt.Errorf("no live lock with id %s (never taken, already released, or expired)", strconv.Quote(id))}
 		}
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,8 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
@@ -184,32 +187,79 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d after %v\nstdout:\n%s\nstderr:\n%s", r.code, r.elapsed.Round(time.Millisecond), r.stdout, r.stderr)
 }
 
-// gm runs the command with args, and env added to an environment without
-// GORMMUTEX_DSN.
-func gm(t *testing.T, env []string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
+// gmCommand returns the command with args, and env added to an environment
+// without GORMMUTEX_DSN, writing into stdout and stderr.
+func gmCommand(env []string, stdout, stderr *bytes.Buffer, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GORMMUTEX_DSN=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	// A command that run left behind (a test kills gormmutex, or a
+	// background child outlives its shell) may hold the output pipes:
+	// do not wait for them once gormmutex has exited.
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
+}
+
+// gm runs the command with args, and env added to an environment without
+// GORMMUTEX_DSN.
+func gm(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	p := startGM(t, env, args...)
+	return p.wait(t, time.Minute)
+}
+
+// proc is the command running in the background.
+type proc struct {
+	cmd            *exec.Cmd
+	args           []string
+	stdout, stderr *bytes.Buffer
+	start          time.Time
+	done           chan error
+}
+
+// startGM starts the command with args; wait collects it.
+func startGM(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{args: args, stdout: new(bytes.Buffer), stderr: new(bytes.Buffer), done: make(chan error, 1)}
+	p.cmd = gmCommand(env, p.stdout, p.stderr, args...)
+	p.start = time.Now()
+	require.NoError(t, p.cmd.Start(), "start gormmutex %q", args)
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// wait waits up to limit for the command to exit and returns how it went.
+func (p *proc) wait(t *testing.T, limit time.Duration) result {
+	t.Helper()
+	var err error
+	select {
+	case err = <-p.done:
+	case <-time.After(limit):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		require.FailNow(t, "gormmutex did not finish", "gormmutex %q did not finish within %v\nstdout:\n%s\nstderr:\n%s", p.args, limit, p.stdout, p.stderr)
+	}
+	r := result{stdout: p.stdout.String(), stderr: p.stderr.String(), elapsed: time.Since(p.start)}
 	var exit *exec.ExitError
 	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("gormmutex %q did not finish within a minute\n%v", args, r)
 	case errors.As(err, &exit):
 		r.code = exit.ExitCode()
+		if r.code == -1 {
+			require.FailNow(t, "gormmutex was killed", "gormmutex %q: %v\n%v", p.args, err, r)
+		}
 	case err != nil:
-		t.Fatalf("run gormmutex %q: %v", args, err)
+		require.FailNow(t, "run gormmutex", "gormmutex %q: %v", p.args, err)
 	}
 	return r
 }
@@ -223,9 +273,7 @@ func (b *backend) run(t *testing.T, args ...string) result {
 // want fails the test unless r exited with code.
 func want(t *testing.T, r result, code int, what string) {
 	t.Helper()
-	if r.code != code {
-		t.Fatalf("%s: want exit %d, got\n%v", what, code, r)
-	}
+	require.Equal(t, code, r.code, "%s: exit status; got\n%v", what, r)
 }
 
 var idSeq atomic.Int64
@@ -239,15 +287,23 @@ func lockID(t *testing.T, tag string) string {
 // holder is the Holder the test's locks carry.
 func holder(t *testing.T) string { return "cli test holder ✓ " + t.Name() }
 
+// storedHolder is what the lock table says of holder(t): the library keeps
+// the process's "hostname:pid" after a Holder that is set.
+func storedHolder(t *testing.T) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return fmt.Sprintf("%s (%s:%d)", holder(t), host, os.Getpid())
+}
+
 // acquire takes lockID on b with ttl (nil: never expires) and force-releases
 // it when the test ends, whatever became of it.
 func (b *backend) acquire(t *testing.T, id string, ttl *time.Duration) *gormmutex.Lock {
 	t.Helper()
 	l := gormmutex.New(b.db, gormmutex.Config{TTL: ttl, Holder: holder(t)})
 	lk, err := l.Acquire(context.Background(), id)
-	if err != nil {
-		t.Fatalf("Acquire(%q) = %v", id, err)
-	}
+	require.NoError(t, err, "Acquire(%q)", id)
 	t.Cleanup(func() { _ = l.ForceRelease(context.Background(), id) })
 	return lk
 }
@@ -264,30 +320,43 @@ func (b *backend) expired(t *testing.T, id string) *gormmutex.Lock {
 func (b *backend) rowExists(t *testing.T, id string) bool {
 	t.Helper()
 	var n int64
-	if err := b.db.Model(&gormmutex.DBMutex{}).Where("lock_id = ?", id).Count(&n).Error; err != nil {
-		t.Fatalf("count rows of %q: %v", id, err)
-	}
+	require.NoError(t, b.db.Model(&gormmutex.DBMutex{}).Where("lock_id = ?", id).Count(&n).Error, "count rows of %q", id)
 	return n > 0
 }
 
-var columns = []string{"LOCK_ID", "HOLDER", "TOKEN", "ACQUIRED", "EXPIRES"}
+// live returns the live lock id as List sees it, and whether there is one.
+func (b *backend) live(t *testing.T, id string) (gormmutex.DBMutex, bool) {
+	t.Helper()
+	rows, err := gormmutex.New(b.db, gormmutex.Config{}).List(context.Background())
+	require.NoError(t, err, "List")
+	for _, r := range rows {
+		if r.LockID == id {
+			return r, true
+		}
+	}
+	return gormmutex.DBMutex{}, false
+}
+
+// listColumns are the columns of list's table, OLD only with -older-than.
+var listColumns = []string{"LOCK_ID", "HOLDER", "TOKEN", "ACQUIRED", "AGE", "EXPIRES", "LEFT", "OLD"}
 
 // parseTable reads list's table into rows keyed by LOCK_ID cell. It cuts
 // each line where the header's columns start, counting runes as tabwriter
 // does, so cells may hold spaces, and a misaligned line shows up as a
 // wrong cell.
-func parseTable(t *testing.T, out string) map[string]map[string]string {
+func parseTable(t *testing.T, out string, columns []string) map[string]map[string]string {
 	t.Helper()
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	header := lines[0]
 	var at []int
+	from := 0
 	for _, c := range columns {
-		i := strings.Index(header, c)
-		if i < 0 || (len(at) > 0 && i <= at[len(at)-1]) {
-			t.Fatalf("table header %q lacks column %s in order", header, c)
-		}
-		at = append(at, i) // the header is ASCII: byte offsets are rune offsets
+		i := strings.Index(header[from:], c)
+		require.True(t, i >= 0, "table header %q lacks column %s in order", header, c)
+		at = append(at, from+i) // the header is ASCII: byte offsets are rune offsets
+		from += i + len(c)
 	}
+	require.Equal(t, strings.Join(columns, "  "), strings.Join(strings.Fields(header), "  "), "table header")
 	rows := map[string]map[string]string{}
 	for _, line := range lines[1:] {
 		r := []rune(line)
@@ -299,8 +368,8 @@ func parseTable(t *testing.T, out string) map[string]map[string]string {
 			}
 			start := min(at[i], len(r))
 			cell := string(r[start:end])
-			if i+1 < len(at) && !strings.HasSuffix(cell, "  ") {
-				t.Fatalf("table line %q: column %s is not followed by padding", line, c)
+			if i+1 < len(at) {
+				require.True(t, strings.HasSuffix(cell, "  "), "table line %q: column %s is not followed by padding", line, c)
 			}
 			row[c] = strings.TrimRight(cell, " ")
 		}
@@ -311,25 +380,27 @@ func parseTable(t *testing.T, out string) map[string]map[string]string {
 
 var timeRE = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`)
 
-// parseTime checks that s is a UTC RFC 3339 time with milliseconds near
-// now (the database's clock may be a little off ours).
+// parseTime checks that s is a UTC RFC 3339 time with milliseconds.
 func parseTime(t *testing.T, what, s string) time.Time {
 	t.Helper()
-	if !timeRE.MatchString(s) {
-		t.Fatalf("%s = %q, want UTC RFC 3339 with milliseconds", what, s)
-	}
+	require.Regexp(t, timeRE, s, "%s: want UTC RFC 3339 with milliseconds", what)
 	tm, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		t.Fatalf("%s = %q: %v", what, s, err)
-	}
+	require.NoError(t, err, what)
 	return tm
+}
+
+// parseAge reads an AGE or LEFT cell.
+func parseAge(t *testing.T, what, s string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(s)
+	require.NoError(t, err, "%s = %q, want a duration", what, s)
+	require.GreaterOrEqual(t, d, time.Duration(0), what)
+	return d
 }
 
 func near(t *testing.T, what string, got, want time.Time, tolerance time.Duration) {
 	t.Helper()
-	if d := got.Sub(want); d < -tolerance || d > tolerance {
-		t.Errorf("%s = %v, want within %v of %v", what, got, tolerance, want)
-	}
+	assert.WithinDuration(t, want, got, tolerance, what)
 }
 
 func TestList(t *testing.T) {
@@ -345,13 +416,9 @@ func TestList(t *testing.T) {
 
 		r := b.run(t, "list")
 		want(t, r, 0, "list")
-		if strings.Contains(r.stdout, gone) {
-			t.Errorf("list shows the expired lock %q:\n%s", gone, r.stdout)
-		}
-		if strings.Contains(r.stdout, "ctl\tid\n") {
-			t.Errorf("list prints the lock id with control characters raw:\n%s", r.stdout)
-		}
-		rows := parseTable(t, r.stdout)
+		assert.NotContains(t, r.stdout, gone, "list shows the expired lock")
+		assert.NotContains(t, r.stdout, "ctl\tid\n", "list prints the lock id with control characters raw")
+		rows := parseTable(t, r.stdout, listColumns[:7])
 		for _, c := range []struct {
 			id, cell string
 			lk       *gormmutex.Lock
@@ -362,89 +429,144 @@ func TestList(t *testing.T) {
 			{ctl, strconv.Quote(ctl), lkCtl, false},
 		} {
 			row, ok := rows[c.cell]
-			if !ok {
-				t.Errorf("list lacks a row with LOCK_ID %s:\n%s", c.cell, r.stdout)
+			if !assert.True(t, ok, "list lacks a row with LOCK_ID %s:\n%s", c.cell, r.stdout) {
 				continue
 			}
-			if row["HOLDER"] != holder(t) {
-				t.Errorf("%s: HOLDER = %q, want %q", c.cell, row["HOLDER"], holder(t))
-			}
-			if row["TOKEN"] != strconv.FormatInt(c.lk.Token(), 10) {
-				t.Errorf("%s: TOKEN = %q, want %d", c.cell, row["TOKEN"], c.lk.Token())
-			}
+			assert.Equal(t, storedHolder(t), row["HOLDER"], "%s: HOLDER", c.cell)
+			assert.Equal(t, strconv.FormatInt(c.lk.Token(), 10), row["TOKEN"], "%s: TOKEN", c.cell)
 			acquired := parseTime(t, c.cell+": ACQUIRED", row["ACQUIRED"])
 			near(t, c.cell+": ACQUIRED", acquired, before, 10*time.Minute)
+			// The age is on the database's clock, from a second or so ago.
+			age := parseAge(t, c.cell+": AGE", row["AGE"])
+			assert.Less(t, age, time.Minute, "%s: AGE", c.cell)
 			if !c.expires {
-				if row["EXPIRES"] != "never" {
-					t.Errorf("%s: EXPIRES = %q, want never", c.cell, row["EXPIRES"])
-				}
+				assert.Equal(t, "never", row["EXPIRES"], "%s: EXPIRES", c.cell)
+				assert.Equal(t, "never", row["LEFT"], "%s: LEFT", c.cell)
 				continue
 			}
 			expires := parseTime(t, c.cell+": EXPIRES", row["EXPIRES"])
 			near(t, c.cell+": EXPIRES", expires, acquired.Add(ttl), 2*time.Second)
+			left := parseAge(t, c.cell+": LEFT", row["LEFT"])
+			assert.InDelta(t, (ttl - age).Seconds(), left.Seconds(), 2, "%s: LEFT + AGE should be the TTL", c.cell)
 		}
 
-		// -json before or after the command.
+		// -json before or after the command, or after -dsn's value.
 		for _, args := range [][]string{{"-json", "list"}, {"list", "-json"}} {
 			r := b.run(t, args...)
 			want(t, r, 0, strings.Join(args, " "))
-			var raw []map[string]json.RawMessage
-			if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
-				t.Fatalf("%q: output is not a JSON array of objects: %v\n%s", args, err, r.stdout)
-			}
-			found := map[string]bool{}
-			for _, obj := range raw {
-				var keys []string
-				for k := range obj {
-					keys = append(keys, k)
-				}
-				if len(obj) != 5 || obj["lock_id"] == nil || obj["holder"] == nil || obj["token"] == nil || obj["created_at"] == nil || obj["expires_at"] == nil {
-					t.Fatalf("%q: object has keys %q, want lock_id, holder, token, created_at, expires_at", args, keys)
-				}
-				var l struct {
-					LockID    string  `json:"lock_id"`
-					Holder    string  `json:"holder"`
-					Token     int64   `json:"token"`
-					CreatedAt string  `json:"created_at"`
-					ExpiresAt *string `json:"expires_at"`
-				}
-				enc, _ := json.Marshal(obj)
-				if err := json.Unmarshal(enc, &l); err != nil {
-					t.Fatalf("%q: bad object %s: %v", args, enc, err)
-				}
-				var lk *gormmutex.Lock
-				switch l.LockID {
-				case live:
-					lk = lkLive
-				case never:
-					lk = lkNever
-				case ctl:
-					lk = lkCtl
-				case gone:
-					t.Errorf("%q shows the expired lock", args)
+			locks := decodeList(t, r.stdout)
+			assert.NotContains(t, locks, gone, "%q shows the expired lock", args)
+			for _, c := range []struct {
+				id string
+				lk *gormmutex.Lock
+			}{{live, lkLive}, {never, lkNever}, {ctl, lkCtl}} {
+				l, ok := locks[c.id]
+				if !assert.True(t, ok, "%q lacks %q:\n%s", args, c.id, r.stdout) {
 					continue
-				default:
-					continue // someone else's
 				}
-				found[l.LockID] = true
-				if l.Holder != holder(t) || l.Token != lk.Token() {
-					t.Errorf("%q: %q has holder %q, token %d; want %q, %d", args, l.LockID, l.Holder, l.Token, holder(t), lk.Token())
-				}
+				assert.Equal(t, storedHolder(t), l.Holder, "%q: %q holder", args, c.id)
+				assert.Equal(t, c.lk.Token(), l.Token, "%q: %q token", args, c.id)
 				created := parseTime(t, "created_at", l.CreatedAt)
 				near(t, "created_at", created, before, 10*time.Minute)
-				switch {
-				case l.LockID == live && l.ExpiresAt == nil:
-					t.Errorf("%q: %q has expires_at null, want a time", args, l.LockID)
-				case l.LockID == live:
+				assert.GreaterOrEqual(t, l.AgeSeconds, 0.0, "age_seconds")
+				assert.Less(t, l.AgeSeconds, 60.0, "age_seconds")
+				assert.False(t, l.Old, "old without -older-than")
+				if c.id != live {
+					assert.Nil(t, l.ExpiresAt, "%q: %q expires_at", args, c.id)
+					assert.Nil(t, l.ExpiresInSeconds, "%q: %q expires_in_seconds", args, c.id)
+					continue
+				}
+				if assert.NotNil(t, l.ExpiresAt, "%q: %q expires_at", args, c.id) {
 					near(t, "expires_at", parseTime(t, "expires_at", *l.ExpiresAt), created.Add(ttl), 2*time.Second)
-				case l.ExpiresAt != nil || string(obj["expires_at"]) != "null":
-					t.Errorf("%q: %q has expires_at %s, want null", args, l.LockID, obj["expires_at"])
+				}
+				if assert.NotNil(t, l.ExpiresInSeconds, "%q: %q expires_in_seconds", args, c.id) {
+					assert.InDelta(t, ttl.Seconds()-l.AgeSeconds, *l.ExpiresInSeconds, 2)
 				}
 			}
-			if len(found) != 3 {
-				t.Errorf("%q found %d of the test's 3 live locks:\n%s", args, len(found), r.stdout)
-			}
 		}
+	})
+}
+
+// listed is one lock of list -json.
+type listed struct {
+	LockID           string   `json:"lock_id"`
+	Holder           string   `json:"holder"`
+	Token            int64    `json:"token"`
+	CreatedAt        string   `json:"created_at"`
+	ExpiresAt        *string  `json:"expires_at"`
+	AgeSeconds       float64  `json:"age_seconds"`
+	ExpiresInSeconds *float64 `json:"expires_in_seconds"`
+	Old              bool     `json:"old"`
+}
+
+// listKeys is list -json's schema, which scripts rely on.
+var listKeys = []string{"age_seconds", "created_at", "expires_at", "expires_in_seconds", "holder", "lock_id", "old", "token"}
+
+// decodeList checks list -json's output against its schema, key by key
+// and type by type, and returns the locks by id.
+func decodeList(t *testing.T, out string) map[string]listed {
+	t.Helper()
+	var raw []map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(out), &raw), "output is not a JSON array of objects:\n%s", out)
+	locks := map[string]listed{}
+	for _, obj := range raw {
+		var keys []string
+		for k, v := range obj {
+			keys = append(keys, k)
+			var val any
+			require.NoError(t, json.Unmarshal(v, &val))
+			var ok bool
+			switch k {
+			case "lock_id", "holder", "created_at":
+				_, ok = val.(string)
+			case "token", "age_seconds":
+				_, ok = val.(float64)
+			case "expires_at":
+				_, isString := val.(string)
+				ok = isString || val == nil
+			case "expires_in_seconds":
+				_, isNumber := val.(float64)
+				ok = isNumber || val == nil
+			case "old":
+				_, ok = val.(bool)
+			}
+			require.True(t, ok, "key %q has value %s of the wrong type", k, v)
+		}
+		slices.Sort(keys)
+		require.Equal(t, listKeys, keys, "list -json object keys")
+		var l listed
+		enc, _ := json.Marshal(obj)
+		require.NoError(t, json.Unmarshal(enc, &l))
+		locks[l.LockID] = l
+	}
+	return locks
+}
+
+// TestListOlderThan checks that -older-than marks the old locks, and only
+// them, in the table and in JSON.
+func TestListOlderThan(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, b *backend) {
+		old, young := lockID(t, "old"), lockID(t, "young")
+		b.acquire(t, old, gormmutex.Duration(10*time.Minute))
+		time.Sleep(3 * time.Second)
+		b.acquire(t, young, nil)
+
+		r := b.run(t, "list", "-older-than", "2s")
+		want(t, r, 0, "list -older-than 2s")
+		rows := parseTable(t, r.stdout, listColumns)
+		require.Contains(t, rows, old)
+		require.Contains(t, rows, young)
+		assert.Equal(t, "yes", rows[old]["OLD"], "OLD of the lock taken 3 s ago:\n%s", r.stdout)
+		assert.Equal(t, "no", rows[young]["OLD"], "OLD of the lock just taken:\n%s", r.stdout)
+		assert.GreaterOrEqual(t, parseAge(t, "AGE", rows[old]["AGE"]), 2*time.Second)
+
+		r = b.run(t, "-older-than=2s", "list", "-json")
+		want(t, r, 0, "list -json -older-than 2s")
+		locks := decodeList(t, r.stdout)
+		assert.True(t, locks[old].Old, "old of the lock taken 3 s ago")
+		assert.False(t, locks[young].Old, "old of the lock just taken")
+		assert.GreaterOrEqual(t, locks[old].AgeSeconds, 2.0)
 	})
 }
 
@@ -456,38 +578,39 @@ func TestRelease(t *testing.T) {
 
 		r := b.run(t, "release", id)
 		want(t, r, 0, "release")
-		if !strings.Contains(r.stdout, strconv.Quote(id)) {
-			t.Errorf("release output does not name the lock:\n%s", r.stdout)
-		}
+		assert.Contains(t, r.stdout, strconv.Quote(id), "release output should name the lock")
 		// The lock is free, and its evicted holder finds out.
 		other := gormmutex.New(b.db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute), Holder: holder(t)})
 		lk2, err := other.Acquire(context.Background(), id)
-		if err != nil {
-			t.Fatalf("Acquire after release = %v, want nil", err)
-		}
-		if err := lk.Release(context.Background()); !errors.Is(err, gormmutex.ErrTimeout) {
-			t.Errorf("evicted holder's Release = %v, want ErrTimeout", err)
-		}
+		require.NoError(t, err, "Acquire after release")
+		assert.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrTimeout, "evicted holder's Release")
 
-		r = b.run(t, "-json", "release", id)
-		want(t, r, 0, "release -json")
+		// -json after the lock id: flags go anywhere.
+		r = b.run(t, "release", id, "-json")
+		want(t, r, 0, "release ID -json")
 		var got map[string]any
-		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || got["lock_id"] != id || got["released"] != true {
-			t.Errorf("release -json printed %s (%v), want lock_id %q and released true", r.stdout, err, id)
-		}
-		if err := lk2.Release(context.Background()); !errors.Is(err, gormmutex.ErrTimeout) {
-			t.Errorf("evicted holder's Release = %v, want ErrTimeout", err)
-		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got), "release -json printed %s", r.stdout)
+		assert.Equal(t, map[string]any{"lock_id": id, "released": true}, got)
+		assert.ErrorIs(t, lk2.Release(context.Background()), gormmutex.ErrTimeout, "evicted holder's Release")
 
 		// Nothing left to release: an operational error, exit 1.
 		r = b.run(t, "release", id)
 		want(t, r, 1, "second release")
-		if !strings.Contains(r.stderr, "no live lock") || !strings.Contains(r.stderr, strconv.Quote(id)) {
-			t.Errorf("second release: stderr %q should say there is no live lock with id %q", r.stderr, id)
-		}
-		if r.stdout != "" {
-			t.Errorf("second release printed %q on stdout", r.stdout)
-		}
+		assert.Contains(t, r.stderr, "no live lock")
+		assert.Contains(t, r.stderr, strconv.Quote(id))
+		assert.Empty(t, r.stdout)
+
+		// The same, as JSON.
+		r = b.run(t, "release", id, "-json")
+		want(t, r, 1, "second release -json")
+		assert.Empty(t, r.stdout)
+		e := decodeError(t, r.stderr)
+		assert.Equal(t, "not_held", e.Kind)
+		assert.Equal(t, "release", e.Command)
+		assert.Equal(t, &id, e.LockID)
+		assert.Equal(t, 1, e.ExitStatus)
+		assert.Nil(t, e.CommandStatus)
+		assert.Contains(t, e.Error, "no live lock")
 
 		// An expired lock is not live either, and stays for purge.
 		gone := lockID(t, "release-expired")
@@ -499,10 +622,40 @@ func TestRelease(t *testing.T) {
 		b.acquire(t, dash, nil)
 		want(t, b.run(t, "release", dash), 2, "release of a flag-like id without --")
 		want(t, b.run(t, "release", "--", dash), 0, "release -- ID")
-		if _, err := other.Acquire(context.Background(), dash); err != nil {
-			t.Fatalf("Acquire after release -- ID = %v", err)
-		}
+		_, err = other.Acquire(context.Background(), dash)
+		require.NoError(t, err, "Acquire after release -- ID")
 	})
+}
+
+// errorOut is an error under -json.
+type errorOut struct {
+	Error         string  `json:"error"`
+	Kind          string  `json:"kind"`
+	Command       string  `json:"command"`
+	LockID        *string `json:"lock_id"`
+	ExitStatus    int     `json:"exit_status"`
+	CommandStatus *int    `json:"command_status"`
+}
+
+// errorKeys is the schema of an error under -json.
+var errorKeys = []string{"command", "command_status", "error", "exit_status", "kind", "lock_id"}
+
+// decodeError checks that stderr is one JSON error object on one line,
+// with exactly the documented keys.
+func decodeError(t *testing.T, stderr string) errorOut {
+	t.Helper()
+	require.True(t, strings.HasSuffix(stderr, "\n") && strings.Count(stderr, "\n") == 1, "stderr should be one line:\n%s", stderr)
+	var raw map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(stderr), &raw), "stderr is not a JSON object:\n%s", stderr)
+	var keys []string
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	require.Equal(t, errorKeys, keys, "error object keys")
+	var e errorOut
+	require.NoError(t, json.Unmarshal([]byte(stderr), &e))
+	return e
 }
 
 func TestPurge(t *testing.T) {
@@ -515,9 +668,7 @@ func TestPurge(t *testing.T) {
 		// count of 0 is only possible then, and the test tries again.
 		purgeRE := regexp.MustCompile(`^purged (\d+) expired locks?\n$`)
 		for attempt := 1; ; attempt++ {
-			if attempt > 5 {
-				t.Fatalf("in 5 attempts, purge never found the test's expired row")
-			}
+			require.LessOrEqual(t, attempt, 5, "in 5 attempts, purge never found the test's expired row")
 			gone := lockID(t, "expired")
 			b.expired(t, gone)
 			if !b.rowExists(t, gone) {
@@ -527,12 +678,8 @@ func TestPurge(t *testing.T) {
 			r := b.run(t, "purge")
 			want(t, r, 0, "purge")
 			m := purgeRE.FindStringSubmatch(r.stdout)
-			if m == nil {
-				t.Fatalf("purge printed %q, want \"purged N expired locks\"", r.stdout)
-			}
-			if b.rowExists(t, gone) {
-				t.Fatalf("the expired row %q is still there after purge", gone)
-			}
+			require.NotNil(t, m, "purge printed %q, want \"purged N expired locks\"", r.stdout)
+			require.False(t, b.rowExists(t, gone), "the expired row %q is still there after purge", gone)
 			n, _ := strconv.Atoi(m[1])
 			if n >= 1 {
 				break
@@ -546,15 +693,12 @@ func TestPurge(t *testing.T) {
 		want(t, r, 0, "purge -json")
 		var got map[string]json.RawMessage
 		var n int64
-		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || len(got) != 1 || json.Unmarshal(got["purged"], &n) != nil || n < 0 {
-			t.Errorf("purge -json printed %q, want {\"purged\": N}", r.stdout)
-		}
-		if b.rowExists(t, gone) {
-			t.Errorf("the expired row %q is still there after purge -json", gone)
-		}
-		if !b.rowExists(t, live) {
-			t.Errorf("purge deleted the live lock %q", live)
-		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got), "purge -json printed %q", r.stdout)
+		assert.Len(t, got, 1, "purge -json printed %q, want {\"purged\": N}", r.stdout)
+		assert.NoError(t, json.Unmarshal(got["purged"], &n), "purge -json printed %q", r.stdout)
+		assert.GreaterOrEqual(t, n, int64(0))
+		assert.False(t, b.rowExists(t, gone), "the expired row %q is still there after purge -json", gone)
+		assert.True(t, b.rowExists(t, live), "purge deleted the live lock %q", live)
 	})
 }
 
@@ -564,18 +708,16 @@ func TestMigrate(t *testing.T) {
 		// On a migrated table, migrate does nothing and succeeds.
 		r := b.run(t, "migrate")
 		want(t, r, 0, "migrate")
-		if !strings.Contains(r.stdout, gormmutex.TableName) {
-			t.Errorf("migrate printed %q, want the table name", r.stdout)
-		}
+		assert.Contains(t, r.stdout, gormmutex.TableName)
 		r = b.run(t, "migrate", "-json")
 		want(t, r, 0, "migrate -json")
 		var got struct {
 			Migrated bool   `json:"migrated"`
 			Table    string `json:"table"`
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || !got.Migrated || got.Table != gormmutex.TableName {
-			t.Errorf("migrate -json printed %q", r.stdout)
-		}
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got), "migrate -json printed %q", r.stdout)
+		assert.True(t, got.Migrated)
+		assert.Equal(t, gormmutex.TableName, got.Table)
 	})
 }
 
@@ -587,26 +729,16 @@ func TestSQLiteNewFile(t *testing.T) {
 		path := filepath.Join(dir, filepath.Base(dsn))
 		r := gm(t, nil, "-dsn", dsn, "list")
 		want(t, r, 1, "list on a missing SQLite file")
-		if !strings.Contains(r.stderr, "migrate") {
-			t.Errorf("list on a missing file: stderr %q should suggest migrate", r.stderr)
-		}
-		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("list created %s (stat: %v)", path, err)
-		}
+		assert.Contains(t, r.stderr, "migrate", "list on a missing file should suggest migrate")
+		assert.NoFileExists(t, path, "list created the file")
 		want(t, gm(t, nil, "-dsn", dsn, "migrate"), 0, "migrate on a new file")
-		if _, err := os.Stat(path); err != nil {
-			t.Errorf("migrate did not create %s: %v", path, err)
-		}
+		assert.FileExists(t, path, "migrate did not create the file")
 		r = gm(t, nil, "-dsn", dsn, "list")
 		want(t, r, 0, "list on a new table")
-		if r.stdout != "LOCK_ID  HOLDER  TOKEN  ACQUIRED  EXPIRES\n" {
-			t.Errorf("list on a new table printed %q, want the header alone", r.stdout)
-		}
+		assert.Equal(t, "LOCK_ID  HOLDER  TOKEN  ACQUIRED  AGE  EXPIRES  LEFT\n", r.stdout, "list on a new table: the header alone")
 		r = gm(t, nil, "-dsn", dsn, "-json", "list")
 		want(t, r, 0, "list -json on a new table")
-		if r.stdout != "[]\n" {
-			t.Errorf("list -json on a new table printed %q, want []", r.stdout)
-		}
+		assert.Equal(t, "[]\n", r.stdout)
 	}
 }
 
@@ -618,11 +750,9 @@ func TestEnvDSN(t *testing.T) {
 		b.acquire(t, id, nil)
 		r := gm(t, []string{"GORMMUTEX_DSN=" + b.dsn}, "list")
 		want(t, r, 0, "list with GORMMUTEX_DSN")
-		if !strings.Contains(r.stdout, id) {
-			t.Errorf("list with GORMMUTEX_DSN lacks %q:\n%s", id, r.stdout)
-		}
-		r = gm(t, []string{"GORMMUTEX_DSN=" + filepath.Join(t.TempDir(), "missing.db")}, "-dsn", b.dsn, "list")
-		want(t, r, 0, "list with -dsn and a bad GORMMUTEX_DSN")
+		assert.Contains(t, r.stdout, id)
+		r = gm(t, []string{"GORMMUTEX_DSN=" + filepath.Join(t.TempDir(), "missing.db")}, "list", "-dsn", b.dsn)
+		want(t, r, 0, "list -dsn with a bad GORMMUTEX_DSN")
 		want(t, gm(t, []string{"GORMMUTEX_DSN=" + b.dsn}, "frobnicate"), 2, "unknown command")
 	})
 }
@@ -631,9 +761,7 @@ func TestEnvDSN(t *testing.T) {
 func closedPort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	return port
@@ -644,9 +772,7 @@ func closedPort(t *testing.T) int {
 func silentServer(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var mu sync.Mutex
 	var conns []net.Conn
 	done := make(chan struct{})
@@ -708,15 +834,17 @@ func TestBadDSN(t *testing.T) {
 			t.Parallel()
 			r := gm(t, nil, "-dsn", c.dsn, "list")
 			want(t, r, 1, "list with a bad DSN")
-			if !strings.Contains(r.stderr, c.msg) {
-				t.Errorf("stderr should contain %q:\n%s", c.msg, r.stderr)
-			}
-			if strings.Contains(r.stderr+r.stdout, secret) {
-				t.Errorf("the output shows the password:\n%v", r)
-			}
-			if r.elapsed > c.within {
-				t.Errorf("took %v, want at most %v", r.elapsed, c.within)
-			}
+			assert.Contains(t, r.stderr, c.msg)
+			assert.NotContains(t, r.stderr+r.stdout, secret, "the output shows the password")
+			assert.LessOrEqual(t, r.elapsed, c.within, "a bad DSN must fail within the connect timeout")
+
+			// With -json the error is JSON, and redacted too.
+			r = gm(t, nil, "-dsn", c.dsn, "list", "-json")
+			want(t, r, 1, "list -json with a bad DSN")
+			e := decodeError(t, r.stderr)
+			assert.Equal(t, "error", e.Kind)
+			assert.Contains(t, e.Error, c.msg)
+			assert.NotContains(t, r.stderr+r.stdout, secret, "the output shows the password")
 		})
 	}
 }
@@ -731,20 +859,18 @@ func TestWrongPassword(t *testing.T) {
 			t.Skip("MySQL only")
 		}
 		cfg, err := gomysql.ParseDSN(b.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		cfg.Passwd += "-Wr0ng-pw"
 		r := gm(t, nil, "-dsn", cfg.FormatDSN(), "list")
 		want(t, r, 1, "list with a wrong password")
-		if strings.Contains(r.stderr, cfg.Passwd) || !strings.Contains(r.stderr, "cannot connect to MySQL") {
-			t.Errorf("stderr should say it cannot connect, without the password:\n%s", r.stderr)
-		}
+		assert.NotContains(t, r.stderr, cfg.Passwd)
+		assert.Contains(t, r.stderr, "cannot connect to MySQL")
 	})
 }
 
-// TestUsage checks usage errors (exit 2, with the usage on stderr) and help
-// (exit 0, usage on stdout), which need no database.
+// TestUsage checks usage errors (exit 2, with the usage on stderr, or one
+// JSON object under -json) and help (exit 0, usage on stdout), which need
+// no database.
 func TestUsage(t *testing.T) {
 	t.Parallel()
 	dsn := []string{"GORMMUTEX_DSN=" + filepath.Join(t.TempDir(), "never-opened.db")}
@@ -762,29 +888,51 @@ func TestUsage(t *testing.T) {
 		{[]string{"list", "extra"}, `unexpected argument "extra"`},
 		{[]string{"-bogus", "list"}, "flag provided but not defined: -bogus"},
 		{[]string{"purge", "-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-older-than", "1s", "purge"}, "flag provided but not defined: -older-than"},
+		{[]string{"release", "x", "-older-than", "1s"}, "flag provided but not defined: -older-than"},
+		{[]string{"list", "-older-than", "-1s"}, "-older-than must not be negative"},
 		{[]string{"-timeout", "soon", "list"}, `invalid value "soon"`},
+		{[]string{"list", "-timeout"}, "flag needs an argument: -timeout"},
 		{[]string{"-connect-timeout", "0s", "list"}, "-connect-timeout must be positive"},
+		{[]string{"run"}, "missing LOCK_ID"},
+		{[]string{"run", "id"}, `missing "--" and COMMAND`},
+		{[]string{"run", "id", "--"}, `missing COMMAND after "--"`},
+		{[]string{"run", "id", "true"}, `unexpected argument "true" (COMMAND goes after "--")`},
+		{[]string{"run", "--", "-id", "true"}, `missing "--" between LOCK_ID and COMMAND`},
+		{[]string{"run", "-timeout", "5s", "id", "--", "true"}, "-timeout does not apply to run"},
+		{[]string{"run", "-ttl", "0s", "id", "--", "true"}, "-ttl must be positive"},
+		{[]string{"run", "-wait", "-1s", "id", "--", "true"}, "-wait must not be negative"},
+		{[]string{"run", "id", "-conflict-exit-code", "256", "--", "true"}, "-conflict-exit-code must be 0 to 255"},
+		{[]string{"-wait", "1s", "list"}, "flag provided but not defined: -wait"},
+		{[]string{"-ttl", "1s"}, "missing command"},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
 	} {
 		r := gm(t, dsn, c.args...)
 		want(t, r, 2, fmt.Sprintf("gormmutex %q", c.args))
-		if !strings.Contains(r.stderr, c.msg) || !strings.Contains(r.stderr, "Usage: gormmutex") {
-			t.Errorf("gormmutex %q: stderr should hold %q and the usage:\n%s", c.args, c.msg, r.stderr)
+		assert.Contains(t, r.stderr, c.msg, "gormmutex %q", c.args)
+		assert.Contains(t, r.stderr, "Usage: gormmutex", "gormmutex %q: the usage on stderr", c.args)
+		assert.Empty(t, r.stdout, "gormmutex %q", c.args)
+
+		// With -json anywhere before "--": the error alone, as JSON.
+		args := append([]string{"-json"}, c.args...)
+		if len(c.args) > 0 && !isFlag(c.args[0]) {
+			args = append([]string{c.args[0], "-json"}, c.args[1:]...)
 		}
-		if r.stdout != "" {
-			t.Errorf("gormmutex %q printed %q on stdout", c.args, r.stdout)
-		}
+		r = gm(t, dsn, args...)
+		want(t, r, 2, fmt.Sprintf("gormmutex %q", args))
+		e := decodeError(t, r.stderr)
+		assert.Equal(t, "usage", e.Kind, "gormmutex %q", args)
+		assert.Contains(t, e.Error, c.msg, "gormmutex %q", args)
+		assert.Equal(t, 2, e.ExitStatus)
+		assert.Empty(t, r.stdout, "gormmutex %q", args)
 	}
 	r := gm(t, nil, "list")
 	want(t, r, 2, "list without a DSN")
-	if !strings.Contains(r.stderr, "GORMMUTEX_DSN") {
-		t.Errorf("list without a DSN: stderr should mention GORMMUTEX_DSN:\n%s", r.stderr)
-	}
-	for _, args := range [][]string{{"help"}, {"-h"}, {"-help"}, {"list", "-h"}} {
+	assert.Contains(t, r.stderr, "GORMMUTEX_DSN")
+	for _, args := range [][]string{{"help"}, {"-h"}, {"-help"}, {"list", "-h"}, {"release", "x", "--help"}} {
 		r := gm(t, nil, args...)
 		want(t, r, 0, fmt.Sprintf("gormmutex %q", args))
-		if !strings.HasPrefix(r.stdout, "Usage: gormmutex") {
-			t.Errorf("gormmutex %q printed %q, want the usage", args, r.stdout)
-		}
+		assert.True(t, strings.HasPrefix(r.stdout, "Usage: gormmutex"), "gormmutex %q printed %q, want the usage", args, r.stdout)
 	}
 }
 
@@ -795,8 +943,6 @@ func TestUnknownCommandPerDB(t *testing.T) {
 	eachDB(t, func(t *testing.T, b *backend) {
 		r := b.run(t, "unlock", "x")
 		want(t, r, 2, "unknown command")
-		if !strings.Contains(r.stderr, `unknown command "unlock"`) {
-			t.Errorf("stderr should name the unknown command:\n%s", r.stderr)
-		}
+		assert.Contains(t, r.stderr, `unknown command "unlock"`)
 	})
 }

@@ -3,39 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
-	"strings"
+	"flag"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // In-process tests of the pieces that need no database.
 
-func TestClassify(t *testing.T) {
-	for dsn, want := range map[string]kind{
-		"postgres://u:p@h/db":                        kindPostgres,
-		"POSTGRESQL://h/db":                          kindPostgres,
-		"host=localhost user=u dbname=d sslmode=off": kindPostgres,
-		"dbname=d": kindPostgres,
-		"root@tcp(127.0.0.1:3306)/test?parseTime=true": kindMySQL,
-		"u:p@unix(/run/mysqld/mysqld.sock)/db":         kindMySQL,
-		"tcp(db:3306)/app":                             kindMySQL,
-		"u:host=x@tcp(db:3306)/app":                    kindMySQL,
-		"/var/lib/app/locks.db":                        kindSQLite,
-		"locks.db":                                     kindSQLite,
-		"file:locks.db?cache=shared":                   kindSQLite,
-		"sqlite:///var/lib/x.db":                       kindSQLite,
-		"file:/tmp/host=odd.db":                        kindSQLite,
-		`C:\data\locks.db`:                             kindSQLite,
-		"postgres-is-a-file-name.db":                   kindSQLite,
-		"host=db password='p@tcp(' dbname=d":           kindPostgres,
-	} {
-		if got := classify(dsn); got != want {
-			t.Errorf("classify(%q) = %s, want %s", dsn, got, want)
-		}
-	}
-}
-
 func TestRedact(t *testing.T) {
+	t.Parallel()
 	for dsn, secret := range map[string]string{
 		"postgres://u:s3cret@h:5432/db":                 "s3cret",
 		"postgres://u:s3%40cret@h:bad/db":               "s3@cret",
@@ -47,13 +26,12 @@ func TestRedact(t *testing.T) {
 		"root:s3:c@ret@tcp(127.0.0.1:3306)/test?x=1":    "s3:c@ret",
 	} {
 		msg := redact("error: "+secret+" and "+dsn, dsnSecrets(dsn))
-		if strings.Contains(msg, secret) {
-			t.Errorf("redact for DSN %q left the password in %q", dsn, msg)
-		}
+		assert.NotContains(t, msg, secret, "redact for DSN %q", dsn)
 	}
 }
 
 func TestDisplay(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"plain":             "plain",
 		`in "quotes" ünï 🔒`: `in "quotes" ünï 🔒`,
@@ -67,30 +45,116 @@ func TestDisplay(t *testing.T) {
 		"esc\x1b[31m":       `"esc\x1b[31m"`,
 		"bad\xffutf8":       `"bad\xffutf8"`,
 	} {
-		if got := display(in); got != want {
-			t.Errorf("display(%q) = %s, want %s", in, got, want)
+		assert.Equal(t, want, display(in), "display(%q)", in)
+	}
+}
+
+func TestFormatDuration(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]string{
+		-time.Second:                      "0s",
+		0:                                 "0s",
+		40 * time.Millisecond:             "0s",
+		1234 * time.Millisecond:           "1.2s",
+		9940 * time.Millisecond:           "9.9s",
+		12600 * time.Millisecond:          "13s",
+		time.Hour + 2*time.Minute + 499e6: "1h2m0s",
+	} {
+		assert.Equal(t, want, formatDuration(d), "formatDuration(%v)", d)
+	}
+}
+
+// TestScanArgs checks that flags are found wherever they are before a
+// "--", with their values, and that nothing after it is a flag.
+func TestScanArgs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args          []string
+		before, after []string
+		dash          bool
+		json          bool
+		dsn           string
+	}{
+		{args: []string{"id", "-json"}, before: []string{"id"}, json: true},
+		{args: []string{"-json", "id", "-dsn", "x.db"}, before: []string{"id"}, json: true, dsn: "x.db"},
+		{args: []string{"id", "--dsn=x.db", "-json=false"}, before: []string{"id"}, dsn: "x.db"},
+		{args: []string{"-", "id"}, before: []string{"-", "id"}},
+		{args: []string{"id", "--", "-json", "-dsn", "y"}, before: []string{"id"}, after: []string{"-json", "-dsn", "y"}, dash: true},
+		{args: []string{"-dsn", "--", "id"}, before: []string{"id"}, dsn: "--"},
+	} {
+		o := defaultOptions()
+		before, after, dash, err := scanArgs(o.flagSet(commands["release"]), c.args)
+		require.NoError(t, err, "%q", c.args)
+		assert.Equal(t, c.before, before, "%q: before", c.args)
+		assert.Equal(t, c.after, after, "%q: after", c.args)
+		assert.Equal(t, c.dash, dash, "%q: dash", c.args)
+		assert.Equal(t, c.json, o.json, "%q: -json", c.args)
+		assert.Equal(t, c.dsn, o.dsn, "%q: -dsn", c.args)
+	}
+	o := defaultOptions()
+	_, _, _, err := scanArgs(o.flagSet(nil), []string{"x", "-h"})
+	assert.ErrorIs(t, err, flag.ErrHelp)
+	_, _, _, err = scanArgs(o.flagSet(nil), []string{"x", "-dsn"})
+	assert.ErrorContains(t, err, "flag needs an argument: -dsn")
+}
+
+func TestJSONWanted(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"release", "-json"}, true},
+		{[]string{"--json", "bogus"}, true},
+		{[]string{"-json=true", "x"}, true},
+		{[]string{"-json", "-json=false"}, false},
+		{[]string{"-json=maybe"}, false},
+		{[]string{"run", "id", "--", "cmd", "-json"}, false},
+		{[]string{"list"}, false},
+	} {
+		assert.Equal(t, c.want, jsonWanted(c.args), "jsonWanted(%q)", c.args)
+	}
+}
+
+func TestRunArgs(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		before, after []string
+		dash          bool
+		want          []string
+		err           string
+	}{
+		{before: []string{"id"}, after: []string{"cmd", "-x", "--", "y"}, dash: true, want: []string{"id", "cmd", "-x", "--", "y"}},
+		{after: []string{"-id", "--", "cmd"}, dash: true, want: []string{"-id", "cmd"}},
+		{before: []string{"id"}, err: `missing "--" and COMMAND`},
+		{before: []string{"id", "cmd"}, err: `unexpected argument "cmd"`},
+		{before: []string{"id"}, dash: true, err: `missing COMMAND after "--"`},
+		{dash: true, err: "missing LOCK_ID"},
+		{after: []string{"-id", "cmd"}, dash: true, err: `missing "--" between LOCK_ID and COMMAND`},
+		{after: []string{"-id", "--"}, dash: true, err: `missing COMMAND after "--"`},
+	} {
+		got, err := runArgs(c.before, c.after, c.dash)
+		if c.err != "" {
+			assert.ErrorContains(t, err, c.err, "runArgs(%q, %q)", c.before, c.after)
+			continue
 		}
+		require.NoError(t, err)
+		assert.Equal(t, c.want, got)
 	}
 }
 
 func TestRunInProcess(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	if code := run(ctx, []string{"nope"}, &stdout, &stderr); code != 2 {
-		t.Errorf("run(nope) = %d, want 2", code)
-	}
-	if !strings.Contains(stderr.String(), `unknown command "nope"`) {
-		t.Errorf("run(nope) stderr = %q", stderr.String())
-	}
+	assert.Equal(t, 2, run(ctx, []string{"nope"}, &stdout, &stderr), "run(nope)")
+	assert.Contains(t, stderr.String(), `unknown command "nope"`)
 	stdout.Reset()
 	stderr.Reset()
 	dsn := t.TempDir() + "/x.db"
-	if code := run(ctx, []string{"-dsn", dsn, "migrate"}, &stdout, &stderr); code != 0 {
-		t.Fatalf("migrate = %d, stderr %q", code, stderr.String())
-	}
+	require.Equal(t, 0, run(ctx, []string{"-dsn", dsn, "migrate"}, &stdout, &stderr), "migrate: stderr %q", stderr.String())
 	stdout.Reset()
-	if code := run(ctx, []string{"-dsn", dsn, "-json", "purge"}, &stdout, &stderr); code != 0 || stdout.String() != "{\n  \"purged\": 0\n}\n" {
-		t.Errorf("purge = %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
-	}
+	assert.Equal(t, 0, run(ctx, []string{"-dsn", dsn, "-json", "purge"}, &stdout, &stderr), "purge: stderr %q", stderr.String())
+	assert.Equal(t, "{\n  \"purged\": 0\n}\n", stdout.String())
 }

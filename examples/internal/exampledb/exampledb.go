@@ -16,15 +16,19 @@ import (
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	dsnkind "github.com/gormmutex/gormmutex/internal/dsn"
 )
 
-// Open opens the database that dsn names, choosing the driver by its form:
+// Open opens the database that dsn names, choosing the driver as the
+// operators' command does (see Kind):
 //
 //   - "": a new SQLite file in a new temporary directory, which Close removes;
-//   - "host=...", "postgres://..." or "postgresql://...": PostgreSQL;
-//   - "user@tcp(host:port)/db...": MySQL or MariaDB, with parseTime=true
-//     and interpolateParams=true added unless the DSN sets them;
-//   - anything else: a SQLite file name or "file:" URI.
+//   - a PostgreSQL URL or key=value DSN: PostgreSQL;
+//   - a MySQL DSN ("user@tcp(host:port)/db..."): MySQL or MariaDB, with
+//     parseTime=true and interpolateParams=true added unless the DSN sets
+//     them;
+//   - anything else: a SQLite file name, "sqlite:" name or "file:" URI.
 //
 // Use DSN to open a second pool on the same database, and Close to close it.
 func Open(dsn string) (*gorm.DB, error) {
@@ -37,10 +41,10 @@ func Open(dsn string) (*gorm.DB, error) {
 		dsn = filepath.Join(dir, "locks.db")
 	}
 	var dial gorm.Dialector
-	switch Kind(dsn) {
-	case "postgres":
+	switch dsnkind.Classify(dsn) {
+	case dsnkind.Postgres:
 		dial = postgres.Open(dsn)
-	case "mysql":
+	case dsnkind.MySQL:
 		var err error
 		if dsn, err = mysqlDSN(dsn); err != nil {
 			return nil, err
@@ -101,16 +105,9 @@ func Close(db *gorm.DB) error {
 }
 
 // Kind names the database that dsn is for: "postgres", "mysql" or "sqlite".
-func Kind(dsn string) string {
-	switch {
-	case strings.HasPrefix(dsn, "host="), strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return "postgres"
-	case strings.Contains(dsn, "@tcp("):
-		return "mysql"
-	default:
-		return "sqlite"
-	}
-}
+// It classifies DSNs exactly as the operators' command does
+// (internal/dsn.Classify).
+func Kind(dsn string) string { return string(dsnkind.Classify(dsn)) }
 
 type info struct{ dsn, dir string }
 
@@ -143,11 +140,12 @@ func mysqlDSN(dsn string) (string, error) {
 	return cfg.FormatDSN(), nil
 }
 
-// sqliteDSN turns a file name into a URI in WAL mode with a busy timeout,
-// so that several pools and processes can share the file. A "file:" URI is
-// used as it is.
+// sqliteDSN turns a file name (or "sqlite:" name) into a URI in WAL mode
+// with a busy timeout, so that several pools and processes can share the
+// file. A "file:" URI is used as it is.
 func sqliteDSN(dsn string) string {
-	if strings.HasPrefix(dsn, "file:") {
+	dsn = dsnkind.SQLiteName(dsn)
+	if strings.HasPrefix(strings.ToLower(dsn), "file:") {
 		return dsn
 	}
 	return "file:" + dsn + "?_journal_mode=WAL&_busy_timeout=5000"
