@@ -3,7 +3,7 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci
+.PHONY: test demo lint fuzz bench ci topology
 
 # The whole suite, on SQLite always and on PostgreSQL and MySQL/MariaDB when
 # reachable (GORMMUTEX_REQUIRE_DBS=1 makes an unreachable one fail).
@@ -24,9 +24,11 @@ lint:
 	$(GO) vet ./...
 	cd gocronlock && $(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	cd topology && $(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd gocronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd topology && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 FUZZTIME ?= 20s
 fuzz:
@@ -38,5 +40,19 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 .
 	cd bench && $(GO) run . -out results -update-readme README.md
 
-ci: lint test
+# Real production topologies on loopback, started and stopped by
+# internal/topology (see README "Deploying"): first the scenario tests of the
+# topology module, then the core suite through each topology, the topology
+# named by GORMMUTEX_TOPOLOGY and reached through the DSN variables that
+# cmd/topo sets. TOPOLOGY_SKIP is passed to go test -skip.
+TOPOLOGIES ?= pgbouncer-transaction pgbouncer-session postgres18 galera
+TOPOLOGY_SKIP ?=
+topology:
+	cd topology && $(GO) test -race -count=1 -p 1 -timeout 20m -skip '$(TOPOLOGY_SKIP)' ./...
+	$(GO) build -o topo.bin ./internal/topology/cmd/topo
+	set -e; for t in $(TOPOLOGIES); do \
+	  ./topo.bin run $$t -- $(GO) test -race -count=1 -timeout 15m -skip '$(TOPOLOGY_SKIP)' . ; \
+	done; rm -f topo.bin
+
+ci: lint test topology
 	$(MAKE) fuzz FUZZTIME=10s
