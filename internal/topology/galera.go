@@ -84,7 +84,18 @@ func StartGalera(n int) (*Galera, error) {
 		nd.cnf = filepath.Join(nd.dir, "my.cnf")
 		nd.sock = filepath.Join(nd.dir, "mysqld.sock")
 		nd.log = filepath.Join(nd.dir, "error.log")
-		if err := os.Mkdir(nd.dir, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(nd.dir, "tmp"), 0o755); err != nil {
+			g.Stop()
+			return nil, err
+		}
+		// A private tmpdir: parallel mariadb-install-db runs in one /tmp
+		// were seen to trip over each other's temporary tables.
+		if err := writeFile(acct, filepath.Join(nd.dir, "install.cnf"),
+			"[mysqld]\ntmpdir = "+filepath.Join(nd.dir, "tmp")+"\n"); err != nil {
+			g.Stop()
+			return nil, err
+		}
+		if err := acct.chown(nd.dir); err != nil {
 			g.Stop()
 			return nil, err
 		}
@@ -94,6 +105,7 @@ func StartGalera(n int) (*Galera, error) {
 			"socket = " + nd.sock,
 			"pid-file = " + filepath.Join(nd.dir, "mysqld.pid"),
 			"log-error = " + nd.log,
+			"tmpdir = " + filepath.Join(nd.dir, "tmp"),
 			fmt.Sprintf("port = %d", nd.Port),
 			"bind-address = 127.0.0.1",
 			"skip-name-resolve",
@@ -129,7 +141,7 @@ func StartGalera(n int) (*Galera, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			args := []string{"--no-defaults", "--datadir=" + filepath.Join(nd.dir, "data"),
+			args := []string{"--defaults-file=" + filepath.Join(nd.dir, "install.cnf"), "--datadir=" + filepath.Join(nd.dir, "data"),
 				"--auth-root-authentication-method=normal", "--skip-test-db"}
 			if acct != nil {
 				args = append(args, "--user=mysql")
