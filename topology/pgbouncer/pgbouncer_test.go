@@ -127,6 +127,57 @@ func TestTransactionPoolingExclusion(t *testing.T) {
 	assert.Equal(t, c.Runs(), c.Value())
 }
 
+// TestTransactionPoolingDefaultQueryMode measures what pgx's default query
+// mode (cache_statement: named prepared statements) does through PgBouncer
+// 1.18's transaction pooling, which cannot track them. It asserts only
+// exclusion, and logs how many operations failed and how: the README's
+// PgBouncer row cites it, and the core's answer (a clear error or a
+// fallback) is the lead's.
+func TestTransactionPoolingDefaultQueryMode(t *testing.T) {
+	servers(t)
+	var c scenario.Counter
+	var failed, ok atomic.Int64
+	var mu sync.Mutex
+	kinds := map[string]int{}
+	var wg sync.WaitGroup
+	stop := time.Now().Add(3 * time.Second)
+	for p := 0; p < 4; p++ {
+		locker := gormmutex.New(scenario.Postgres(t, txPool.DSN(""), 2), gormmutex.Config{
+			TTL: gormmutex.Duration(2 * time.Second), Wait: 5 * time.Second})
+		for w := 0; w < 2; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					err := locker.Do(context.Background(), "topo-pgb-tx-default-mode", func(context.Context) error {
+						c.Critical(2 * time.Millisecond)
+						return nil
+					})
+					if err == nil {
+						ok.Add(1)
+						continue
+					}
+					failed.Add(1)
+					msg := err.Error()
+					for _, k := range []string{"already exists", "does not exist", "ErrTimeout", "expired"} {
+						if strings.Contains(msg, k) {
+							msg = k
+							break
+						}
+					}
+					mu.Lock()
+					kinds[msg]++
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	t.Logf("pgx default query mode through transaction pooling, 3 s: %d Do ok, %d failed %v; %d overlaps",
+		ok.Load(), failed.Load(), kinds, c.Overlaps())
+	assert.Zero(t, c.Overlaps())
+}
+
 // TestSessionPoolingDefaultSettings: through session pooling, pgx's default
 // query mode works and exclusion holds.
 func TestSessionPoolingDefaultSettings(t *testing.T) {
