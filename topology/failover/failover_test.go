@@ -7,7 +7,6 @@ package failover_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -257,50 +256,7 @@ func TestMultiHostAcquireRetriesThroughFailover(t *testing.T) {
 	assert.NoError(t, r.lk.Release(ctx))
 }
 
-// workload runs workers that acquire and release one lock id until stop,
-// logging every holding in h. One holding in 25 outlives the lease on
-// purpose, so takeovers of expired locks are in the history too.
-func workload(t *testing.T, lockers []*gormmutex.Locker, id string, h *scenario.History, d time.Duration) (errs int64) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var nerr atomic.Int64
-	stop := time.Now().Add(d)
-	for w, l := range lockers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; time.Now().Before(stop); i++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				op := scenario.Op{Worker: fmt.Sprintf("w%d", w), AcqInvoke: time.Now()}
-				lk, err := l.Acquire(ctx, id)
-				op.AcqOK = time.Now()
-				cancel()
-				if err != nil {
-					if !errors.Is(err, gormmutex.ErrLocked) {
-						nerr.Add(1)
-						time.Sleep(50 * time.Millisecond)
-					}
-					continue
-				}
-				op.Token = lk.Token()
-				hold := 2 * time.Millisecond
-				if (i+w)%25 == 24 {
-					hold = h.TTL + 200*time.Millisecond
-				}
-				time.Sleep(hold)
-				op.RelInvoke = time.Now()
-				op.RelErr = lk.Release(context.Background())
-				op.RelDone = time.Now()
-				op.RelTimeout = errors.Is(op.RelErr, gormmutex.ErrTimeout)
-				h.Add(op)
-			}
-		}()
-	}
-	wg.Wait()
-	return nerr.Load()
-}
-
-func historyLockers(t *testing.T, open func() *gorm.DB, ttl time.Duration) []*gormmutex.Locker {
+func historyLockers(open func() *gorm.DB, ttl time.Duration) []*gormmutex.Locker {
 	var ls []*gormmutex.Locker
 	for i := 0; i < 6; i++ {
 		ls = append(ls, gormmutex.New(open(), gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond}))
@@ -318,7 +274,7 @@ func TestHistoryDirect(t *testing.T) {
 	t.Cleanup(func() { pg.Stop() })
 	require.NoError(t, gormmutex.AutoMigrate(scenario.Postgres(t, pg.DSN(""), 1)))
 	h := &scenario.History{TTL: time.Second}
-	errs := workload(t, historyLockers(t, func() *gorm.DB { return scenario.Postgres(t, pg.DSN(""), 3) }, h.TTL), "topo-history", h, 5*time.Second)
+	errs := scenario.Workload(historyLockers(func() *gorm.DB { return scenario.Postgres(t, pg.DSN(""), 3) }, h.TTL), "topo-history", h, 5*time.Second)
 	t.Logf("history: %d holdings, %d errors", h.Len(), errs)
 	require.Positive(t, h.Len())
 	assert.Zero(t, errs)
@@ -344,7 +300,7 @@ func TestHistoryAcrossFailover(t *testing.T) {
 		}
 		done <- d
 	}()
-	errs := workload(t, historyLockers(t, func() *gorm.DB { return scenario.Postgres(t, dsn, 3) }, h.TTL), "topo-history-failover", h, 8*time.Second)
+	errs := scenario.Workload(historyLockers(func() *gorm.DB { return scenario.Postgres(t, dsn, 3) }, h.TTL), "topo-history-failover", h, 8*time.Second)
 	promote := <-done
 	require.GreaterOrEqual(t, promote, time.Duration(0), "failover failed")
 	t.Logf("history across failover: %d holdings, %d failed attempts; promotion %s", h.Len(), errs, promote.Round(time.Millisecond))
