@@ -48,6 +48,7 @@ bench:
 TOPOLOGIES ?= pgbouncer-transaction pgbouncer-session postgres18 galera
 TOPOLOGY_SKIP ?=
 topology:
+	$(GO) test -race -count=1 -timeout 5m ./internal/topology/...
 	cd topology && $(GO) test -race -count=1 -p 1 -timeout 20m -skip '$(TOPOLOGY_SKIP)' ./...
 	$(GO) build -o topo.bin ./internal/topology/cmd/topo
 	set -e; for t in $(TOPOLOGIES); do \

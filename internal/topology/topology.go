@@ -119,7 +119,9 @@ func (a *account) chown(path string) error {
 // its servers in order. Output goes to logPath when it is not empty.
 func (a *account) command(logPath string, name string, args ...string) (*exec.Cmd, error) {
 	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the harness dies without stopping its servers (a test
+	// binary killed by its timeout), the kernel kills them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Env = os.Environ()
 	if a != nil {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: a.uid, Gid: a.gid}
