@@ -44,16 +44,22 @@ bench:
 # internal/topology (see README "Deploying"): first the scenario tests of the
 # topology module, then the core suite through each topology, the topology
 # named by GORMMUTEX_TOPOLOGY and reached through the DSN variables that
-# cmd/topo sets. TOPOLOGY_SKIP is passed to go test -skip.
+# cmd/topo sets. Every part runs even when an earlier one failed; the target
+# fails if any did. TOPOLOGY_SKIP is passed to go test -skip.
 TOPOLOGIES ?= pgbouncer-transaction pgbouncer-session postgres18 galera
 TOPOLOGY_SKIP ?=
 topology:
-	$(GO) test -race -count=1 -timeout 5m ./internal/topology/...
-	cd topology && $(GO) test -race -count=1 -p 1 -timeout 20m -skip '$(TOPOLOGY_SKIP)' ./...
-	$(GO) build -o topo.bin ./internal/topology/cmd/topo
-	set -e; for t in $(TOPOLOGIES); do \
-	  ./topo.bin run $$t -- $(GO) test -race -count=1 -timeout 15m -skip '$(TOPOLOGY_SKIP)' . ; \
-	done; rm -f topo.bin
+	@status=0; \
+	echo "== harness"; \
+	$(GO) test -race -count=1 -timeout 5m ./internal/topology/... || status=1; \
+	echo "== topology scenarios"; \
+	(cd topology && $(GO) test -race -count=1 -p 1 -timeout 20m -skip '$(TOPOLOGY_SKIP)' ./...) || status=1; \
+	$(GO) build -o topo.bin ./internal/topology/cmd/topo || exit 1; \
+	for t in $(TOPOLOGIES); do \
+	  echo "== core suite on $$t"; \
+	  ./topo.bin run $$t -- $(GO) test -race -count=1 -timeout 15m -skip '$(TOPOLOGY_SKIP)' . || status=1; \
+	done; \
+	rm -f topo.bin; exit $$status
 
 ci: lint test topology
 	$(MAKE) fuzz FUZZTIME=10s
