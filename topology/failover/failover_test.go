@@ -307,3 +307,56 @@ func TestHistoryAcrossFailover(t *testing.T) {
 	require.Positive(t, h.Len())
 	assert.NoError(t, h.Check())
 }
+
+// TestKeepAliveCancelsByLeaseEstimate: a Do with KeepAlive (TTL 2 s) on a
+// multi-host DSN whose primary crashes and is not replaced for 6 s must
+// cancel fn's context at or before the holder's own lease estimate
+// (Lock.ExpiresAt), never after it: past that point another holder may
+// already run.
+//
+// KNOWN TO FAIL when the renewal retry's backoff sleeps past the estimate
+// (issue 10 measured 226 ms late); the lead's KeepAlive fix makes it pass.
+// Run alone: go test -run TestKeepAliveCancelsByLeaseEstimate ./failover
+func TestKeepAliveCancelsByLeaseEstimate(t *testing.T) {
+	pair := startPair(t, false)
+	db := scenario.Postgres(t, pair.MultiHostDSN(""), 4)
+	require.NoError(t, gormmutex.AutoMigrate(db))
+	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(2 * time.Second), KeepAlive: true})
+
+	type seen struct {
+		cancelled, estimate time.Time
+		ok                  bool
+	}
+	res := make(chan seen, 1)
+	crashed := make(chan struct{})
+	doErr := make(chan error, 1)
+	go func() {
+		doErr <- locker.Do(context.Background(), "topo-keepalive-failover", func(ctx context.Context) error {
+			lk, _ := gormmutex.FromContext(ctx)
+			close(crashed) // tell the test to crash the primary now
+			select {
+			case <-ctx.Done():
+				now := time.Now()
+				est, _ := lk.ExpiresAt()
+				res <- seen{now, est, true}
+			case <-time.After(20 * time.Second):
+				res <- seen{}
+			}
+			return nil
+		})
+	}()
+	<-crashed
+	time.Sleep(300 * time.Millisecond) // one renewal has not happened yet (TTL/3)
+	crashAt := time.Now()
+	require.NoError(t, pair.Primary.Crash())
+	s := <-res
+	require.True(t, s.ok, "fn was never cancelled although the database was gone for longer than the TTL")
+	t.Logf("fn cancelled %s after the crash; %s before the lease estimate (negative: after it)",
+		s.cancelled.Sub(crashAt).Round(time.Millisecond), s.estimate.Sub(s.cancelled).Round(time.Millisecond))
+	assert.False(t, s.cancelled.After(s.estimate), "cancelled %s after the holder's own lease estimate",
+		s.cancelled.Sub(s.estimate).Round(time.Millisecond))
+	// Let Do finish: it reports the lost lease (or the release's error).
+	require.NoError(t, pair.Standby.Promote())
+	err := <-doErr
+	assert.ErrorIs(t, err, gormmutex.ErrTimeout)
+}
