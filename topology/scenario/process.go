@@ -39,11 +39,10 @@ func RunWorkerIfChild() {
 	if name == "" {
 		return
 	}
-	if err := worker(name); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
+	// worker returns only when it cannot start; otherwise it runs until
+	// it is killed.
+	fmt.Fprintln(os.Stderr, "worker:", worker(name))
+	os.Exit(1)
 }
 
 // worker acquires and releases one lock until it is killed, printing each
