@@ -3,7 +3,7 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci oldgo
+.PHONY: test demo lint fuzz bench ci oldgo topology
 
 # Every module, each with its own go.mod.
 MODULES = . gocronlock robfigcronlock bench
@@ -35,10 +35,12 @@ lint:
 	cd gocronlock && $(GO) vet ./...
 	cd robfigcronlock && $(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	cd topology && $(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd gocronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd robfigcronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd topology && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 FUZZTIME ?= 20s
 fuzz:
@@ -67,5 +69,26 @@ oldgo:
 	cd gocronlock && GOTOOLCHAIN=$(OLDEST_GO) $(GO) test -count=1 -timeout 10m ./...
 	cd robfigcronlock && GOTOOLCHAIN=$(OLDEST_GO) $(GO) test -count=1 -timeout 10m ./...
 
-ci: lint test oldgo
+# Real production topologies on loopback, started and stopped by
+# internal/topology (see README "Deploying"): first the scenario tests of the
+# topology module, then the core suite through each topology, the topology
+# named by GORMMUTEX_TOPOLOGY and reached through the DSN variables that
+# cmd/topo sets. Every part runs even when an earlier one failed; the target
+# fails if any did. TOPOLOGY_SKIP is passed to go test -skip.
+TOPOLOGIES ?= pgbouncer-transaction pgbouncer-session postgres18 galera
+TOPOLOGY_SKIP ?=
+topology:
+	@status=0; \
+	echo "== harness"; \
+	$(GO) test -race -count=1 -timeout 5m ./internal/topology/... || status=1; \
+	echo "== topology scenarios"; \
+	(cd topology && $(GO) test -race -count=1 -p 1 -timeout 20m -skip '$(TOPOLOGY_SKIP)' ./...) || status=1; \
+	$(GO) build -o topo.bin ./internal/topology/cmd/topo || exit 1; \
+	for t in $(TOPOLOGIES); do \
+	  echo "== core suite on $$t"; \
+	  ./topo.bin run $$t -- $(GO) test -race -count=1 -timeout 15m -skip '$(TOPOLOGY_SKIP)' . || status=1; \
+	done; \
+	rm -f topo.bin; exit $$status
+
+ci: lint test oldgo topology
 	$(MAKE) fuzz FUZZTIME=10s

@@ -1,0 +1,152 @@
+package topology
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Pool modes of PgBouncer.
+const (
+	TransactionPooling = "transaction"
+	SessionPooling     = "session"
+)
+
+// PgBouncerConfig says how to start PgBouncer.
+type PgBouncerConfig struct {
+	// Mode is TransactionPooling or SessionPooling.
+	Mode string
+	// UpstreamPort is the PostgreSQL server's port on 127.0.0.1.
+	UpstreamPort int
+	// Database is the database name clients use and PgBouncer connects to;
+	// "postgres" when empty.
+	Database string
+	// PoolSize is the number of server connections per database and user;
+	// 20 when 0.
+	PoolSize int
+}
+
+// PgBouncer is a PgBouncer process on 127.0.0.1 in front of one PostgreSQL
+// database, with trust authentication for user postgres.
+type PgBouncer struct {
+	Port int    // TCP port on 127.0.0.1
+	Mode string // pool_mode
+	db   string
+	dir  string
+	log  string
+	proc *process
+}
+
+// StartPgBouncer starts PgBouncer (Debian package pgbouncer) on a free port.
+// PgBouncer refuses to run as root, so it runs as the postgres user.
+func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
+	bin, err := findBinary("", "pgbouncer")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Mode != TransactionPooling && cfg.Mode != SessionPooling {
+		return nil, fmt.Errorf("topology: pgbouncer pool mode %q", cfg.Mode)
+	}
+	if cfg.Database == "" {
+		cfg.Database = "postgres"
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = 20
+	}
+	acct, err := serviceUser("postgres")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := privateDir(acct, "pgbouncer")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	b := &PgBouncer{Port: port, Mode: cfg.Mode, db: cfg.Database, dir: dir, log: filepath.Join(dir, "pgbouncer.log")}
+	ini := strings.Join([]string{
+		"[databases]",
+		fmt.Sprintf("%s = host=127.0.0.1 port=%d dbname=%s user=postgres", cfg.Database, cfg.UpstreamPort, cfg.Database),
+		"[pgbouncer]",
+		"listen_addr = 127.0.0.1",
+		fmt.Sprintf("listen_port = %d", port),
+		"unix_socket_dir =",
+		"auth_type = trust",
+		"auth_file = " + filepath.Join(dir, "users.txt"),
+		"pool_mode = " + cfg.Mode,
+		fmt.Sprintf("default_pool_size = %d", cfg.PoolSize),
+		"max_client_conn = 2000",
+		// pgx sends extra_float_digits in its start-up packet.
+		"ignore_startup_parameters = extra_float_digits",
+		"logfile = " + b.log,
+		"pidfile = " + filepath.Join(dir, "pgbouncer.pid"),
+		"",
+	}, "\n")
+	if err := writeFile(acct, filepath.Join(dir, "pgbouncer.ini"), ini); err != nil {
+		b.removeDir()
+		return nil, err
+	}
+	if err := writeFile(acct, filepath.Join(dir, "users.txt"), `"postgres" ""`+"\n"); err != nil {
+		b.removeDir()
+		return nil, err
+	}
+	// In the foreground (no -d), so that the pid is the harness's child.
+	cmd, err := acct.command(filepath.Join(dir, "stderr.log"), bin, filepath.Join(dir, "pgbouncer.ini"))
+	if err != nil {
+		b.removeDir()
+		return nil, err
+	}
+	if b.proc, err = startProcess(fmt.Sprintf("pgbouncer :%d", port), cmd); err != nil {
+		b.removeDir()
+		return nil, err
+	}
+	if err := waitFor(b.proc, "listening", 20*time.Second, filepath.Join(dir, "stderr.log"), func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}); err != nil {
+		b.Stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+// DSN returns a libpq-style DSN through PgBouncer, with extra appended.
+func (b *PgBouncer) DSN(extra string) string {
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", b.Port, b.db)
+	if extra != "" {
+		dsn += " " + extra
+	}
+	return dsn
+}
+
+// Log returns PgBouncer's log so far.
+func (b *PgBouncer) Log() string {
+	s, _ := os.ReadFile(b.log)
+	return string(s)
+}
+
+// Pid returns PgBouncer's process id.
+func (b *PgBouncer) Pid() int { return b.proc.Pid() }
+
+// Stop stops PgBouncer (SIGTERM, immediate shutdown) and removes its folder.
+func (b *PgBouncer) Stop() error {
+	var err error
+	if b.proc != nil {
+		err = b.proc.signal(syscall.SIGTERM, 10*time.Second)
+	}
+	b.removeDir()
+	return err
+}
+
+func (b *PgBouncer) removeDir() { os.RemoveAll(b.dir) }

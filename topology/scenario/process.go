@@ -1,0 +1,212 @@
+package scenario
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gormmutex/gormmutex"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// The environment of a worker process: the test binary started again with
+// these set runs Worker instead of its tests (see RunWorkerIfChild).
+const (
+	workerEnv    = "GORMMUTEX_TOPO_WORKER" // the worker's name
+	workerDriver = "GORMMUTEX_TOPO_WORKER_DRIVER"
+	workerDSN    = "GORMMUTEX_TOPO_WORKER_DSN"
+	workerLock   = "GORMMUTEX_TOPO_WORKER_LOCK"
+	workerTTL    = "GORMMUTEX_TOPO_WORKER_TTL"
+)
+
+// RunWorkerIfChild runs the worker loop and exits when the process was
+// started by StartWorker; call it first in TestMain.
+func RunWorkerIfChild() {
+	name := os.Getenv(workerEnv)
+	if name == "" {
+		return
+	}
+	// worker returns only when it cannot start; otherwise it runs until
+	// it is killed.
+	fmt.Fprintln(os.Stderr, "worker:", worker(name))
+	os.Exit(1)
+}
+
+// worker acquires and releases one lock until it is killed, printing each
+// step with its real-time bounds as soon as it happens:
+//
+//	acq TOKEN INVOKE_NS OK_NS
+//	rls TOKEN INVOKE_NS               (before Release is invoked)
+//	rel TOKEN INVOKE_NS DONE_NS ok|timeout|error
+func worker(name string) error {
+	ttl, err := time.ParseDuration(os.Getenv(workerTTL))
+	if err != nil {
+		return err
+	}
+	var d gorm.Dialector
+	switch os.Getenv(workerDriver) {
+	case "postgres":
+		d = postgres.Open(os.Getenv(workerDSN))
+	case "mysql":
+		d = mysql.Open(os.Getenv(workerDSN))
+	default:
+		return fmt.Errorf("driver %q", os.Getenv(workerDriver))
+	}
+	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		return err
+	}
+	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond})
+	id := os.Getenv(workerLock)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		invoke := time.Now()
+		lk, err := locker.Acquire(ctx, id)
+		ok := time.Now()
+		cancel()
+		if err != nil {
+			if !errors.Is(err, gormmutex.ErrLocked) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			continue
+		}
+		fmt.Printf("acq %d %d %d\n", lk.Token(), invoke.UnixNano(), ok.UnixNano())
+		time.Sleep(50 * time.Millisecond)
+		rinv := time.Now()
+		// Said before Release runs: a worker killed after this line may
+		// or may not have freed the lock, one killed before it has not.
+		fmt.Printf("rls %d %d\n", lk.Token(), rinv.UnixNano())
+		err = lk.Release(context.Background())
+		rdone := time.Now()
+		outcome := "ok"
+		switch {
+		case errors.Is(err, gormmutex.ErrTimeout):
+			outcome = "timeout"
+		case err != nil:
+			outcome = "error"
+		}
+		fmt.Printf("rel %d %d %d %s\n", lk.Token(), rinv.UnixNano(), rdone.UnixNano(), outcome)
+	}
+}
+
+// Worker is a worker process started by StartWorker.
+type Worker struct {
+	Name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed once its output is read and it has exited
+	mu   sync.Mutex    // guards open, ops, held
+	open map[int64]Op  // acquired, not yet released
+	ops  []Op
+	held bool // the last line was an acquisition
+}
+
+// StartWorker starts the test binary again as a worker process on driver
+// ("postgres" or "mysql") and dsn, contending for lockID with ttl leases.
+// The process is killed when t ends.
+func StartWorker(t testing.TB, name, driver, dsn, lockID string, ttl time.Duration) *Worker {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), workerEnv+"="+name, workerDriver+"="+driver, workerDSN+"="+dsn,
+		workerLock+"="+lockID, workerTTL+"="+ttl.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &Worker{Name: name, cmd: cmd, done: make(chan struct{}), open: map[int64]Op{}}
+	go w.read(out)
+	t.Cleanup(func() { w.Kill() })
+	return w
+}
+
+func (w *Worker) read(r io.Reader) {
+	defer close(w.done)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		f = append(f, "0", "")
+		tok, _ := strconv.ParseInt(f[1], 10, 64)
+		a, _ := strconv.ParseInt(f[2], 10, 64)
+		b, _ := strconv.ParseInt(f[3], 10, 64)
+		w.mu.Lock()
+		switch f[0] {
+		case "rls":
+			op := w.open[tok]
+			op.RelInvoke = time.Unix(0, a)
+			w.open[tok] = op
+		case "acq":
+			w.open[tok] = Op{Worker: w.Name, Token: tok, AcqInvoke: time.Unix(0, a), AcqOK: time.Unix(0, b)}
+			w.held = true
+		case "rel":
+			op := w.open[tok]
+			delete(w.open, tok)
+			op.RelInvoke, op.RelDone = time.Unix(0, a), time.Unix(0, b)
+			switch f[4] {
+			case "timeout":
+				op.RelErr, op.RelTimeout = gormmutex.ErrTimeout, true
+			case "error":
+				op.RelErr = errors.New("release failed")
+			}
+			w.ops = append(w.ops, op)
+			w.held = false
+		}
+		w.mu.Unlock()
+	}
+	_ = w.cmd.Wait()
+}
+
+// Holding reports whether the worker's last report was an acquisition.
+func (w *Worker) Holding() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.held
+}
+
+// Signal sends sig to the worker process.
+func (w *Worker) Signal(sig syscall.Signal) error { return w.cmd.Process.Signal(sig) }
+
+// Kill kills the worker (SIGKILL) and waits until its output is read.
+func (w *Worker) Kill() {
+	_ = w.cmd.Process.Kill()
+	<-w.done
+}
+
+// AddTo kills the worker and adds its holdings to h. A holding whose
+// Release it never invoked (it was killed holding the lock) counts as held
+// until its lease certainly ran out; one whose Release was in flight, as
+// held until that Release began.
+func (w *Worker) AddTo(h *History) {
+	w.Kill()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, op := range w.ops {
+		h.Add(op)
+	}
+	for _, op := range w.open {
+		if op.RelInvoke.IsZero() {
+			op.RelInvoke = op.AcqInvoke.Add(100 * 365 * 24 * time.Hour)
+		}
+		op.RelDone = op.RelInvoke
+		op.RelErr = errors.New("killed while holding")
+		h.Add(op)
+	}
+}
