@@ -2,10 +2,12 @@ package gormmutex
 
 import (
 	"context"
-	"errors"
-
-	"gorm.io/gorm"
+	"database/sql"
+	"time"
 )
+
+// rowColumns are the columns that List and Lookup read, in DBMutex's order.
+const rowColumns = "id, lock_id, created_at, expires_at, holder, version"
 
 // List returns the live locks (held, or released early under MinHold and
 // not yet free), ordered by lock id, with their holder, acquisition time and
@@ -18,11 +20,7 @@ func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rows []DBMutex
-	err = l.retry(ctx, d, func(ctx context.Context) error {
-		rows = rows[:0]
-		return l.db.WithContext(ctx).Where(d.live).Order("lock_id").Find(&rows).Error
-	})
+	rows, err := l.readRows(ctx, d, d.list)
 	return rows, d.explainErr(err)
 }
 
@@ -46,17 +44,11 @@ func (l *Locker) lookup(ctx context.Context, lockID string) (DBMutex, bool, erro
 	if err != nil {
 		return DBMutex{}, false, err
 	}
-	var row DBMutex
-	found := false
-	err = l.retry(ctx, d, func(ctx context.Context) error {
-		err := l.db.WithContext(ctx).Where("lock_id = ?", lockID).Where(d.live).Take(&row).Error
-		found = err == nil
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil
-		}
-		return err
-	})
-	return row, found, d.explainErr(err)
+	rows, err := l.readRows(ctx, d, d.lookup, lockID)
+	if err != nil || len(rows) == 0 {
+		return DBMutex{}, false, d.explainErr(err)
+	}
+	return rows[0], true, nil
 }
 
 // ForceRelease frees the live lock lockID whoever holds it, for operators
@@ -81,4 +73,40 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 		err = ErrNotHeld
 	}
 	return lockErr("force-release", lockID, d.explainErr(err))
+}
+
+// readRows runs a query that returns rowColumns, retrying transient
+// errors. Like the lock's statements it goes straight to the connection
+// pool, not through GORM's callbacks, so that a plugin that sends reads to
+// replicas (GORM's dbresolver) cannot answer it from a replica that lags.
+func (l *Locker) readRows(ctx context.Context, d *dialect, query string, args ...any) ([]DBMutex, error) {
+	var out []DBMutex
+	err := l.retry(ctx, d, func(ctx context.Context) error {
+		out = out[:0]
+		start := time.Now()
+		rows, err := l.pool.QueryContext(ctx, query, args...)
+		if err == nil {
+			for rows.Next() {
+				var r DBMutex
+				var expires sql.NullTime
+				if err = rows.Scan(&r.ID, &r.LockID, &r.CreatedAt, &expires, &r.Holder, &r.Version); err != nil {
+					break
+				}
+				if expires.Valid {
+					t := expires.Time
+					r.ExpiresAt = &t
+				}
+				out = append(out, r)
+			}
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		l.trace(ctx, start, query, args, int64(len(out)), err)
+		return err
+	})
+	return out, err
 }

@@ -81,6 +81,9 @@ type dialect struct {
 	tidy string
 	// live is the WHERE predicate of a held row, for List and Lookup.
 	live string
+	// list reads the live rows, ordered by lock id; lookup reads the live
+	// row of one lock id (lockID). Both return rowColumns (admin.go).
+	list, lookup string
 	// slots reads the lock ids of the live rows in a half-open range of ids
 	// (from, to), in byte order: a semaphore's permits (semaphore.go).
 	slots string
@@ -147,8 +150,9 @@ type schema struct {
 	// stale drops each index of an older layout (or one GORM's own
 	// migrator made from the model's tags), where it exists.
 	stale []ddl
-	// keys lists the indexes and keys the table has when it is current,
-	// in the names the database reports; the tests assert them.
+	// keys lists the indexes the table has when it is current, as GORM's
+	// Migrator.GetIndexes reports them (it leaves PostgreSQL's primary key
+	// out); the tests assert them.
 	keys []string
 }
 
@@ -198,6 +202,8 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", TableName, own)
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus(now), own, unexpired)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
+	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", rowColumns, TableName, d.live)
+	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", rowColumns, TableName, d.live)
 	d.slots = fmt.Sprintf("SELECT lock_id FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
 	if d.purge == nil {
 		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)}

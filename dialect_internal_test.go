@@ -26,6 +26,14 @@ func TestAutoMigrateCreatesDialectObjects(t *testing.T) {
 		for _, ix := range d.schema.indexes {
 			assert.True(t, m.HasIndex(&DBMutex{}, ix.name), "index %s after AutoMigrate", ix.name)
 		}
+		// The table's keys and indexes, and no others.
+		idx, err := m.GetIndexes(&DBMutex{})
+		require.NoError(t, err)
+		var names []string
+		for _, ix := range idx {
+			names = append(names, ix.Name())
+		}
+		assert.ElementsMatch(t, d.schema.keys, names, "the table's indexes")
 		// The helper objects (MySQL's releases table, SQLite's sequence
 		// and triggers), each found done by its own check.
 		for _, st := range d.schema.steps {

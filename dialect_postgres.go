@@ -111,7 +111,7 @@ var postgresDialect = func() *dialect {
 	// The statements go to the driver as they are (exec.go), and pgx wants
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
-		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots} {
+		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup} {
 		*q = numbered(*q)
 	}
 	return d
@@ -154,7 +154,7 @@ func postgresSchema() schema {
 			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
 			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
 		},
-		keys: []string{"db_mutexes_pkey"},
+		keys: nil, // the primary key, db_mutexes_pkey, only
 	}
 	const keyedByID = "SELECT 1 FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)" +
 		" WHERE c.conrelid = '" + table + "'::regclass AND c.contype = 'p' AND a.attname = 'id'"

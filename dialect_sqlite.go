@@ -98,6 +98,12 @@ func sqliteSchema() schema {
 			trigger("_token_insert", "AFTER INSERT"),
 			trigger("_token_update", "AFTER UPDATE OF id"),
 		},
+		// The expiry index and the unique index of earlier layouts, which
+		// the rebuild leaves behind only where they were made afterwards.
+		stale: []ddl{
+			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
+			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
+		},
 		keys: []string{"sqlite_autoindex_db_mutexes_1"},
 	}
 	// Tables made by earlier versions (and by GORM's migrator) have a rowid;

@@ -312,3 +312,46 @@ func anyFileOpenIn(dir string) (bool, error) {
 	}
 	return false, nil
 }
+
+// WithAppUser returns a backend that connects to b's schema (a fresh
+// namespace, see FreshNamespace) as a new user that may only read and write
+// the rows of its tables (SELECT, INSERT, UPDATE, DELETE, and on PostgreSQL
+// its sequences): an application user of a deployment that keeps DDL for a
+// separate migration user. Grants cover the tables that exist now and, on
+// MySQL, the database's tables. The user is dropped when the test ends. It
+// skips t where there are no users (SQLite) or no schema of the test's own.
+func (b *Backend) WithAppUser(t testing.TB) *Backend {
+	t.Helper()
+	Need(t, !b.InProcess && b.Namespaces, "needs database users and a schema of the test's own")
+	admin := b.Pool(t)
+	user := fmt.Sprintf("gm_app_%d_%d", time.Now().UnixNano()%1e9, idSeq.Add(1))
+	exec := func(q string) {
+		t.Helper()
+		if err := admin.Exec(q).Error; err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if b.Name == "postgres" {
+		var schema string
+		if err := admin.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
+			t.Fatal(err)
+		}
+		exec("CREATE ROLE " + user + " LOGIN")
+		exec("GRANT USAGE ON SCHEMA " + schema + " TO " + user)
+		exec("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA " + schema + " TO " + user)
+		exec("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA " + schema + " TO " + user)
+		t.Cleanup(func() {
+			admin.Exec("DROP OWNED BY " + user)
+			admin.Exec("DROP ROLE " + user)
+		})
+		return b.MapDSN(func(dsn string) string { return dsn + " user=" + user })
+	}
+	var db string
+	if err := admin.Raw("SELECT DATABASE()").Scan(&db).Error; err != nil {
+		t.Fatal(err)
+	}
+	exec("CREATE USER '" + user + "'@'%'")
+	exec("GRANT SELECT, INSERT, UPDATE, DELETE ON `" + db + "`.* TO '" + user + "'@'%'")
+	t.Cleanup(func() { admin.Exec("DROP USER '" + user + "'@'%'") })
+	return b.mapMySQL(t, func(cfg *gomysql.Config) { cfg.User, cfg.Passwd = user, "" })
+}
