@@ -28,11 +28,6 @@ const (
 // more renewal attempt before it gives up.
 const RetryPeriodJitter = 1.2
 
-// ErrResigned is the cause (context.Cause) with which the context of a
-// leader's lead function is cancelled when Election.Resign gives the
-// leadership up.
-var ErrResigned = errors.New("gormmutex: leadership resigned")
-
 // An ElectionOption changes a setting of an Election; see NewElection.
 type ElectionOption func(*electionSettings)
 

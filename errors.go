@@ -31,6 +31,18 @@ var (
 	ErrForceReleased error = &childError{parent: ErrTimeout,
 		msg: "gormmutex: lock was force-released by someone else before its holder released it"}
 
+	// ErrPermitsMismatch reports that a semaphore's name has live permits that
+	// were granted under another number of permits than the caller's. The
+	// permit was not acquired (in Do, fn did not run). Processes sharing a
+	// semaphore must agree on its count; while permits granted under one count
+	// are live, no permit is granted under another.
+	ErrPermitsMismatch = errors.New("gormmutex: semaphore has live permits granted under another number of permits")
+
+	// ErrResigned is the cause (context.Cause) with which the context of a
+	// leader's lead function is cancelled when Election.Resign gives the
+	// leadership up.
+	ErrResigned = errors.New("gormmutex: leadership resigned")
+
 	// ErrInvalidLockID reports a lock id that is empty, longer than
 	// MaxLockIDLen bytes, not valid UTF-8 or contains a NUL byte. No SQL runs
 	// for such an id.

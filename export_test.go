@@ -82,12 +82,12 @@ func WaitAllBackgroundPurges() {
 	})
 }
 
-// ReleasesNotify reports whether releases on db's database notify waiting
-// processes (and waiters mark the rows they want), so that a waiter is
-// woken rather than left to poll.
-func ReleasesNotify(db *gorm.DB) bool {
-	l := New(db, DefaultConfig())
-	return l.err == nil && (l.d.wake != nil || l.d.insertWaiting != "" || l.wakerFor(l.d) != nil)
+// ReleasesNotify reports whether a waiter with cfg on db's pool is woken
+// by a release in another process (it marks the rows it wants, and this
+// process listens), rather than left to poll.
+func ReleasesNotify(db *gorm.DB, cfg Config) bool {
+	l := New(db, cfg)
+	return l.err == nil && l.wakerFor(l.d) != nil
 }
 
 // WaitersForWakeup returns how many waiters in this process wait on db's

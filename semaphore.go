@@ -33,13 +33,6 @@ const MaxPermits = 1000
 // the slot suffix must fit a lock id of MaxLockIDLen bytes.
 const MaxSemaphoreNameLen = MaxLockIDLen - len(semaphorePrefix) - len("/1000/999")
 
-// ErrPermitsMismatch reports that a semaphore's name has live permits that
-// were granted under another number of permits than the caller's. The
-// permit was not acquired (in Do, fn did not run). Processes sharing a
-// semaphore must agree on its count; while permits granted under one count
-// are live, no permit is granted under another.
-var ErrPermitsMismatch = errors.New("gormmutex: semaphore has live permits granted under another number of permits")
-
 // A Semaphore is a counting semaphore on the lock table: at most Permits
 // holders at any instant, across every process and machine that shares the
 // database. Get one with Locker.Semaphore. It is safe for concurrent use

@@ -27,7 +27,8 @@ func TestWakeOnRelease(t *testing.T) {
 		id := testdb.LockID(t)
 		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		waitersDB := b.Pool(t)
-		waiters := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
+		waitCfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, TransactionPooling: b.TransactionPooling}
+		waiters := gormmutex.New(waitersDB, waitCfg)
 		lk := mustAcquire(t, holder, id)
 		const n = 3
 		got := make(chan *gormmutex.Lock, n)
@@ -47,7 +48,7 @@ func TestWakeOnRelease(t *testing.T) {
 			require.Eventually(t, func() bool { return gormmutex.WaitersForWakeup(waitersDB, id) == n },
 				10*time.Second, 10*time.Millisecond, "waiters registered for a wake-up, want %d", n)
 		} else {
-			require.False(t, gormmutex.ReleasesNotify(waitersDB), "%s releases notify, but it cannot wake waiters", b.Name)
+			require.False(t, gormmutex.ReleasesNotify(waitersDB, waitCfg), "%s releases notify, but it cannot wake waiters", b.Name)
 		}
 		before := gormmutex.WakeupsDelivered(waitersDB)
 		require.NoError(t, lk.Release(ctx))
@@ -81,7 +82,8 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		holderDB := b.Pool(t)
 		holder := gormmutex.New(holderDB, gormmutex.DefaultConfig())
 		if !b.Notifies {
-			require.False(t, gormmutex.ReleasesNotify(holderDB), "%s releases notify, but it cannot wake waiters", b.Name)
+			cfg := gormmutex.Config{Wait: time.Second, TransactionPooling: b.TransactionPooling}
+			require.False(t, gormmutex.ReleasesNotify(holderDB, cfg), "%s releases notify, but it cannot wake waiters", b.Name)
 			return
 		}
 		id := testdb.LockID(t)

@@ -38,6 +38,9 @@ type Backend struct {
 	// LISTEN/NOTIFY. Not through a transaction pooler, which cannot keep a
 	// connection LISTENing.
 	Notifies bool
+	// TransactionPooling: connections go through a transaction pooler, and
+	// lockers that wait say so (gormmutex.Config.TransactionPooling).
+	TransactionPooling bool
 	// PreparesStatements: the lock's statements are prepared once per
 	// connection and reused (MySQL and SQLite).
 	PreparesStatements bool
@@ -153,6 +156,7 @@ func newBackend(name string, dsns []string, topology string) *Backend {
 	case topology == "pgbouncer-transaction" && name == "postgres":
 		b.ConnIDSQL, b.KillConnSQL = "", ""
 		b.Notifies = false
+		b.TransactionPooling = true
 		b.TimeZoneSQL = ""
 		b.Namespaces, b.SessionIsolation = false, false
 		b.ServerTests = false
