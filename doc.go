@@ -18,8 +18,12 @@
 //		// fn ran, but the lock expired first: another holder may have overlapped
 //	}
 //
-// For more control, build a Locker from a Config (TTL, Wait, KeepAlive,
-// MinHold, ...) and use Locker.Do, or Locker.Acquire and Lock.Release.
+// For more control, build a [Locker] from a [Config] (TTL, Wait, KeepAlive,
+// MinHold, ...) and use [Locker.Do], or [Locker.Acquire] and
+// [Lock.Release]. [Locker.Lookup] and [Locker.List] say who holds what, and
+// an [ErrLocked] carries a [HeldError] with the holder. On the same
+// machinery, [NewElection] elects one leader among processes, and
+// [Locker.Semaphore] lets at most N holders in at once.
 //
 // # Guarantees
 //
@@ -49,6 +53,10 @@
 // Where overlap must never corrupt data, pass Lock.Token to the protected
 // resource and have it refuse stale tokens. A lock whose TTL is nil never
 // expires: if its holder dies, it stays until Locker.ForceRelease.
+//
+// Behind a transaction pooler (PgBouncer in transaction mode), set
+// Config.TransactionPooling; the README's Deploying section covers poolers,
+// replicas, failover and Galera clusters.
 //
 // Locks live in the table named by TableName, created by AutoMigrate. Pass
 // a *gorm.DB that is not inside a transaction; a lock written inside an
