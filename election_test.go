@@ -24,8 +24,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -34,10 +32,9 @@ import (
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
-// The election tests run on SQLite (a file of their own), PostgreSQL and
-// MariaDB/MySQL. They live in an external test package, so they bring
-// their own small helpers: electDB opens pools, and the test binary,
-// started with electChildEnv set, is a candidate process (electionChild).
+// The election tests run on every database (see testdb.Each); on SQLite
+// each test gets a file of its own. The test binary, started with
+// electChildEnv set, is a candidate process (electionChild).
 
 type electDB struct {
 	name, dsn string
@@ -50,70 +47,24 @@ type electDB struct {
 
 // eachElectionDB runs f as a subtest on every database, one after the
 // other: the process tests start five candidates each, and the machine's
-// CPU is shared. An unreachable server is skipped, or fails the test when
-// GORMMUTEX_REQUIRE_DBS=1.
+// CPU is shared.
 func eachElectionDB(t *testing.T, f func(t *testing.T, d electDB)) {
 	t.Helper()
-	for _, d := range []electDB{
-		{name: "sqlite", pausedWriterBlocks: true},
-		{name: "postgres", dsn: testdb.Postgres(), network: true},
-		{name: "mysql", dsn: testdb.MySQL(), network: true},
-	} {
-		t.Run(d.name, func(t *testing.T) {
-			if d.name == "sqlite" {
-				dir, err := os.MkdirTemp("", "gormmutex-election-")
-				require.NoError(t, err)
-				// A background purge may still hold the file when the
-				// test ends; the folder goes at the end in any case.
-				t.Cleanup(func() { os.RemoveAll(dir) })
-				d.dsn = testdb.SQLite(filepath.Join(dir, "election.db"))
-			}
-			db, err := openElectDB(d.name, d.dsn)
-			if err != nil {
-				if d.name == "sqlite" {
-					t.Fatal(err)
-				}
-				testdb.Unavailable(t, d.name, err)
-			}
-			defer closeElectDB(db)
-			require.NoError(t, gormmutex.AutoMigrate(db))
-			f(t, d)
-		})
-	}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		if b.InProcess {
+			b = b.FreshNamespace(t)
+		}
+		d := electDB{name: b.Name, dsn: b.NextDSN(), network: !b.InProcess, pausedWriterBlocks: b.InProcess}
+		db := d.pool(t)
+		require.NoError(t, gormmutex.AutoMigrate(db))
+		f(t, d)
+	})
 }
 
-func openElectDB(name, dsn string) (*gorm.DB, error) {
-	var dial gorm.Dialector
-	switch name {
-	case "sqlite":
-		dial = sqlite.Open(dsn)
-	case "postgres":
-		dial = postgres.Open(dsn)
-	case "mysql":
-		dial = mysql.Open(dsn)
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
-}
+// openElectDB opens a connection pool at dsn.
+func openElectDB(name, dsn string) (*gorm.DB, error) { return testdb.Open(name, dsn, nil) }
 
-func closeElectDB(db *gorm.DB) {
-	if sqlDB, err := db.DB(); err == nil {
-		sqlDB.Close()
-	}
-}
+func closeElectDB(db *gorm.DB) { testdb.Close(db) }
 
 // pool opens a connection pool, a separate process as far as the database
 // can tell, closed when the test ends.

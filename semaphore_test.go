@@ -3,14 +3,11 @@ package gormmutex_test
 import (
 	"bufio"
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,16 +16,9 @@ import (
 	"testing"
 	"time"
 
-	gomysql "github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/mattn/go-sqlite3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
@@ -42,6 +32,7 @@ import (
 
 // semDB is one database for one test.
 type semDB struct {
+	b         *testdb.Backend
 	name, dsn string
 }
 
@@ -49,37 +40,30 @@ var (
 	semMigrated sync.Map // dsn -> error of its AutoMigrate and counter table
 )
 
-// semEachDB runs f as a parallel subtest on every database; an unavailable
-// one skips, or fails with GORMMUTEX_REQUIRE_DBS=1.
+// semEachDB runs f as a parallel subtest on every database (see
+// testdb.Each); on SQLite each test gets a file of its own, since a holder
+// paused mid-write keeps a whole SQLite file locked.
 func semEachDB(t *testing.T, f func(t *testing.T, d semDB)) {
 	t.Helper()
-	dbs := []semDB{
-		{name: "sqlite"},
-		{name: "postgres", dsn: testdb.Postgres()},
-		{name: "mysql", dsn: testdb.MySQL()},
-	}
-	for _, d := range dbs {
-		t.Run(d.name, func(t *testing.T) {
-			t.Parallel()
-			if d.name == "sqlite" {
-				d.dsn = testdb.SQLite(filepath.Join(t.TempDir(), "sem.db"))
-			}
-			if err := d.prepare(); err != nil {
-				testdb.Unavailable(t, d.name, err)
-			}
-			f(t, d)
-		})
-	}
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		if b.InProcess {
+			b = b.FreshNamespace(t)
+		}
+		d := semDB{b: b, name: b.Name, dsn: b.NextDSN()}
+		require.NoError(t, d.prepare(), "migrate %s", d.name)
+		f(t, d)
+	})
 }
 
-// prepare checks that the database answers and migrates it, once per DSN.
+// prepare migrates the database and makes the counter table, once per DSN.
 func (d semDB) prepare() error {
 	v, _ := semMigrated.LoadOrStore(d.dsn, sync.OnceValue(func() error {
-		db, err := openSemDB(d.name, d.dsn, nil)
+		db, err := testdb.Open(d.name, d.dsn, nil)
 		if err != nil {
 			return err
 		}
-		defer closeSemDB(db)
+		defer testdb.Close(db)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := gormmutex.AutoMigrate(db.WithContext(ctx)); err != nil {
@@ -92,58 +76,10 @@ func (d semDB) prepare() error {
 }
 
 // pool opens a separate connection pool, closed when the test ends.
-func (d semDB) pool(t testing.TB) *gorm.DB {
-	return d.countedPool(t, nil)
-}
+func (d semDB) pool(t testing.TB) *gorm.DB { return d.b.Pool(t) }
 
 // countedPool is pool with each round trip to the database counted in c.
-func (d semDB) countedPool(t testing.TB, c *sqlcount.Counter) *gorm.DB {
-	t.Helper()
-	db, err := openSemDB(d.name, d.dsn, c)
-	require.NoError(t, err, "open %s", d.name)
-	t.Cleanup(func() { closeSemDB(db) })
-	return db
-}
-
-func openSemDB(name, dsn string, c *sqlcount.Counter) (*gorm.DB, error) {
-	var drv driver.Driver
-	switch name {
-	case "sqlite":
-		drv = &sqlite3.SQLiteDriver{}
-	case "postgres":
-		drv = stdlib.GetDefaultDriver()
-	case "mysql":
-		drv = &gomysql.MySQLDriver{}
-	default:
-		return nil, fmt.Errorf("unknown database %q", name)
-	}
-	conn, err := sqlcount.NewConnector(drv, dsn, c)
-	if err != nil {
-		return nil, err
-	}
-	sqlDB := sql.OpenDB(conn)
-	var dial gorm.Dialector
-	switch name {
-	case "sqlite":
-		dial = sqlite.New(sqlite.Config{Conn: sqlDB})
-	case "postgres":
-		dial = postgres.New(postgres.Config{Conn: sqlDB})
-	case "mysql":
-		dial = mysql.New(mysql.Config{Conn: sqlDB})
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
-}
-
-func closeSemDB(db *gorm.DB) {
-	if sqlDB, err := db.DB(); err == nil {
-		sqlDB.Close()
-	}
-}
+func (d semDB) countedPool(t testing.TB, c *sqlcount.Counter) *gorm.DB { return d.b.CountedPool(t, c) }
 
 var semSeq atomic.Int64
 
@@ -654,7 +590,7 @@ func semHelper(mode string) int {
 	name, dsn, sem := os.Getenv("SEM_BACKEND"), os.Getenv("SEM_DSN"), os.Getenv("SEM_NAME")
 	permits, _ := strconv.Atoi(os.Getenv("SEM_PERMITS"))
 	ttl, _ := time.ParseDuration(os.Getenv("SEM_TTL"))
-	db, err := openSemDB(name, dsn, nil)
+	db, err := testdb.Open(name, dsn, nil)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
