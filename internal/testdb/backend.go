@@ -167,7 +167,13 @@ func newBackend(name string, dsns []string, topology string) *Backend {
 		// The private servers of the crash tests are the local binaries'.
 		b.ServerTests = false
 	case topology == "galera" && name == "mysql":
+		// A release deletes the row there: the MEMORY table is not
+		// replicated.
 		b.MySQLReleasesTable = false
+		b.KeepsReleasedRows = false
+		// Connection ids are per node, and a test's pools are spread over
+		// the nodes: a KILL through another pool would reach another node.
+		b.ConnIDSQL, b.KillConnSQL = "", ""
 		b.ServerTests = false
 	}
 	return b
