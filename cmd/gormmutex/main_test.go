@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,11 +23,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 
@@ -40,23 +35,18 @@ import (
 // Other packages' tests share the lock table, so each test asserts only
 // about lock ids it made, never about totals.
 
-var (
-	// bin is the command built by TestMain.
-	bin string
-	// backends are the databases; unavailable ones have skip set.
-	backends []*backend
-)
+// bin is the command built by TestMain.
+var bin string
 
+// backend is a database of the shared test backends (internal/testdb), with
+// the DSN the command gets and the pool the test sets up state with.
 type backend struct {
-	name string
-	// dsn is what the command gets with -dsn.
-	dsn string
-	// driver and driverDSN open the test's own pool.
-	driver, driverDSN string
-	// db is the test's pool, for setting up state with the library.
+	*testdb.Backend
+	// name is the database's name, dsn what the command gets with -dsn.
+	name, dsn string
+	// db is one pool per database for the whole run, whose background
+	// purge has already run (sharedPool).
 	db *gorm.DB
-	// skip says why the database cannot be used; empty when it can.
-	skip string
 }
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
@@ -68,7 +58,6 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-
 	bin = filepath.Join(dir, "gormmutex")
 	gotool, err := exec.LookPath("go")
 	if err != nil {
@@ -81,99 +70,59 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "go build gormmutex:", err)
 		return 1
 	}
-
-	sqlitePath := filepath.Join(dir, "locks.db")
-	backends = []*backend{
-		{name: "sqlite", dsn: sqlitePath, driver: "sqlite3", driverDSN: testdb.SQLite(sqlitePath)},
-		{name: "postgres", dsn: testdb.Postgres(), driver: "pgx"},
-		{name: "mysql", dsn: testdb.MySQL(), driver: "mysql"},
-	}
-	var summary []string
-	for _, b := range backends {
-		if err := b.setUp(); err != nil {
-			b.skip = err.Error()
-			summary = append(summary, fmt.Sprintf("%s: UNAVAILABLE (%v)", b.name, err))
-		} else {
-			summary = append(summary, b.name+": ok")
-		}
-	}
-	fmt.Printf("gormmutex command test databases: %s\n", strings.Join(summary, "; "))
-	code := m.Run()
-	for _, b := range backends {
-		if b.db != nil {
-			if sqlDB, err := b.db.DB(); err == nil {
-				sqlDB.Close()
-			}
-		}
-	}
-	return code
+	return testdb.Main(m, testdb.Options{
+		Suite:   "gormmutex command test",
+		Migrate: gormmutex.AutoMigrate,
+		AfterRun: func() {
+			shared.Range(func(_, v any) bool {
+				if p := v.(*sharedDB); p.db != nil {
+					testdb.Close(p.db)
+				}
+				return true
+			})
+		},
+	})
 }
 
-// setUp opens the test's pool, within 5 s, and migrates the table.
-func (b *backend) setUp() error {
-	dsn := b.driverDSN
-	if dsn == "" {
-		dsn = b.dsn
-	}
-	if b.driver == "mysql" {
-		cfg, err := gomysql.ParseDSN(dsn)
-		if err != nil {
-			return err
-		}
-		cfg.ParseTime = true // the library's List needs it
-		dsn = cfg.FormatDSN()
-	}
-	sqlDB, err := sql.Open(b.driver, dsn)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return err
-	}
-	var dial gorm.Dialector
-	switch b.driver {
-	case "sqlite3":
-		dial = sqlite.New(sqlite.Config{Conn: sqlDB})
-	case "pgx":
-		dial = postgres.New(postgres.Config{Conn: sqlDB})
-	case "mysql":
-		dial = mysql.New(mysql.Config{Conn: sqlDB})
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		sqlDB.Close()
-		return err
-	}
-	b.db = db
-	if err := gormmutex.AutoMigrate(db.WithContext(ctx)); err != nil {
-		return err
-	}
-	// The first Acquire on a pool starts a background purge of expired
-	// rows, and the next comes a minute later at the earliest: have it now
-	// rather than while a test waits for its own row to expire.
-	lk, err := gormmutex.New(db, gormmutex.Config{}).Acquire(ctx, fmt.Sprintf("cli-test-warmup/%d/%d", os.Getpid(), time.Now().UnixNano()))
-	if err != nil {
-		return err
-	}
-	return lk.Release(ctx)
+// shared holds one pool per database for the run, by DSN.
+var shared sync.Map
+
+type sharedDB struct {
+	once sync.Once
+	db   *gorm.DB
+	err  error
 }
 
-// eachDB runs f as a parallel subtest on every database. An unavailable
-// database skips, or fails when GORMMUTEX_REQUIRE_DBS=1.
+// sharedPool returns the run's pool on tb's first DSN. The first Acquire on
+// a pool starts a background purge of expired rows, and the next comes a
+// minute later at the earliest: have it now rather than while a test
+// waits for its own row to expire.
+func sharedPool(tb *testdb.Backend) (*gorm.DB, error) {
+	v, _ := shared.LoadOrStore(tb.DSN(), &sharedDB{})
+	p := v.(*sharedDB)
+	p.once.Do(func() {
+		if p.db, p.err = testdb.Open(tb.Name, tb.DSN(), nil); p.err != nil {
+			return
+		}
+		ctx := context.Background()
+		var lk *gormmutex.Lock
+		lk, p.err = gormmutex.New(p.db, gormmutex.Config{}).Acquire(ctx, fmt.Sprintf("cli-test-warmup/%d/%d", os.Getpid(), time.Now().UnixNano()))
+		if p.err == nil {
+			p.err = lk.Release(ctx)
+		}
+	})
+	return p.db, p.err
+}
+
+// eachDB runs f as a parallel subtest on every database (testdb.Each).
 func eachDB(t *testing.T, f func(t *testing.T, b *backend)) {
 	t.Helper()
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			if b.skip != "" {
-				testdb.Unavailable(t, b.name, b.skip)
-			}
-			t.Parallel()
-			f(t, b)
-		})
-	}
+	testdb.Each(t, func(t *testing.T, tb *testdb.Backend) {
+		t.Parallel()
+		db, err := sharedPool(tb)
+		require.NoError(t, err, "the test's pool on %s", tb.Name)
+		f(t, &backend{Backend: tb, name: tb.Name, dsn: tb.NextDSN(), db: db})
+	})
 }
 
 // result is how one run of the command went.
@@ -855,9 +804,7 @@ func TestBadDSN(t *testing.T) {
 func TestWrongPassword(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
-		if b.name != "mysql" {
-			t.Skip("MySQL only")
-		}
+		testdb.Need(t, b.InterpolateParams, "the password test parses a MySQL DSN")
 		cfg, err := gomysql.ParseDSN(b.dsn)
 		require.NoError(t, err)
 		cfg.Passwd += "-Wr0ng-pw"
