@@ -3,7 +3,7 @@ package robfigcronlock_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,84 +11,41 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
-// Every test runs on SQLite (a file of its own), PostgreSQL and
-// MariaDB/MySQL, at once. A server that cannot be reached is skipped, or
-// fails the test when GORMMUTEX_REQUIRE_DBS=1. Each connection pool a test
-// opens stands in for a separate process.
+// Every test runs on every database of the shared test backends
+// (internal/testdb): SQLite (a file of its own), PostgreSQL and
+// MariaDB/MySQL, at once. Each connection pool a test opens stands in for a
+// separate process.
 
-var databases = []string{"sqlite", "postgres", "mysql"}
-
-func openPool(dial gorm.Dialector) (*gorm.DB, error) {
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
+func TestMain(m *testing.M) {
+	os.Exit(testdb.Main(m, testdb.Options{Suite: "robfigcronlock", Migrate: gormmutex.AutoMigrate}))
 }
 
-// eachDB runs f as a subtest on every database at once, after migrating it.
-// open returns a new connection pool, warmed up, closed when the subtest
-// ends; closePool closes one early, as a stopped process would.
+// openPool opens a pool on the SQLite file at path.
+func openPool(path string) (*gorm.DB, error) { return testdb.Open("sqlite", testdb.SQLite(path), nil) }
+
+// eachDB runs f as a parallel subtest on every database, migrated. open
+// returns a new connection pool, warmed up, closed when the subtest ends.
 func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
 	t.Helper()
-	var wg sync.WaitGroup
-	for _, name := range databases {
-		wg.Go(func() {
-			t.Run(name, func(t *testing.T) {
-				var dial func() gorm.Dialector
-				switch name {
-				case "sqlite":
-					dsn := testdb.SQLite(filepath.Join(t.TempDir(), "locks.db"))
-					dial = func() gorm.Dialector { return sqlite.Open(dsn) }
-				case "postgres":
-					dsn := testdb.Postgres()
-					dial = func() gorm.Dialector { return postgres.Open(dsn) }
-				case "mysql":
-					dsn := testdb.MySQL()
-					dial = func() gorm.Dialector { return mysql.Open(dsn) }
-				}
-				first, err := openPool(dial())
-				if err != nil {
-					if name == "sqlite" {
-						t.Fatalf("open sqlite: %v", err)
-					}
-					testdb.Unavailable(t, name, err)
-				}
-				closePool(t, first)
-				require.NoError(t, gormmutex.AutoMigrate(first))
-				open := func() *gorm.DB {
-					t.Helper()
-					db, err := openPool(dial())
-					require.NoError(t, err)
-					closePool(t, db)
-					warmUp(t, db)
-					return db
-				}
-				f(t, open)
-			})
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		if b.InProcess {
+			b = b.FreshNamespace(t)
+			require.NoError(t, gormmutex.AutoMigrate(b.Pool(t)))
+		}
+		f(t, func() *gorm.DB {
+			t.Helper()
+			db := b.Pool(t)
+			warmUp(t, db)
+			return db
 		})
-	}
-	wg.Wait()
+	})
 }
 
 func closePool(t *testing.T, db *gorm.DB) {

@@ -16,11 +16,9 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
-	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/robfigcronlock"
 )
 
@@ -258,7 +256,7 @@ func TestContextJob(t *testing.T) {
 // as an error.
 func TestNotRunWithoutLock(t *testing.T) {
 	t.Parallel()
-	db, err := openPool(sqlite.Open(testdb.SQLite(filepath.Join(t.TempDir(), "locks.db"))))
+	db, err := openPool(filepath.Join(t.TempDir(), "locks.db"))
 	require.NoError(t, err)
 	closePool(t, db)
 	require.NoError(t, gormmutex.AutoMigrate(db))
@@ -295,7 +293,7 @@ func TestLeaderOnly(t *testing.T) {
 // ended, ticks are skipped quietly: no lock taken, no job run, no error.
 func TestContextEnded(t *testing.T) {
 	t.Parallel()
-	db, err := openPool(sqlite.Open(testdb.SQLite(filepath.Join(t.TempDir(), "locks.db"))))
+	db, err := openPool(filepath.Join(t.TempDir(), "locks.db"))
 	require.NoError(t, err)
 	closePool(t, db)
 	require.NoError(t, gormmutex.AutoMigrate(db))
@@ -347,10 +345,14 @@ func TestHungHolderTakenOver(t *testing.T) {
 				}
 			})))
 		}
+		// Start just after every instance's tick of this second (the
+		// latest comes offsets[2] after the second), so that the first tick
+		// of each is surely the next one.
+		time.Sleep(time.Until(time.Now().Truncate(period).Add(period + offsets[2] + 100*time.Millisecond)))
+		first := nextTick(time.Now())
 		for _, c := range crons {
 			c.Start()
 		}
-		first := nextTick(time.Now())
 		time.Sleep(time.Until(time.Unix(first+5, 0).Add(offsets[2] + period*3/4)))
 		for _, c := range crons {
 			c.Stop()
