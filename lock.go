@@ -63,7 +63,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 }
 
 // release is Release's body, under lk.mu. takenOver says the lease had
-// lapsed and its row was gone (observer.go, TakeoverEvent).
+// lapsed and its row was gone: taken over, or purged (observer.go).
 func (lk *Lock) release(ctx context.Context) (takenOver bool, err error) {
 	l, d := lk.locker, lk.d
 	var n int64

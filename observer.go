@@ -216,13 +216,16 @@ type LostEvent struct {
 	Err error
 }
 
-// TakeoverEvent describes a lock whose lease lapsed and whose row was gone
-// when its holder released it: another process took it over (or, rarely,
-// a purge removed the lapsed row first). It is reported by the holder that
-// overran, at its release, where the release's own statements tell it at
-// no extra cost. A takeover of a lock whose holder died is not reported:
-// detecting it on the acquiring side would cost a statement more on the
-// hot path.
+// TakeoverEvent describes a lock whose lease lapsed while its holder, in
+// this process, still used it, and that another holder then took over: the
+// holder overran its TTL. It is reported by the holder that overran, at its
+// release: when the release finds the lease lapsed and its row gone, one
+// read of the lock's row (off the hot path: only after such a release)
+// finds the successor. A takeover is not reported when the successor has
+// released the lock again by then, nor when the previous holder died (it
+// cannot report, and detecting it on the acquiring side would cost a
+// statement more on every acquire): watch lapsed releases (ReleaseEvent
+// with OutcomeExpired) and long holds for those.
 type TakeoverEvent struct {
 	LockInfo
 	// Token is the fencing token of the lease that lapsed.
@@ -232,6 +235,9 @@ type TakeoverEvent struct {
 	// Lapsed is how long before the release the lease had lapsed, on this
 	// process's estimate of its expiry (never later than the real one).
 	Lapsed time.Duration
+	// NewHolder and NewToken are the successor's holder and token.
+	NewHolder string
+	NewToken  int64
 }
 
 // PurgeEvent describes a purge of expired rows.
@@ -358,7 +364,12 @@ func (lk *Lock) observeRelease(ctx context.Context, obs Observer) error {
 	now := time.Now()
 	in := lk.locker.info(lk.d, lk.lockID)
 	if takenOver {
-		obs.TakenOver(ctx, TakeoverEvent{LockInfo: in, Token: lk.token, Holder: lk.locker.holder, Lapsed: now.Sub(lk.expires)})
+		// The lapsed row was gone: taken over, or purged. A live row with
+		// a later token tells.
+		if row, ok, err := lk.locker.lookup(ctx, lk.lockID); err == nil && ok && row.ID > lk.token {
+			obs.TakenOver(ctx, TakeoverEvent{LockInfo: in, Token: lk.token, Holder: lk.locker.holder,
+				Lapsed: now.Sub(lk.expires), NewHolder: row.Holder, NewToken: row.ID})
+		}
 	}
 	obs.Released(ctx, ReleaseEvent{LockInfo: in, Token: lk.token, Outcome: leaseOutcome(err, OutcomeReleased),
 		Held: now.Sub(lk.acquired), Ended: lk.released, Err: err})
