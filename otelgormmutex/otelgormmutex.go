@@ -54,6 +54,7 @@ package otelgormmutex
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/gormmutex/gormmutex"
@@ -146,6 +147,9 @@ type Observer struct {
 	acquireDur, holdDur, doDur, renewDur, purgeDur metric.Float64Histogram
 	takeovers, lost, timeouts, purgeRows           metric.Int64Counter
 	held, waiters                                  metric.Int64UpDownCounter
+
+	mu   sync.RWMutex // guards sets
+	sets map[attrKey]metric.MeasurementOption
 }
 
 var _ gormmutex.Observer = (*Observer)(nil)
@@ -167,7 +171,7 @@ func New(opts ...Option) (*Observer, error) {
 		s.lockName = func(string) string { return "" }
 	}
 	m := s.mp.Meter(ScopeName)
-	o := &Observer{tracer: s.tp.Tracer(ScopeName), lockName: s.lockName}
+	o := &Observer{tracer: s.tp.Tracer(ScopeName), lockName: s.lockName, sets: map[attrKey]metric.MeasurementOption{}}
 	var err error
 	hist := func(name, desc string) metric.Float64Histogram {
 		if err != nil {
@@ -224,17 +228,41 @@ func dbSystem(database string) string {
 	return "other_sql"
 }
 
-// attrs returns the metric attributes of a lock, with outcome when set.
+// attrKey identifies a set of metric attributes.
+type attrKey struct {
+	kind, name, db string
+	outcome        gormmutex.Outcome
+}
+
+// maxCachedSets bounds the cache of attribute sets; past it, sets are built
+// per measurement.
+const maxCachedSets = 4096
+
+// attrs returns the metric attributes of a lock, with outcome when set,
+// from a cache so that a measurement allocates nothing for them.
 func (o *Observer) attrs(in gormmutex.LockInfo, outcome gormmutex.Outcome) metric.MeasurementOption {
+	k := attrKey{kind: string(in.Kind), name: o.lockName(in.Name), db: dbSystem(in.Database), outcome: outcome}
+	o.mu.RLock()
+	opt, ok := o.sets[k]
+	o.mu.RUnlock()
+	if ok {
+		return opt
+	}
 	kv := make([]attribute.KeyValue, 0, 4)
-	kv = append(kv, AttrKind.String(string(in.Kind)), AttrDBSystem.String(dbSystem(in.Database)))
-	if name := o.lockName(in.Name); name != "" {
-		kv = append(kv, AttrName.String(name))
+	kv = append(kv, AttrKind.String(k.kind), AttrDBSystem.String(k.db))
+	if k.name != "" {
+		kv = append(kv, AttrName.String(k.name))
 	}
 	if outcome != "" {
 		kv = append(kv, AttrOutcome.String(string(outcome)))
 	}
-	return metric.WithAttributeSet(attribute.NewSet(kv...))
+	opt = metric.WithAttributeSet(attribute.NewSet(kv...))
+	o.mu.Lock()
+	if len(o.sets) < maxCachedSets {
+		o.sets[k] = opt
+	}
+	o.mu.Unlock()
+	return opt
 }
 
 // start starts a span for in.
