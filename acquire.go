@@ -28,6 +28,14 @@ const attemptTimeout = 10 * time.Second
 // for a bad id (before any SQL runs), or an error matching ctx.Err() if ctx
 // ends first. The caller must Release the returned Lock.
 func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
+	if obs := l.cfg.Observer; obs != nil && l.kind != KindSemaphore {
+		return l.acquireObserved(ctx, obs, lockID)
+	}
+	return l.acquire(ctx, lockID, nil)
+}
+
+// acquire is Acquire's body; st, where not nil, counts for an Observer.
+func (l *Locker) acquire(ctx context.Context, lockID string, st *acquireStats) (*Lock, error) {
 	if err := ValidateLockID(lockID); err != nil {
 		return nil, lockErr("acquire", lockID, err)
 	}
@@ -60,6 +68,9 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 			woke, unregister = wk.register(ctx, lockID)
 		}
 		lk, err := l.tryAcquire(ctx, d, lockID, wk != nil)
+		if st != nil {
+			st.attempts++
+		}
 		if err == nil {
 			unregister()
 			l.maybePurge(d)
@@ -68,6 +79,9 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 		if !errors.Is(err, ErrLocked) || deadline.IsZero() || time.Until(deadline) <= 0 {
 			unregister()
 			return nil, lockErr("acquire", lockID, l.held(ctx, err, lockID))
+		}
+		if st != nil {
+			st.waiting(ctx)
 		}
 		err = sleep(ctx, min(b.next(), time.Until(deadline)), woke)
 		unregister()
@@ -115,6 +129,7 @@ func (l *Locker) tryAcquire(ctx context.Context, d *dialect, lockID string, wait
 		lk.expires = start.Add(*l.cfg.TTL)
 	}
 	if err := ctx.Err(); err != nil {
+		lk.unobserved = true // never reported as acquired
 		_ = lk.Release(sctx) // the caller gave up meanwhile
 		return nil, err
 	}

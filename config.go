@@ -99,6 +99,13 @@ type Config struct {
 	// background work (purges, keep-alive retries). Nil means
 	// slog.Default().
 	Logger *slog.Logger `json:"-" yaml:"-"`
+
+	// Observer receives the Locker's events (acquires, Do, releases,
+	// renewals, lost leases, takeovers, purges) for metrics and traces; see
+	// [Observer]. Nil, the default, reports nothing and costs nothing.
+	// Like Logger, it is not part of the JSON or YAML form: decoding leaves
+	// it as it was.
+	Observer Observer `json:"-" yaml:"-"`
 }
 
 // DefaultConfig returns the configuration that the package-level [Do]

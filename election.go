@@ -138,8 +138,9 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *
 		e.err = lockErr("election", name, e.err)
 		return e
 	}
-	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit}
+	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer}
 	e.locker = New(db, lcfg)
+	e.locker.kind = KindElection
 	if e.locker.err != nil {
 		e.err = lockErr("election", name, e.locker.err)
 	}
@@ -336,10 +337,14 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 				err = lockErr("lead", e.name, errors.Join(ErrTimeout, err))
 			}
 			e.logger().Warn("gormmutex: leadership lost", "election", e.name, "term", lk.Token(), "err", err)
+			lk.observeLost(err)
 			lc.stop(err)
 			return
 		case lc.Err() != nil:
 			e.logger().Warn("gormmutex: leadership lost: the lease could not be renewed in time", "election", e.name, "term", lk.Token(), "err", err)
+			if cause := lc.cause(); errors.Is(cause, ErrTimeout) {
+				lk.observeLost(cause)
+			}
 			return
 		default:
 			e.logger().Info("gormmutex: lease renewal failed, retrying", "election", e.name, "term", lk.Token(), "err", err)

@@ -48,6 +48,7 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 			rcancel()
 			err = lockErr("keep-alive", lk.lockID, err)
 			l.logger().Warn("gormmutex: lock lost while held", "lock_id", lk.lockID, "err", err)
+			lk.observeLost(err)
 			if lost != nil {
 				lost(err)
 			}

@@ -2,6 +2,7 @@ package gormmutex
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -18,6 +19,9 @@ type Lock struct {
 	lockID   string
 	token    int64
 	acquired time.Time // local clock, read before the acquiring statement was (last) sent
+	// unobserved says an Observer never heard of the lock as acquired, so
+	// hears nothing of its release either.
+	unobserved bool
 
 	mu       sync.Mutex // guards the fields below
 	released bool
@@ -51,9 +55,18 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if lk.released {
 		return lockErr("release", lk.lockID, ErrReleased)
 	}
+	if obs := lk.locker.cfg.Observer; obs != nil && !lk.unobserved {
+		return lk.observeRelease(ctx, obs)
+	}
+	_, err := lk.release(ctx)
+	return err
+}
+
+// release is Release's body, under lk.mu. takenOver says the lease had
+// lapsed and its row was gone: taken over, or purged (observer.go).
+func (lk *Lock) release(ctx context.Context) (takenOver bool, err error) {
 	l, d := lk.locker, lk.d
 	var n int64
-	var err error
 	if hold := l.cfg.MinHold; hold > 0 && time.Since(lk.acquired) < hold {
 		n, err = l.exec(ctx, d, d.releaseMinHold, d.duration(&hold), lk.lockID, lk.token)
 	} else {
@@ -68,16 +81,17 @@ func (lk *Lock) Release(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return lockErr("release", lk.lockID, d.explainErr(err)) // not released: the caller may try again
+		return false, lockErr("release", lk.lockID, d.explainErr(err)) // not released: the caller may try again
 	}
 	lk.released = true
 	if n == 0 {
 		// Lost, possibly taken over (then the id is someone else's and
 		// this deletes nothing). Tidy up our own expired row.
-		_, _ = l.exec(ctx, d, d.dropOwn, lk.lockID, lk.token)
-		return lockErr("release", lk.lockID, lk.lost(time.Now()))
+		dropped, derr := l.exec(ctx, d, d.dropOwn, lk.lockID, lk.token)
+		lost := lk.lost(time.Now())
+		return derr == nil && dropped == 0 && !errors.Is(lost, ErrForceReleased), lockErr("release", lk.lockID, lost)
 	}
-	return nil
+	return false, nil
 }
 
 func (lk *Lock) releaseDetached(ctx context.Context) error {
@@ -96,6 +110,14 @@ func (lk *Lock) Refresh(ctx context.Context) error {
 	if lk.released {
 		return lockErr("refresh", lk.lockID, ErrReleased)
 	}
+	if obs := lk.locker.cfg.Observer; obs != nil {
+		return lk.observeRefresh(ctx, obs)
+	}
+	return lk.refresh(ctx)
+}
+
+// refresh is Refresh's body, under lk.mu.
+func (lk *Lock) refresh(ctx context.Context) error {
 	l, d := lk.locker, lk.d
 	sent, n, err := l.execSent(ctx, d, d.refresh, d.duration(l.cfg.TTL), lk.lockID, lk.token)
 	if err != nil {

@@ -33,6 +33,10 @@ type Locker struct {
 	// noHolderLookup says an Acquire that finds the lock held does not read
 	// who holds it (acquire.go): set for a semaphore's slots.
 	noHolderLookup bool
+	// kind is what the Locker's locks are, for an Observer (observer.go):
+	// "" for locks; semaphore is the semaphore's name for its slots.
+	kind      Kind
+	semaphore string
 }
 
 // New returns a Locker that takes locks through db with cfg. db must not be
@@ -116,15 +120,25 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 	if fn == nil {
 		return lockErr("do", lockID, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
+	if obs := l.cfg.Observer; obs != nil {
+		return observeDo(ctx, obs, AcquireStart{LockInfo: l.info(nil, lockID), Wait: l.cfg.Wait},
+			func(ctx context.Context) (bool, error) { return l.do(ctx, lockID, fn) })
+	}
+	_, err := l.do(ctx, lockID, fn)
+	return err
+}
+
+// do is Do's body; it reports whether fn ran.
+func (l *Locker) do(ctx context.Context, lockID string, fn func(ctx context.Context) error) (bool, error) {
 	lk, err := l.Acquire(ctx, lockID)
 	if err != nil {
 		if l.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
 			l.logger().InfoContext(ctx, "gormmutex: lock held elsewhere, skipping", "lock_id", lockID)
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
-	return lk.run(ctx, l.cfg.KeepAlive, fn)
+	return true, lk.run(ctx, l.cfg.KeepAlive, fn)
 }
 
 // run runs fn under the held lock lk and releases it: the part of Do after

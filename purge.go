@@ -34,6 +34,12 @@ func (l *Locker) Purge(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if obs := l.cfg.Observer; obs != nil {
+		start := time.Now()
+		n, err := l.purge(ctx, d, 0)
+		obs.Purged(ctx, PurgeEvent{Database: d.name, Rows: n, Duration: time.Since(start), Err: err})
+		return n, err
+	}
 	return l.purge(ctx, d, 0)
 }
 
@@ -90,7 +96,12 @@ func (l *Locker) maybePurge(d *dialect) {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), purgeTimeout)
 		defer cancel()
-		if n, err := quiet.purge(ctx, d, purgePace); err != nil {
+		start := time.Now()
+		n, err := quiet.purge(ctx, d, purgePace)
+		if obs := l.cfg.Observer; obs != nil {
+			obs.Purged(ctx, PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
+		}
+		if err != nil {
 			l.logger().Debug("gormmutex: background purge failed", "err", err)
 		} else if n > 0 {
 			l.logger().Debug("gormmutex: purged expired locks", "rows", n)

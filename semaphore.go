@@ -77,7 +77,8 @@ func (l *Locker) Semaphore(name string, permits int) *Semaphore {
 		cfg.Wait = 0
 		cfg.SuppressAcquisitionErrors = false
 		s.slots = New(l.db, cfg)
-		s.slots.noHolderLookup = true // a held slot is no answer: the next one is tried
+		s.slots.noHolderLookup = true                         // a held slot is no answer: the next one is tried
+		s.slots.kind, s.slots.semaphore = KindSemaphore, name // the Semaphore reports the acquires
 		s.err = s.slots.err
 	}
 	return s
@@ -110,6 +111,14 @@ func (s *Semaphore) slot(i int) string {
 // number of permits. Waiting polls, with the lock's jittered backoff (5 ms
 // doubling to 250 ms): releases do not wake semaphore waiters.
 func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
+	if obs := s.locker.cfg.Observer; obs != nil {
+		return s.acquireObserved(ctx, obs)
+	}
+	return s.acquire(ctx, nil)
+}
+
+// acquire is Acquire's body; st, where not nil, counts for an Observer.
+func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error) {
 	if s.err != nil {
 		return nil, lockErr("acquire", s.name, s.err)
 	}
@@ -122,6 +131,9 @@ func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 		// The first attempt tries one slot at random and reads nothing,
 		// so an uncontended permit costs what a lock does plus the
 		// check. Later ones read which slots are free and try those.
+		if st != nil {
+			st.attempts++
+		}
 		var candidates []int
 		if attempt == 0 {
 			candidates = []int{rand.IntN(s.permits)}
@@ -157,6 +169,9 @@ func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 		if left <= 0 {
 			return nil, lockErr("acquire", s.name, ErrLocked)
 		}
+		if st != nil {
+			st.waiting(ctx)
+		}
 		if err := sleep(ctx, min(b.next(), left), nil); err != nil {
 			return nil, lockErr("acquire", s.name, err)
 		}
@@ -186,6 +201,7 @@ func (s *Semaphore) check(ctx context.Context, lk *Lock) error {
 		err = lockErr("acquire", s.name, fmt.Errorf("%w: %d here, %d in a live permit", ErrPermitsMismatch, s.permits, other))
 	}
 	if err != nil {
+		lk.unobserved = true // never reported as acquired
 		_ = lk.releaseDetached(ctx)
 		return err
 	}
@@ -304,13 +320,23 @@ func (s *Semaphore) Do(ctx context.Context, fn func(ctx context.Context) error) 
 	if fn == nil {
 		return lockErr("do", s.name, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
+	if obs := s.locker.cfg.Observer; obs != nil {
+		return observeDo(ctx, obs, AcquireStart{LockInfo: s.info(), Wait: s.locker.cfg.Wait},
+			func(ctx context.Context) (bool, error) { return s.do(ctx, fn) })
+	}
+	_, err := s.do(ctx, fn)
+	return err
+}
+
+// do is Do's body; it reports whether fn ran.
+func (s *Semaphore) do(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 	lk, err := s.Acquire(ctx)
 	if err != nil {
 		if s.locker.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
 			s.locker.logger().InfoContext(ctx, "gormmutex: no permit free, skipping", "semaphore", s.name)
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
-	return lk.run(ctx, s.locker.cfg.KeepAlive, fn)
+	return true, lk.run(ctx, s.locker.cfg.KeepAlive, fn)
 }

@@ -84,10 +84,11 @@ type gmContender struct {
 }
 
 // newGM makes the gormmutex contender; async sets Config.AsyncCommit,
-// PostgreSQL's opt-in fast mode.
-func newGM(db *gorm.DB, c *sqlcount.Counter, async bool) *gmContender {
+// PostgreSQL's opt-in fast mode, and obs Config.Observer (observer.go).
+func newGM(db *gorm.DB, c *sqlcount.Counter, async bool, obs gormmutex.Observer) *gmContender {
 	cfg := gormmutex.DefaultConfig()
 	cfg.AsyncCommit = async
+	cfg.Observer = obs
 	wcfg := cfg
 	wcfg.Wait = waitFor
 	return &gmContender{

@@ -66,7 +66,7 @@ func main() {
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run (about a minute): -dur 500ms -warm 100ms -rounds 1 -expired 100000 -live 10000 -delays 5ms, unless those flags are set")
 	flag.StringVar(&backends, "backends", "postgres,mysql,sqlite,redis", "stores to measure")
 	flag.StringVar(&contenders, "contenders", "", "contenders to measure (default all): gormmutex,django,pg-advisory,mysql-get_lock,redsync,semaphore")
-	flag.StringVar(&scenarios, "scenarios", "", "scenario groups (default all): scale (a, w2, w4, c; or name them one by one), b, bulk (d, e), latency, sem (s1, s10, s100)")
+	flag.StringVar(&scenarios, "scenarios", "", "scenario groups (default all): scale (a, w2, w4, c; or name them one by one), b, bulk (d, e), latency, sem (s1, s10, s100), observer (obs: Do with no, a no-op and the OpenTelemetry Observer)")
 	flag.IntVar(&cfg.expired, "expired", 1000000, "expired rows of other ids for scenario d (0: skip)")
 	flag.IntVar(&cfg.live, "live", 100000, "live rows of other ids for scenario e (0: skip)")
 	flag.StringVar(&delays, "delays", "1ms,5ms", "one-way delays of the loopback proxy for the latency scenario")

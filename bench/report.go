@@ -216,6 +216,7 @@ var scenarioTitle = map[string]string{
 	"d":       "d  1M expired rows",
 	"d-purge": "d' 1M expired, fresh pool purging",
 	"e":       "e  100k live rows",
+	"obs":     "o  1 worker, 1 key, Observer",
 	"s1":      "s  8 workers, semaphore of 1, wait",
 	"s10":     "s  8 workers, semaphore of 10, wait",
 	"s100":    "s  8 workers, semaphore of 100, wait",
@@ -570,6 +571,19 @@ func (r *runner) targets(rows []Row, md bool) string {
 						line(rel >= 0.5, "%s fast mode (AsyncCommit), uncontended Do (a): %s ops/s, advisory locks %s ops/s: %s%% %s; target >= 50%%", b.title, f0(fast.OpsPerSec), f0(adv.OpsPerSec), f0(100*rel), how)
 					} else {
 						say("shown", "%s fast mode (AsyncCommit), 8 workers on 8 keys (c), CPU-bound: %s ops/s, advisory locks %s ops/s: %s%% %s", b.title, f0(fast.OpsPerSec), f0(adv.OpsPerSec), f0(100*rel), how)
+					}
+				}
+			}
+		}
+		if none, ok := find(rows, store, "obs", "gormmutex"); ok && none.OpsPerSec > 0 {
+			for _, n := range observerContenders[1:] {
+				if o, ok := find(rows, store, "obs", n); ok {
+					rel, how := paired(o, none)
+					desc := fmt.Sprintf("%s uncontended Do with %s: %s ops/s, without an Observer %s ops/s: %s%% %s", b.title, n, f0(o.OpsPerSec), f0(none.OpsPerSec), f0(100*rel), how)
+					if store == "postgres" && n == "gormmutex-otel" {
+						line(rel >= 0.95, "%s; target >= 95%%", desc)
+					} else {
+						say("shown", "%s", desc)
 					}
 				}
 			}

@@ -82,12 +82,16 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 		o.maxConns = poolConns
 	}
 	switch name {
-	case "gormmutex", "gormmutex-async":
+	case "gormmutex", "gormmutex-async", "gormmutex-noop", "gormmutex-otel":
 		db, err := b.openGorm(o)
 		if err != nil {
 			return nil, err
 		}
-		return newGM(db, c, name == "gormmutex-async"), nil
+		obs, err := r.observer(name)
+		if err != nil {
+			return nil, err
+		}
+		return newGM(db, c, name == "gormmutex-async", obs), nil
 	case "django":
 		o.translate = true
 		db, err := b.openGorm(o)
@@ -264,6 +268,17 @@ func (r *runner) main(ctx context.Context) error {
 			conts[[2]string{b.name, name}] = c
 		}
 	}
+	if cfg.scenarios.has("observer") && cfg.contenders.has("gormmutex") {
+		for _, b := range r.backends {
+			for _, name := range observerContenders[1:] {
+				c, err := r.newContender(b, name, poolOpts{})
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", b.name, name, err)
+				}
+				conts[[2]string{b.name, name}] = c
+			}
+		}
+	}
 	if cfg.scenarios.has("sem") && cfg.contenders.has("semaphore") {
 		for _, b := range r.backends {
 			o := poolOpts{c: &sqlcount.Counter{}, maxConns: poolConns}
@@ -372,6 +387,14 @@ func (r *runner) main(ctx context.Context) error {
 				for _, n := range rotate(names(store), round) {
 					sp := spec{backend: store, scenario: st.name, contender: n, workers: st.workers,
 						sameKey: st.same, wait: st.wait, dur: cfg.dur, warm: cfg.warm}
+					if _, err := r.run(ctx, conts[[2]string{store, n}], sp, round); err != nil {
+						return err
+					}
+				}
+			}
+			if _, ok := conts[[2]string{store, observerContenders[1]}]; ok {
+				for _, n := range rotate(observerContenders, round) {
+					sp := spec{backend: store, scenario: "obs", contender: n, workers: 1, dur: cfg.dur, warm: cfg.warm}
 					if _, err := r.run(ctx, conts[[2]string{store, n}], sp, round); err != nil {
 						return err
 					}

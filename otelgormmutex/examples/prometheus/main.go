@@ -1,0 +1,121 @@
+// Command prometheus serves gormmutex's metrics to Prometheus through the
+// OpenTelemetry Prometheus exporter: an otelgormmutex Observer records on a
+// MeterProvider whose reader is the exporter, and /metrics serves the
+// exporter's registry. Meanwhile it runs a job under a lock every few
+// seconds, as a service would.
+//
+//	go run ./examples/prometheus -addr 127.0.0.1:9464
+//	curl -s 127.0.0.1:9464/metrics | grep gormmutex_
+//
+// It uses a SQLite file in a temporary directory unless -sqlite names one.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/otelgormmutex"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:9464", "address to serve /metrics on")
+	file := flag.String("sqlite", "", "SQLite file (default: one in a temporary directory)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *addr, *file); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, addr, file string) error {
+	if file == "" {
+		dir, err := os.MkdirTemp("", "gormmutex-prometheus")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		file = filepath.Join(dir, "locks.db")
+	}
+	db, err := gorm.Open(sqlite.Open(file+"?_busy_timeout=5000"), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		return err
+	}
+	if err := gormmutex.AutoMigrate(db); err != nil {
+		return err
+	}
+	obs, metrics, err := newMetrics()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := newServer(metrics)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	log.Printf("serving http://%s/metrics", ln.Addr())
+
+	cfg := gormmutex.DefaultConfig()
+	cfg.KeepAlive = true
+	cfg.Observer = obs
+	locker := gormmutex.New(db, cfg)
+	tick := time.NewTicker(3 * time.Second)
+	defer tick.Stop()
+	for {
+		err := locker.Do(ctx, "report/daily", func(ctx context.Context) error {
+			time.Sleep(100 * time.Millisecond) // the job
+			return nil
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Print(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// newMetrics returns an Observer that records into a Prometheus registry
+// of its own, and the handler that serves that registry.
+func newMetrics() (*otelgormmutex.Observer, http.Handler, error) {
+	reg := prometheus.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, nil, err
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
+	obs, err := otelgormmutex.New(otelgormmutex.WithMeterProvider(provider))
+	if err != nil {
+		return nil, nil, err
+	}
+	return obs, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), nil
+}
+
+// newServer serves metrics on /metrics.
+func newServer(metrics http.Handler) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
