@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -324,6 +325,12 @@ func anyFileOpenIn(dir string) (bool, error) {
 func (b *Backend) WithAppUser(t testing.TB) *Backend {
 	t.Helper()
 	Need(t, !b.InProcess && b.Namespaces, "needs database users and a schema of the test's own")
+	// One DSN for the owner and the user alike: on a cluster, a user made
+	// through one node reaches the others only a moment later.
+	one := *b
+	one.dsns = []string{b.NextDSN()}
+	one.next = new(atomic.Uint64)
+	b = &one
 	admin := b.Pool(t)
 	user := fmt.Sprintf("gm_app_%d_%d", time.Now().UnixNano()%1e9, idSeq.Add(1))
 	exec := func(q string) {

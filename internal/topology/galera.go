@@ -229,8 +229,14 @@ func (nd *GaleraNode) State() (string, error) {
 }
 
 // DSN returns a go-sql-driver/mysql DSN for database test on the node.
+//
+// The DSN sets wsrep_sync_wait=7 for its sessions (the driver sends unknown
+// parameters as SET): reads, updates, deletes and inserts then wait until
+// the node has applied what the cluster committed before them, so that an
+// acquire through one node sees a release made through another a moment
+// before (README, Deploying).
 func (nd *GaleraNode) DSN() string {
-	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/test?parseTime=true&interpolateParams=true", nd.Port)
+	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/test?parseTime=true&interpolateParams=true&wsrep_sync_wait=7", nd.Port)
 }
 
 // Pid returns the node's process id, or 0 when it is not running.
