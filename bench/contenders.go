@@ -89,6 +89,7 @@ func newGM(db *gorm.DB, c *sqlcount.Counter, async bool, obs gormmutex.Observer)
 	cfg := gormmutex.DefaultConfig()
 	cfg.AsyncCommit = async
 	cfg.Observer = obs
+	cfg.TransactionPooling = transactionPooling
 	wcfg := cfg
 	wcfg.Wait = waitFor
 	return &gmContender{
