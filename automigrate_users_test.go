@@ -75,37 +75,3 @@ func (l *errorLog) Trace(_ context.Context, _ time.Time, fc func() (string, int6
 		l.errors = append(l.errors, sql+": "+err.Error())
 	}
 }
-
-// TestAutoMigrateRaceLogsNoError: replicas that start together and run
-// AutoMigrate at once all get nil, and the races it absorbs (a CREATE that
-// another process won) do not reach the application's GORM log as errors
-// (PostgreSQL logged 'type "db_mutexes" already exists' for some of them).
-func TestAutoMigrateRaceLogsNoError(t *testing.T) {
-	t.Parallel()
-	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
-		testdb.Need(t, b.Namespaces, "needs a schema of its own")
-		t.Parallel()
-		ns := b.FreshNamespace(t)
-		log := &errorLog{}
-		const replicas = 12
-		errs := make([]error, replicas)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for i := range replicas {
-			db := ns.Pool(t)
-			db.Logger = log
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[i] = gormmutex.AutoMigrate(db)
-			}()
-		}
-		close(start)
-		wg.Wait()
-		for i, err := range errs {
-			assert.NoError(t, err, "replica %d", i)
-		}
-		assert.Empty(t, log.errors, "errors in the application's GORM log")
-	})
-}
