@@ -55,10 +55,7 @@ func MakeBackgroundPurgeDue(tb testing.TB, db *gorm.DB) {
 // connection pool would start a background purge.
 func BackgroundPurgeDue(tb testing.TB, db *gorm.DB) bool {
 	tb.Helper()
-	s := poolOf(tb, db)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return time.Now().UnixNano() >= s.nextPurge
+	return time.Now().UnixNano() >= poolOf(tb, db).nextPurge.Load()
 }
 
 // WaitBackgroundPurges waits until no background purge runs on db's

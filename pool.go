@@ -24,11 +24,15 @@ type poolState struct {
 	dialect atomic.Pointer[dialect] // the variant found on the pool; nil until checked
 	checkMu sync.Mutex              // one variant check at a time
 
-	mu        sync.Mutex // guards the fields below
-	nextPurge int64      // unix nanoseconds; math.MaxInt64: never
-	purging   chan struct{}
-	prepared  weak.Pointer[prepared]
-	waker     *waker
+	// nextPurge is when the next background purge is due, in unix
+	// nanoseconds (math.MaxInt64: never). Every acquire reads it, so it is
+	// read without mu; it is written under mu.
+	nextPurge atomic.Int64
+
+	mu       sync.Mutex // guards the fields below
+	purging  chan struct{}
+	prepared weak.Pointer[prepared]
+	waker    *waker
 }
 
 // pools maps weak.Pointer[sql.DB] to *poolState.
@@ -69,9 +73,12 @@ func (s *poolState) variant(ctx context.Context, base *dialect) (*dialect, error
 // starts now ends, or nil if one is not due or still runs (a purge of a
 // large backlog can outlast purgeInterval).
 func (s *poolState) startPurge(now time.Time) chan struct{} {
+	if now.UnixNano() < s.nextPurge.Load() { // the common case, without the lock
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.UnixNano() < s.nextPurge {
+	if now.UnixNano() < s.nextPurge.Load() {
 		return nil
 	}
 	if s.purging != nil {
@@ -81,7 +88,7 @@ func (s *poolState) startPurge(now time.Time) chan struct{} {
 			return nil
 		}
 	}
-	s.nextPurge = now.UnixNano() + int64(purgeInterval)
+	s.nextPurge.Store(now.UnixNano() + int64(purgeInterval))
 	s.purging = make(chan struct{})
 	return s.purging
 }
@@ -91,9 +98,9 @@ func (s *poolState) startPurge(now time.Time) chan struct{} {
 func (s *poolState) schedulePurge(at int64, never bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.nextPurge = at
+	s.nextPurge.Store(at)
 	if never {
-		s.nextPurge = math.MaxInt64
+		s.nextPurge.Store(math.MaxInt64)
 	}
 }
 
