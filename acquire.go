@@ -145,21 +145,37 @@ func (l *Locker) insert(ctx, sctx context.Context, d *dialect, lockID string, wa
 	var id int64
 	var sent time.Time
 	insert := d.acquireStatement(waiting, l.cfg.AsyncCommit)
-	ttl := d.duration(l.cfg.TTL)
+	args := []any{lockID, d.duration(l.cfg.TTL), l.holder}
+	if l.countRow != "" && d.insertCounted != "" {
+		insert = d.insertCounted
+		if l.cfg.AsyncCommit {
+			insert = d.insertCountedAsync
+		}
+		args = append(args, l.countRow, l.count)
+		if d.countedArgs != nil {
+			args = d.countedArgs(args[0], args[1], args[2], args[3], args[4])
+		}
+	}
+	counted := len(args) > 3
 	err := l.retryOn(ctx, sctx, d, func(sctx context.Context) error {
 		id = 0
 		sent = time.Now()
 		if d.returning {
 			var err error
-			id, _, err = l.queryID(sctx, insert, lockID, ttl, l.holder)
+			id, _, err = l.queryID(sctx, insert, args...)
 			return err
 		}
-		res, err := l.run(sctx, insert, lockID, ttl, l.holder)
+		res, err := l.run(sctx, insert, args...)
 		if err != nil {
 			return err
 		}
 		id, err = res.LastInsertId()
 		return err
 	})
+	if counted && err != nil && d.countMissing != nil && d.countMissing(err) {
+		// The semaphore's count row is missing: the slot was not taken,
+		// and the semaphore writes the row (semaphore.go).
+		id, err = 0, nil
+	}
 	return id, sent, d.explainErr(err)
 }

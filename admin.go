@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"time"
 )
 
@@ -11,7 +12,9 @@ const rowColumns = "id, lock_id, created_at, expires_at, holder, version"
 
 // List returns the live locks (held, or released early under MinHold and
 // not yet free), ordered by lock id, with their holder, acquisition time and
-// expiry on the database's clock.
+// expiry on the database's clock. A semaphore's permits are listed as
+// locks on its slots; the row that keeps its count is not a lock and is
+// left out.
 func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 	if l.err != nil {
 		return nil, l.err
@@ -21,6 +24,7 @@ func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 		return nil, err
 	}
 	rows, err := l.readRows(ctx, d, d.list)
+	rows = slices.DeleteFunc(rows, func(r DBMutex) bool { return isCountRow(r.LockID) })
 	return rows, d.explainErr(err)
 }
 

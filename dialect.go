@@ -84,9 +84,31 @@ type dialect struct {
 	// list reads the live rows, ordered by lock id; lookup reads the live
 	// row of one lock id (lockID). Both return rowColumns (admin.go).
 	list, lookup string
-	// slots reads the lock ids of the live rows in a half-open range of ids
-	// (from, to), in byte order: a semaphore's permits (semaphore.go).
+	// slots reads the lock ids and holders of the live rows in a half-open
+	// range of ids (from, to), in byte order: a semaphore's permits and its
+	// count row (semaphore.go).
 	slots string
+
+	// insertCounted and insertCountedAsync are insert and insertAsync for
+	// a semaphore's slot: they take the slot only while the semaphore's
+	// count row holds the count given, and read that row under a share
+	// lock, so that a change of count waits for them to commit and they
+	// see its result (lockID, ttl, holder, countRowID, count). Empty where
+	// a share lock cannot order them (a Galera cluster certifies only
+	// writes): there every permit is checked by a read after it is taken.
+	insertCounted, insertCountedAsync string
+	// countedArgs, where set, orders insertCounted's bind arguments;
+	// otherwise they come in the order above.
+	countedArgs func(lockID, ttl, holder, countRow, count any) []any
+	// countMissing, where set, says that insertCounted failed because the
+	// count row is missing; elsewhere it takes nothing then.
+	countMissing func(error) bool
+	// putCount writes a semaphore's count row, creating it if it is
+	// missing, whatever it held before (countRowID, count).
+	putCount string
+	// swapCount replaces a count row's count if it still holds the one
+	// given (count, countRowID, old).
+	swapCount string
 
 	// duration turns a TTL or MinHold into the bind value that the
 	// dialect's interval expression takes; nil stays nil (never expires).
@@ -204,7 +226,8 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
 	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", rowColumns, TableName, d.live)
 	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", rowColumns, TableName, d.live)
-	d.slots = fmt.Sprintf("SELECT lock_id FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
+	d.slots = fmt.Sprintf("SELECT lock_id, holder FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
+	d.swapCount = fmt.Sprintf("UPDATE %s SET holder = ?, version = version + 1 WHERE lock_id = ? AND holder = ?", TableName)
 	if d.purge == nil {
 		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)}
 	}

@@ -107,11 +107,22 @@ var postgresDialect = func() *dialect {
 	// The range is compared in byte order (the C collation), which the
 	// database's own collation need not be. The key serves that comparison
 	// only where the database's collation is C; elsewhere it scans.
-	d.slots = "SELECT lock_id FROM " + TableName + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
+	d.slots = "SELECT lock_id, holder FROM " + TableName + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
+	// A semaphore's slot is taken only while its count row, locked FOR
+	// SHARE, holds the count: a change of count (an UPDATE) waits for the
+	// statement to commit, and a statement that finds the row changed
+	// meanwhile reads its new version after the change commits.
+	counted := " (SELECT FROM " + TableName + " WHERE lock_id = ? AND holder = ? FOR SHARE) AS count_row"
+	d.insertCounted = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM" +
+		counted + takeover
+	d.insertCountedAsync = async + "INSERT INTO " + TableName + " " + selected + "," + counted + takeover
+	d.putCount = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES (?, now(), NULL, ?)" +
+		" ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at, expires_at = NULL, holder = EXCLUDED.holder"
 	// The statements go to the driver as they are (exec.go), and pgx wants
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
-		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup} {
+		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup,
+		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount} {
 		*q = numbered(*q)
 	}
 	return d

@@ -31,15 +31,24 @@ var sqliteDialect = func() *dialect {
 		return "strftime('%Y-%m-%d %H:%M:%f', " + t + ", ?)"
 	}
 	const nextID = "(SELECT seq + 1 FROM " + sqliteSequence + " WHERE name = '" + TableName + "')"
+	const takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +
+		" expires_at = excluded.expires_at, holder = excluded.holder" +
+		" WHERE " + TableName + ".expires_at <= " + now + " RETURNING id"
 	return build(&dialect{
 		name:      "SQLite",
 		prepare:   true,
 		inProcess: true,
 		insert: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
-			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" +
-			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +
-			" expires_at = excluded.expires_at, holder = excluded.holder" +
-			" WHERE " + TableName + ".expires_at <= " + now + " RETURNING id",
+			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" + takeover,
+		// A write statement runs with the database's write lock from its
+		// start, so the count row it reads cannot change before it
+		// commits.
+		insertCounted: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
+			" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? FROM " + TableName +
+			" AS count_row WHERE count_row.lock_id = ? AND count_row.holder = ?" + takeover,
+		putCount: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
+			" VALUES (?, " + nextID + ", " + now + ", NULL, ?)" +
+			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at, expires_at = NULL, holder = excluded.holder",
 		returning: true,
 		duration: func(d *time.Duration) any {
 			if d == nil {

@@ -217,18 +217,19 @@ func (l *Locker) detach(ctx context.Context, timeout time.Duration) (context.Con
 }
 
 // quietTransient is a GORM logger that drops the trace of a statement that
-// failed with a transient error, which retry handles.
+// failed with a transient error, which retry handles, or because a
+// semaphore's count row is missing, which the semaphore handles.
 type quietTransient struct {
 	logger.Interface
-	transient func(error) bool
+	d *dialect
 }
 
 func (q quietTransient) LogMode(level logger.LogLevel) logger.Interface {
-	return quietTransient{q.Interface.LogMode(level), q.transient}
+	return quietTransient{q.Interface.LogMode(level), q.d}
 }
 
 func (q quietTransient) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
-	if err != nil && q.transient(err) {
+	if err != nil && (q.d.transient(err) || q.d.countMissing != nil && q.d.countMissing(err)) {
 		return
 	}
 	q.Interface.Trace(ctx, begin, fc, err)

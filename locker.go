@@ -37,6 +37,10 @@ type Locker struct {
 	// "" for locks; semaphore is the semaphore's name for its slots.
 	kind      Kind
 	semaphore string
+	// countRow and count, for a semaphore's slots, make an acquire take a
+	// slot only while the semaphore's count row holds count, where the
+	// dialect can (dialect.insertCounted; semaphore.go).
+	countRow, count string
 }
 
 // New returns a Locker that takes locks through db with cfg. db must not be
@@ -70,7 +74,7 @@ func New(db *gorm.DB, cfg Config) *Locker {
 	}
 	// Conflicts that retry absorbs are not errors the application should
 	// see in its GORM log.
-	l.log = quietTransient{l.db.Logger, l.d.transient}
+	l.log = quietTransient{l.db.Logger, l.d}
 	l.db.Logger = l.log
 	l.holder = holderOf(cfg.Holder)
 	return l

@@ -16,9 +16,27 @@ import (
 //
 //	semaphorePrefix + name + "/" + permits + "/" + index
 //
-// The count is part of the id so that processes that disagree on it never
-// share a slot, and every acquire reads the live slots of its name after
-// taking one (see Semaphore.Acquire) to refuse a mix of counts.
+// The count is part of the id, so that processes that disagree on it never
+// share a slot. Which count may grant permits is kept in the name's count
+// row, a row of the lock table that never expires, with lock id
+//
+//	semaphorePrefix + name + "/permits"
+//
+// and the count as its holder. A slot is taken only while the count row
+// holds the slot's count, in the same statement (dialect.insertCounted),
+// so an uncontended permit costs what a lock does. The count row changes
+// only in three steps (Semaphore.claim): mark it as changing, read the
+// name's live slots, and set the new count only if none of another count
+// is live. Every slot taken under the old count committed before the mark
+// (the mark waits for the slot statements' share locks), so the read sees
+// it while it is live; and no slot is taken under either count while the
+// row is marked. So the live permits at any instant were all granted under
+// one count, and never outnumber it.
+//
+// Where the database cannot order a slot against the mark with a share
+// lock (a Galera cluster), the slot is taken alone and every acquire reads
+// the live slots of its name after taking one (Semaphore.check): of two
+// processes with different counts, the later reader sees the other's slot.
 
 // semaphorePrefix starts the lock id of every semaphore slot, so that slots
 // do not collide with the application's own lock ids in practice and show
@@ -79,6 +97,7 @@ func (l *Locker) Semaphore(name string, permits int) *Semaphore {
 		s.slots = New(l.db, cfg)
 		s.slots.noHolderLookup = true                         // a held slot is no answer: the next one is tried
 		s.slots.kind, s.slots.semaphore = KindSemaphore, name // the Semaphore reports the acquires
+		s.slots.countRow, s.slots.count = s.countRow(), s.countText()
 		s.err = s.slots.err
 	}
 	return s
@@ -104,12 +123,15 @@ func (s *Semaphore) slot(i int) string {
 // ErrPermitsMismatch if the name has live permits granted under another
 // count, or the context's error if ctx ends first.
 //
-// An uncontended Acquire costs two statements: the lock statement that
-// takes a slot chosen at random, and one read of the name's live slots
-// that enforces the count rule (Semaphore). When the chosen slot is held,
-// one such read finds the free ones, so the cost does not grow with the
-// number of permits. Waiting polls, with the lock's jittered backoff (5 ms
-// doubling to 250 ms): releases do not wake semaphore waiters.
+// An uncontended Acquire costs one statement, as a lock's does: the lock
+// statement takes a slot chosen at random, if the name's count row holds
+// this count. When the chosen slot is held, one read of the name's live
+// slots finds the free ones, so the cost does not grow with the number of
+// permits. The first Acquire of a name, or the first under a new count,
+// also writes the count row (three more statements). On a Galera cluster
+// every Acquire reads the live slots after taking one (two statements).
+// Waiting polls, with the lock's jittered backoff (5 ms doubling to 250
+// ms): releases do not wake semaphore waiters.
 func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 	if obs := s.locker.cfg.Observer; obs != nil {
 		return s.acquireObserved(ctx, obs)
@@ -126,11 +148,16 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 	if w := s.locker.cfg.Wait; w > 0 {
 		deadline = time.Now().Add(w)
 	}
+	d, err := s.locker.dialectOn(ctx)
+	if err != nil {
+		return nil, lockErr("acquire", s.name, err)
+	}
+	counted := d.insertCounted != ""
 	b := backoff{min: waitMin, max: waitMax}
 	for attempt := 0; ; attempt++ {
 		// The first attempt tries one slot at random and reads nothing,
-		// so an uncontended permit costs what a lock does plus the
-		// check. Later ones read which slots are free and try those.
+		// so an uncontended permit costs what a lock does. Later ones
+		// read which slots are free and try those.
 		if st != nil {
 			st.attempts++
 		}
@@ -138,23 +165,32 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 		if attempt == 0 {
 			candidates = []int{rand.IntN(s.permits)}
 		} else {
-			free, err := s.free(ctx)
+			sc, err := s.scan(ctx)
+			if err == nil && counted && sc.count != s.countText() {
+				// The count row is missing, marked or another count's.
+				sc, err = s.claim(ctx)
+			}
+			if err == nil && sc.other != 0 {
+				err = s.mismatch(sc.other)
+			}
 			if err != nil {
 				return nil, err
 			}
-			rand.Shuffle(len(free), func(i, j int) { free[i], free[j] = free[j], free[i] })
-			candidates = free
+			candidates = sc.free(s.permits)
+			rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
 		}
 		for _, i := range candidates {
 			lk, err := s.slots.Acquire(ctx, s.slot(i))
 			if errors.Is(err, ErrLocked) {
-				continue // taken since the read, or a live slot
+				continue // taken since the read, a live slot, or the count row changed
 			}
 			if err != nil {
 				return nil, s.errorf(err)
 			}
-			if err := s.check(ctx, lk); err != nil {
-				return nil, err
+			if !counted {
+				if err := s.check(ctx, lk); err != nil {
+					return nil, err
+				}
 			}
 			return lk, nil
 		}
@@ -178,6 +214,82 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 	}
 }
 
+// countText is what the count row holds while this count grants permits.
+func (s *Semaphore) countText() string { return countText(s.permits) }
+
+// countText is what a count row holds while permits grants permits.
+func countText(permits int) string { return strconv.Itoa(permits) + " permits" }
+
+// isCountRow says whether lockID is a semaphore's count row, which List
+// leaves out: it is not a lock. A slot's id ends in digits.
+func isCountRow(lockID string) bool {
+	return strings.HasPrefix(lockID, semaphorePrefix) && strings.HasSuffix(lockID, "/permits")
+}
+
+// claim makes this count the one the count row holds, in the three steps
+// described at the top of this file, and returns the read made between
+// them. If a live slot of another count is found, the row stays marked
+// (the next claim by either count resolves it) and the read's other says
+// which count it was; if another process marked the row meanwhile, the
+// returned read says the row holds nothing, and the caller's slots fail
+// until a later attempt claims again.
+func (s *Semaphore) claim(ctx context.Context) (slotScan, error) {
+	l := s.locker
+	d, err := l.dialectOn(ctx)
+	if err != nil {
+		return slotScan{}, lockErr("acquire", s.name, err)
+	}
+	// The mark is this claim's own: a claim of the same count that marked
+	// the row after this one read it must not let this one set the count.
+	mark := fmt.Sprintf("%s (claim %016x)", s.countText(), rand.Uint64())
+	if err := s.write(ctx, d.putCount, s.countRow(), mark); err != nil {
+		return slotScan{}, err
+	}
+	sc, err := s.scan(ctx)
+	if err != nil {
+		return sc, err
+	}
+	if sc.other != 0 {
+		// Live permits of one other count and none of this one: the row
+		// goes back to that count, which is what its own claim would
+		// have done, so that its holders do not have to claim again.
+		if !sc.mixed && len(sc.held) == 0 {
+			err = s.write(ctx, d.swapCount, countText(sc.other), s.countRow(), mark)
+		}
+		return sc, err
+	}
+	if err := s.write(ctx, d.swapCount, s.countText(), s.countRow(), mark); err != nil {
+		return slotScan{}, err
+	}
+	return sc, nil
+}
+
+// write runs one statement on the count row, retrying transient errors.
+func (s *Semaphore) write(ctx context.Context, q string, args ...any) error {
+	l := s.locker
+	d, err := l.dialectOn(ctx)
+	if err != nil {
+		return lockErr("acquire", s.name, err)
+	}
+	err = l.retry(ctx, d, func(ctx context.Context) error {
+		_, err := l.run(ctx, q, args...)
+		return err
+	})
+	if err != nil {
+		return lockErr("acquire", s.name, d.explainErr(err))
+	}
+	return nil
+}
+
+// countRow is the lock id of the name's count row.
+func (s *Semaphore) countRow() string { return s.prefix + "permits" }
+
+// mismatch is the error of an Acquire that found a live permit of
+// another count.
+func (s *Semaphore) mismatch(other int) error {
+	return lockErr("acquire", s.name, fmt.Errorf("%w: %d here, %d in a live permit", ErrPermitsMismatch, s.permits, other))
+}
+
 // errorf rewraps an error of one slot's acquire with the semaphore's name
 // in place of the slot's lock id.
 func (s *Semaphore) errorf(err error) error {
@@ -188,17 +300,18 @@ func (s *Semaphore) errorf(err error) error {
 	return lockErr("acquire", s.name, err)
 }
 
-// check runs after lk was acquired: it reads the name's live slots and,
-// if any was granted under another count, releases lk and returns
-// ErrPermitsMismatch. Two processes with different counts each take a slot
-// and then read. Each statement sees every commit that finished before it
-// started, so whichever read comes later sees the other's slot: at least
-// one of the two backs off, and two permits of different counts are never
-// both granted. On any error lk is released.
+// check runs after lk was acquired, where the database has no count row
+// (Semaphore): it reads the name's live slots and, if any was granted
+// under another count, releases lk and returns ErrPermitsMismatch. Two
+// processes with different counts each take a slot and then read. Each
+// statement sees every commit that finished before it started, so
+// whichever read comes later sees the other's slot: at least one of the
+// two backs off, and two permits of different counts are never both
+// granted. On any error lk is released.
 func (s *Semaphore) check(ctx context.Context, lk *Lock) error {
-	_, other, err := s.scan(ctx)
-	if err == nil && other != 0 {
-		err = lockErr("acquire", s.name, fmt.Errorf("%w: %d here, %d in a live permit", ErrPermitsMismatch, s.permits, other))
+	sc, err := s.scan(ctx)
+	if err == nil && sc.other != 0 {
+		err = s.mismatch(sc.other)
 	}
 	if err != nil {
 		lk.unobserved = true // never reported as acquired
@@ -208,77 +321,85 @@ func (s *Semaphore) check(ctx context.Context, lk *Lock) error {
 	return nil
 }
 
-// free returns the slots that no live permit holds, or ErrPermitsMismatch.
-func (s *Semaphore) free(ctx context.Context) ([]int, error) {
-	held, other, err := s.scan(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if other != 0 {
-		return nil, lockErr("acquire", s.name, fmt.Errorf("%w: %d here, %d in a live permit", ErrPermitsMismatch, s.permits, other))
-	}
-	free := make([]int, 0, s.permits)
-	for i := range s.permits {
-		if !held[i] {
+// slotScan is one read of a name's live rows.
+type slotScan struct {
+	held  map[int]bool // the indexes of this count's live slots
+	other int          // a different count that a live slot was granted under, or 0
+	mixed bool         // live slots of more than one other count
+	count string       // what the count row holds; "" where it is missing
+}
+
+// free returns the indexes of this count's slots that no live permit
+// holds.
+func (sc slotScan) free(permits int) []int {
+	free := make([]int, 0, permits)
+	for i := range permits {
+		if !sc.held[i] {
 			free = append(free, i)
 		}
 	}
-	return free, nil
+	return free
 }
 
-// scan reads the live slots of the name, in one statement. held has the
-// indexes of this count's live slots; other is a different count that a
-// live slot was granted under, or 0. Like the lock's own statements, the
-// read goes straight to the pool, not through GORM's callbacks, so that
-// plugins such as dbresolver cannot send it to a replica that lags.
-func (s *Semaphore) scan(ctx context.Context) (held map[int]bool, other int, err error) {
+// scan reads the live slots and the count row of the name, in one
+// statement. Like the lock's own statements, the read goes straight to the
+// pool, not through GORM's callbacks, so that plugins such as dbresolver
+// cannot send it to a replica that lags.
+func (s *Semaphore) scan(ctx context.Context) (slotScan, error) {
 	l := s.locker
 	lo := s.prefix
 	hi := lo[:len(lo)-1] + "0" // "0" follows "/": every id that starts with lo sorts below hi
 	d, err := l.dialectOn(ctx)
 	if err != nil {
-		return nil, 0, lockErr("acquire", s.name, err)
+		return slotScan{}, lockErr("acquire", s.name, err)
 	}
 	q := d.slots
-	var ids []string
+	type row struct{ id, holder string }
+	var rows []row
 	err = l.retry(ctx, d, func(ctx context.Context) error {
-		ids = ids[:0]
+		rows = rows[:0]
 		start := time.Now()
-		rows, err := l.pool.QueryContext(ctx, q, lo, hi)
+		rs, err := l.pool.QueryContext(ctx, q, lo, hi)
 		if err == nil {
-			for rows.Next() {
-				var id string
-				if err = rows.Scan(&id); err != nil {
+			for rs.Next() {
+				var r row
+				if err = rs.Scan(&r.id, &r.holder); err != nil {
 					break
 				}
-				ids = append(ids, id)
+				rows = append(rows, r)
 			}
-			if cerr := rows.Close(); err == nil {
+			if cerr := rs.Close(); err == nil {
 				err = cerr
 			}
 			if err == nil {
-				err = rows.Err()
+				err = rs.Err()
 			}
 		}
-		l.trace(ctx, start, q, []any{lo, hi}, int64(len(ids)), err)
+		l.trace(ctx, start, q, []any{lo, hi}, int64(len(rows)), err)
 		return err
 	})
 	if err != nil {
-		return nil, 0, lockErr("acquire", s.name, err)
+		return slotScan{}, lockErr("acquire", s.name, err)
 	}
-	held = make(map[int]bool, len(ids))
-	for _, id := range ids {
-		n, i, ok := parseSlot(strings.TrimPrefix(id, lo))
+	sc := slotScan{held: make(map[int]bool, len(rows))}
+	countRow := s.countRow()
+	for _, r := range rows {
+		if r.id == countRow {
+			sc.count = r.holder
+			continue
+		}
+		n, i, ok := parseSlot(strings.TrimPrefix(r.id, lo))
 		switch {
 		case !ok:
 			// A slot of a longer name that starts with this one and "/".
 		case n != s.permits:
-			other = n
+			sc.mixed = sc.mixed || sc.other != 0 && sc.other != n
+			sc.other = n
 		default:
-			held[i] = true
+			sc.held[i] = true
 		}
 	}
-	return held, other, nil
+	return sc, nil
 }
 
 // parseSlot reads "permits/index" from the end of a slot's lock id. The

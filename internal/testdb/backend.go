@@ -50,6 +50,11 @@ type Backend struct {
 	// table (db_mutex_releases) and leaves its row. Not on Galera, where a
 	// MEMORY table is not replicated.
 	MySQLReleasesTable bool
+	// SemaphoreCountRow: a semaphore's slot is taken only while its count
+	// row holds the count, in the slot's own statement, so an uncontended
+	// permit costs what a lock does. Not on Galera, where each permit is
+	// checked by a read after it is taken.
+	SemaphoreCountRow bool
 	// KeepsReleasedRows: a release leaves the lock's row for a purge to
 	// delete (PostgreSQL and MySQL); SQLite deletes it.
 	KeepsReleasedRows bool
@@ -113,7 +118,7 @@ func NewBackend(name, dsn string) *Backend {
 // newBackend is the one place where each database's capabilities are
 // decided, and where the topology adjusts them.
 func newBackend(name string, dsns []string, topology string) *Backend {
-	b := &Backend{Name: name, dsns: dsns, next: new(atomic.Uint64)}
+	b := &Backend{Name: name, dsns: dsns, next: new(atomic.Uint64), SemaphoreCountRow: true}
 	switch name {
 	case "sqlite":
 		b.InProcess = true
@@ -171,6 +176,7 @@ func newBackend(name string, dsns []string, topology string) *Backend {
 		// replicated.
 		b.MySQLReleasesTable = false
 		b.KeepsReleasedRows = false
+		b.SemaphoreCountRow = false
 		// Connection ids are per node, and a test's pools are spread over
 		// the nodes: a KILL through another pool would reach another node.
 		b.ConnIDSQL, b.KillConnSQL = "", ""
