@@ -110,14 +110,24 @@ func mysqlStatements(fastRelease bool) *dialect {
 }
 
 // mysqlDialect is the dialect until the variant check has looked at the
-// pool; mysqlSingle is a single server's (or a replication primary's).
+// pool; mariadbSingle is a single MariaDB server's (or a replication
+// primary's), and mysqlSingle a single MySQL server's.
 var (
 	mysqlDialect = func() *dialect {
 		d := mysqlStatements(true)
 		d.variant = mysqlVariant
 		return d
 	}()
-	mysqlSingle = mysqlStatements(true)
+	mariadbSingle = mysqlStatements(true)
+	// MySQL's documentation forbids a subquery on the table an INSERT
+	// writes, which the semaphore's slot statement has, and only MariaDB
+	// is tested here: on MySQL each permit is checked after it is taken,
+	// as on Galera.
+	mysqlSingle = func() *dialect {
+		d := mysqlStatements(true)
+		d.insertCounted, d.putCount, d.countedArgs, d.countMissing = "", "", nil, nil
+		return d
+	}()
 )
 
 // mysqlGalera is the dialect on a Galera cluster (MariaDB Galera, Percona
@@ -135,17 +145,35 @@ var mysqlGalera = func() *dialect {
 	return d
 }()
 
-// mysqlVariant tells a Galera node from a single server.
+// mysqlVariant tells a Galera node from a single server, and MariaDB from
+// MySQL, in one statement.
 func mysqlVariant(ctx context.Context, db *sql.DB) (*dialect, error) {
-	var name, value string
-	err := db.QueryRowContext(ctx, "SHOW VARIABLES LIKE 'wsrep_on'").Scan(&name, &value)
-	switch {
-	case errors.Is(err, sql.ErrNoRows): // MySQL, or MariaDB built without wsrep
-		return mysqlSingle, nil
-	case err != nil:
+	rows, err := db.QueryContext(ctx, "SHOW VARIABLES WHERE Variable_name IN ('wsrep_on', 'version')")
+	if err != nil {
 		return nil, err
-	case strings.EqualFold(value, "ON"):
+	}
+	defer rows.Close()
+	var galera, mariadb bool
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return nil, err
+		}
+		switch strings.ToLower(name) {
+		case "wsrep_on": // absent on MySQL and on MariaDB built without wsrep
+			galera = strings.EqualFold(value, "ON")
+		case "version":
+			mariadb = strings.Contains(strings.ToLower(value), "mariadb")
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	switch {
+	case galera:
 		return mysqlGalera, nil
+	case mariadb:
+		return mariadbSingle, nil
 	}
 	return mysqlSingle, nil
 }
