@@ -72,23 +72,30 @@ func (k KillPause) Run(t *testing.T) *History {
 		start(k.DSNs[i%len(k.DSNs)])
 	}
 	dead := map[*Worker]bool{}
-	holder := func() *Worker {
+	holder := func() (*Worker, int64) {
 		for deadline := time.Now().Add(holderWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			for _, w := range all {
-				if !dead[w] && w.Holding() {
-					return w
+				if tok, ok := w.Holding(); ok && !dead[w] {
+					return w, tok
 				}
 			}
 		}
-		return nil
+		return nil, 0
 	}
+	// The holdings stopped, each with when its stop was sent: the worker
+	// may have gone on to release in the meantime.
+	type stop struct {
+		worker string
+		token  int64
+		at     time.Time
+	}
+	var stops []stop
 
-	faultErr := make(chan error, 1)
-	faultStarted := false
+	var faultWait func() error // set once the fault has started
 	var kills, pauses int
 	time.Sleep(time.Second)
 	for round := 0; round < rounds; round++ {
-		w := holder()
+		w, tok := holder()
 		if w == nil {
 			t.Fatalf("round %d: no worker held the lock within %s", round, holderWait)
 		}
@@ -97,12 +104,23 @@ func (k KillPause) Run(t *testing.T) *History {
 		if kill {
 			sig = syscall.SIGKILL
 		}
+		if !kill {
+			stops = append(stops, stop{w.Name, tok, time.Now()})
+		}
 		if err := w.Signal(sig); err != nil {
 			t.Fatalf("round %d: %s to %s: %v", round, sig, w.Name, err)
 		}
 		if k.Fault != nil && round == k.FaultRound {
-			faultStarted = true
-			go func() { faultErr <- k.Fault() }()
+			done := make(chan struct{})
+			var err error
+			go func() {
+				defer close(done)
+				err = k.Fault()
+			}()
+			faultWait = func() error { <-done; return err }
+			// Should Run fail first, the test's earlier cleanups (which
+			// stop the servers) must not run under the fault.
+			t.Cleanup(func() { <-done })
 		}
 		if kill {
 			dead[w] = true
@@ -117,8 +135,8 @@ func (k KillPause) Run(t *testing.T) *History {
 		}
 		time.Sleep(time.Second)
 	}
-	if faultStarted {
-		if err := <-faultErr; err != nil {
+	if faultWait != nil {
+		if err := faultWait(); err != nil {
 			t.Fatalf("fault: %v", err)
 		}
 	}
@@ -139,7 +157,29 @@ func (k KillPause) Run(t *testing.T) *History {
 	}
 	perDSN := make([]int, len(k.DSNs))
 	var ok, lost, failed, cut int
+	stopped := make([]string, len(stops)) // how each stopped holding ended
 	for _, op := range h.Ops() {
+		for i, st := range stops {
+			if op.Worker != st.worker || op.Token != st.token {
+				continue
+			}
+			switch {
+			case op.RelTimeout:
+				stopped[i] = "ErrTimeout"
+			case op.RelErr == nil && op.RelInvoke.Before(st.at):
+				stopped[i] = "released before the stop"
+			case op.RelErr == nil:
+				// Invoked just after the stop was sent, before it landed:
+				// the checker has ok'd it if it was invoked within the
+				// lease.
+				stopped[i] = fmt.Sprintf("ok, invoked %s after the stop was sent and %s into the lease, returned %s later",
+					op.RelInvoke.Sub(st.at), op.RelInvoke.Sub(op.AcqOK), op.RelDone.Sub(op.RelInvoke))
+			case errors.Is(op.RelErr, errKilled):
+				stopped[i] = "killed"
+			default:
+				stopped[i] = "failed"
+			}
+		}
 		perDSN[dsnIndex[op.Worker]]++
 		switch {
 		case op.RelErr == nil:
@@ -156,6 +196,7 @@ func (k KillPause) Run(t *testing.T) *History {
 		"releases: %d ok, %d lease lost (ErrTimeout), %d failed, %d cut short by a kill (the last one's included); "+
 		"%d acquisitions failed",
 		k.Driver, h.Len(), len(all), kills, pauses, ok, lost, failed, cut, acqErrs)
+	t.Logf("the stopped holdings' releases: %q", stopped)
 	if len(k.DSNs) > 1 {
 		t.Logf("holdings through each DSN: %v", perDSN)
 	}

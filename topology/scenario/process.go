@@ -116,10 +116,10 @@ type Worker struct {
 	Name string
 	cmd  *exec.Cmd
 	done chan struct{} // closed once its output is read and it has exited
-	mu   sync.Mutex    // guards open, ops, held
+	mu   sync.Mutex    // guards open, ops, held, acqErrs
 	open map[int64]Op  // acquired, not yet released
 	ops  []Op
-	held bool // the last line was an acquisition
+	held int64 // the token of the last line if it was an acquisition, else 0
 	// acqErrs counts acquisitions that failed other than with ErrLocked.
 	acqErrs int
 }
@@ -166,9 +166,10 @@ func (w *Worker) read(r io.Reader) {
 			op := w.open[tok]
 			op.RelInvoke = time.Unix(0, a)
 			w.open[tok] = op
+			w.held = 0
 		case "acq":
 			w.open[tok] = Op{Worker: w.Name, Token: tok, AcqInvoke: time.Unix(0, a), AcqOK: time.Unix(0, b)}
-			w.held = true
+			w.held = tok
 		case "rel":
 			op := w.open[tok]
 			delete(w.open, tok)
@@ -180,18 +181,19 @@ func (w *Worker) read(r io.Reader) {
 				op.RelErr = errors.New("release failed")
 			}
 			w.ops = append(w.ops, op)
-			w.held = false
+			w.held = 0
 		}
 		w.mu.Unlock()
 	}
 	_ = w.cmd.Wait()
 }
 
-// Holding reports whether the worker's last report was an acquisition.
-func (w *Worker) Holding() bool {
+// Holding reports whether the worker's last report was an acquisition
+// (it holds the lock and has not begun to release it), and of which token.
+func (w *Worker) Holding() (token int64, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.held
+	return w.held, w.held != 0
 }
 
 // AcquireErrors is how many of the worker's acquisitions failed with an
