@@ -31,6 +31,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	scenario.RunWorkerIfChild()
 	code := m.Run()
 	if cluster != nil {
 		if err := cluster.Stop(); err != nil {
@@ -381,6 +382,15 @@ func TestHistoryGalera(t *testing.T) {
 	t.Logf("history on Galera: %d holdings, %d errors", h.Len(), errs)
 	require.Positive(t, h.Len())
 	assert.NoError(t, h.Check())
+}
+
+// TestHistoryKillAndPauseGalera checks the history of worker processes
+// under SIGKILL and SIGSTOP (scenario.KillPause) with three workers, each on
+// a different node, and each killed worker replaced on its node: a holder
+// killed or paused on one node, its lock taken over through another.
+func TestHistoryKillAndPauseGalera(t *testing.T) {
+	g := galera(t)
+	scenario.KillPause{Driver: "mysql", DSNs: g.DSNs(), Workers: 3}.Run(t)
 }
 
 // TestHistoryMariaDBDirect checks the same history on the directly connected

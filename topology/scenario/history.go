@@ -46,6 +46,13 @@ func (h *History) Len() int {
 	return len(h.ops)
 }
 
+// Ops returns a copy of the holdings recorded.
+func (h *History) Ops() []Op {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Op(nil), h.ops...)
+}
+
 // clockSlack absorbs the time between reading the clock and the database
 // deciding, for the one check that compares a lease with local time.
 const clockSlack = 50 * time.Millisecond

@@ -18,6 +18,7 @@ import (
 	"github.com/gormmutex/gormmutex"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
@@ -51,6 +52,9 @@ func RunWorkerIfChild() {
 //	acq TOKEN INVOKE_NS OK_NS
 //	rls TOKEN INVOKE_NS               (before Release is invoked)
 //	rel TOKEN INVOKE_NS DONE_NS ok|timeout|error
+//	aer 0 INVOKE_NS DONE_NS           (Acquire failed, not with ErrLocked)
+//
+// Acquire and Release each get 5 s.
 func worker(name string) error {
 	ttl, err := time.ParseDuration(os.Getenv(workerTTL))
 	if err != nil {
@@ -62,6 +66,8 @@ func worker(name string) error {
 		d = postgres.Open(os.Getenv(workerDSN))
 	case "mysql":
 		d = mysql.Open(os.Getenv(workerDSN))
+	case "sqlite":
+		d = sqlite.Open(os.Getenv(workerDSN))
 	default:
 		return fmt.Errorf("driver %q", os.Getenv(workerDriver))
 	}
@@ -79,6 +85,7 @@ func worker(name string) error {
 		cancel()
 		if err != nil {
 			if !errors.Is(err, gormmutex.ErrLocked) {
+				fmt.Printf("aer 0 %d %d\n", invoke.UnixNano(), ok.UnixNano())
 				time.Sleep(50 * time.Millisecond)
 			}
 			continue
@@ -89,8 +96,10 @@ func worker(name string) error {
 		// Said before Release runs: a worker killed after this line may
 		// or may not have freed the lock, one killed before it has not.
 		fmt.Printf("rls %d %d\n", lk.Token(), rinv.UnixNano())
-		err = lk.Release(context.Background())
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		err = lk.Release(ctx)
 		rdone := time.Now()
+		cancel()
 		outcome := "ok"
 		switch {
 		case errors.Is(err, gormmutex.ErrTimeout):
@@ -107,14 +116,16 @@ type Worker struct {
 	Name string
 	cmd  *exec.Cmd
 	done chan struct{} // closed once its output is read and it has exited
-	mu   sync.Mutex    // guards open, ops, held
+	mu   sync.Mutex    // guards open, ops, held, acqErrs
 	open map[int64]Op  // acquired, not yet released
 	ops  []Op
-	held bool // the last line was an acquisition
+	held int64 // the token of the last line if it was an acquisition, else 0
+	// acqErrs counts acquisitions that failed other than with ErrLocked.
+	acqErrs int
 }
 
 // StartWorker starts the test binary again as a worker process on driver
-// ("postgres" or "mysql") and dsn, contending for lockID with ttl leases.
+// ("postgres", "mysql" or "sqlite") and dsn, contending for lockID with ttl leases.
 // The process is killed when t ends.
 func StartWorker(t testing.TB, name, driver, dsn, lockID string, ttl time.Duration) *Worker {
 	t.Helper()
@@ -149,13 +160,16 @@ func (w *Worker) read(r io.Reader) {
 		b, _ := strconv.ParseInt(f[3], 10, 64)
 		w.mu.Lock()
 		switch f[0] {
+		case "aer":
+			w.acqErrs++
 		case "rls":
 			op := w.open[tok]
 			op.RelInvoke = time.Unix(0, a)
 			w.open[tok] = op
+			w.held = 0
 		case "acq":
 			w.open[tok] = Op{Worker: w.Name, Token: tok, AcqInvoke: time.Unix(0, a), AcqOK: time.Unix(0, b)}
-			w.held = true
+			w.held = tok
 		case "rel":
 			op := w.open[tok]
 			delete(w.open, tok)
@@ -167,18 +181,27 @@ func (w *Worker) read(r io.Reader) {
 				op.RelErr = errors.New("release failed")
 			}
 			w.ops = append(w.ops, op)
-			w.held = false
+			w.held = 0
 		}
 		w.mu.Unlock()
 	}
 	_ = w.cmd.Wait()
 }
 
-// Holding reports whether the worker's last report was an acquisition.
-func (w *Worker) Holding() bool {
+// Holding reports whether the worker's last report was an acquisition
+// (it holds the lock and has not begun to release it), and of which token.
+func (w *Worker) Holding() (token int64, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.held
+	return w.held, w.held != 0
+}
+
+// AcquireErrors is how many of the worker's acquisitions failed with an
+// error other than ErrLocked.
+func (w *Worker) AcquireErrors() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.acqErrs
 }
 
 // Signal sends sig to the worker process.
@@ -189,6 +212,10 @@ func (w *Worker) Kill() {
 	_ = w.cmd.Process.Kill()
 	<-w.done
 }
+
+// errKilled is the release error of a holding whose worker was killed
+// before its Release returned.
+var errKilled = errors.New("killed while holding")
 
 // AddTo kills the worker and adds its holdings to h. A holding whose
 // Release it never invoked (it was killed holding the lock) counts as held
@@ -206,7 +233,7 @@ func (w *Worker) AddTo(h *History) {
 			op.RelInvoke = op.AcqInvoke.Add(100 * 365 * 24 * time.Hour)
 		}
 		op.RelDone = op.RelInvoke
-		op.RelErr = errors.New("killed while holding")
+		op.RelErr = errKilled
 		h.Add(op)
 	}
 }

@@ -1,6 +1,8 @@
 // Package scenario holds what the topology tests share: opening GORM pools
 // on a topology's servers, an unprotected counter that shows overlapping
-// critical sections, and small statistics.
+// critical sections, small statistics, and Jepsen-style histories (History)
+// recorded by in-process pools (Workload) or by worker processes that the
+// test kills and pauses (KillPause, StartWorker).
 package scenario
 
 import (
