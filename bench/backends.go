@@ -37,8 +37,12 @@ type backend struct {
 	title   string // for tables: "PostgreSQL", "MariaDB", "SQLite"
 	version string
 
-	pgCfg      *pgx.ConnConfig
-	myCfg      *gomysql.Config
+	pgCfg *pgx.ConnConfig
+	myCfg *gomysql.Config // the first -mysql DSN: setup, bulk rows, clean-up
+	// myCfgs holds every -mysql DSN, the first included: the nodes of one
+	// cluster (or one server named more than once). The gormmutex
+	// contender opens a pool on each (poolOpts.node).
+	myCfgs     []*gomysql.Config
 	sqlitePath string
 
 	admin *sql.DB // uncounted pool for setup, bulk rows and clean-up
@@ -51,6 +55,7 @@ type poolOpts struct {
 	translate bool   // gorm.Config.TranslateError (for the django baseline)
 	proxy     string // host:port of a latency proxy to connect through, or ""
 	pgParams  map[string]string
+	node      int // which -mysql DSN to connect to (an index of myCfgs); 0 elsewhere
 }
 
 var dbNameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
@@ -94,14 +99,24 @@ func newPostgres(ctx context.Context, dsn, isolate string) (*backend, error) {
 
 // newMySQL is newPostgres for MySQL and MariaDB. It adds interpolateParams
 // and parseTime to the DSN, as gormmutex's README asks.
-func newMySQL(ctx context.Context, dsn, isolate string) (*backend, error) {
-	cfg, err := gomysql.ParseDSN(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("mysql dsn: %w", err)
+//
+// dsns may name several servers, separated by [testdb.DSNSeparator]: the
+// nodes of one Galera cluster, say. Setup (the isolated database, the
+// tables, bulk rows) goes through the first, and relies on the cluster to
+// replicate it; every node must answer.
+func newMySQL(ctx context.Context, dsns, isolate string) (*backend, error) {
+	b := &backend{name: "mysql", title: "MySQL"}
+	for _, dsn := range testdb.SplitDSNs(dsns) {
+		cfg, err := gomysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("mysql dsn %d: %w", len(b.myCfgs)+1, err)
+		}
+		cfg.InterpolateParams = true
+		cfg.ParseTime = true
+		b.myCfgs = append(b.myCfgs, cfg)
 	}
-	cfg.InterpolateParams = true
-	cfg.ParseTime = true
-	b := &backend{name: "mysql", title: "MySQL", myCfg: cfg}
+	b.myCfg = b.myCfgs[0]
+	cfg := b.myCfg
 	if isolate != "" && isolate != cfg.DBName {
 		if !dbNameRE.MatchString(isolate) {
 			return nil, fmt.Errorf("bad -isolate-db name %q", isolate)
@@ -115,9 +130,12 @@ func newMySQL(ctx context.Context, dsn, isolate string) (*backend, error) {
 		if _, err := adm.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+isolate); err != nil {
 			return nil, fmt.Errorf("mysql: create database: %w", err)
 		}
-		cfg = cfg.Clone()
-		cfg.DBName = isolate
-		b.myCfg = cfg
+		for i, c := range b.myCfgs {
+			c = c.Clone()
+			c.DBName = isolate
+			b.myCfgs[i] = c
+		}
+		b.myCfg = b.myCfgs[0]
 	}
 	conn, err := gomysql.NewConnector(b.myCfg)
 	if err != nil {
@@ -129,11 +147,32 @@ func newMySQL(ctx context.Context, dsn, isolate string) (*backend, error) {
 		b.admin.Close()
 		return nil, fmt.Errorf("mysql: %w", err)
 	}
+	for i, c := range b.myCfgs[1:] {
+		if err := pingMySQL(ctx, c); err != nil {
+			b.admin.Close()
+			return nil, fmt.Errorf("mysql dsn %d: %w", i+2, err)
+		}
+	}
 	if strings.Contains(strings.ToLower(b.version), "mariadb") {
 		b.title = "MariaDB"
 	}
 	return b, nil
 }
+
+// pingMySQL checks that cfg's server answers and has cfg's database.
+func pingMySQL(ctx context.Context, cfg *gomysql.Config) error {
+	conn, err := gomysql.NewConnector(cfg)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	return db.PingContext(ctx)
+}
+
+// nodes is how many servers b's pools can be spread over: the -mysql DSNs
+// for MySQL, one elsewhere.
+func (b *backend) nodes() int { return max(len(b.myCfgs), 1) }
 
 // newSQLite uses a file in dir, in WAL mode so that several pools share it.
 func newSQLite(ctx context.Context, dir string) (*backend, error) {
@@ -173,7 +212,7 @@ func (b *backend) connector(o poolOpts) (driver.Connector, error) {
 		}
 		inner = stdlib.GetConnector(*cfg)
 	case "mysql":
-		c, err := gomysql.NewConnector(b.myCfg)
+		c, err := gomysql.NewConnector(b.myCfgs[o.node%len(b.myCfgs)])
 		if err != nil {
 			return nil, err
 		}
@@ -286,8 +325,12 @@ func (b *backend) sibling(ctx context.Context, suffix string) (*backend, error) 
 		nb.pgCfg = cfg
 		nb.admin = sql.OpenDB(stdlib.GetConnector(*cfg.Copy()))
 	case "mysql":
-		cfg := b.myCfg.Clone()
-		cfg.DBName += suffix
+		for _, c := range b.myCfgs {
+			c = c.Clone()
+			c.DBName += suffix
+			nb.myCfgs = append(nb.myCfgs, c)
+		}
+		cfg := nb.myCfgs[0]
 		if !dbNameRE.MatchString(cfg.DBName) {
 			return nil, fmt.Errorf("mysql: bad database name %q", cfg.DBName)
 		}

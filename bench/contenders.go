@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -75,47 +76,64 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // ---------------------------------------------------------------------------
 // gormmutex: Locker.Do with DefaultConfig, plus Wait when asked to wait.
-// gormmutex-async (PostgreSQL): the same with Config.AsyncCommit.
+// gormmutex-async (PostgreSQL): the same with Config.AsyncCommit. With
+// several -mysql DSNs it keeps a pool on each.
 
 type gmContender struct {
+	pools []gmPool
+	c     *sqlcount.Counter // shared by the pools
+	next  atomic.Uint64     // the pool the next worker takes, modulo len(pools)
+}
+
+// A gmPool is one connection pool of the gormmutex contender, with its two
+// Lockers.
+type gmPool struct {
 	db         *gorm.DB
-	c          *sqlcount.Counter
 	fast, wait *gormmutex.Locker
 }
 
-// newGM makes the gormmutex contender; async sets Config.AsyncCommit,
+// newGM makes the gormmutex contender on one pool per server of dbs (a
+// cluster's nodes; usually one); async sets Config.AsyncCommit,
 // PostgreSQL's opt-in fast mode, and obs Config.Observer (observer.go).
-func newGM(db *gorm.DB, c *sqlcount.Counter, async bool, obs gormmutex.Observer) *gmContender {
+func newGM(dbs []*gorm.DB, c *sqlcount.Counter, async bool, obs gormmutex.Observer) *gmContender {
 	cfg := gormmutex.DefaultConfig()
 	cfg.AsyncCommit = async
 	cfg.Observer = obs
 	cfg.TransactionPooling = transactionPooling
 	wcfg := cfg
 	wcfg.Wait = waitFor
-	return &gmContender{
-		db: db, c: c,
-		fast: gormmutex.New(db, cfg),
-		wait: gormmutex.New(db, wcfg),
+	g := &gmContender{c: c}
+	for _, db := range dbs {
+		g.pools = append(g.pools, gmPool{db: db, fast: gormmutex.New(db, cfg), wait: gormmutex.New(db, wcfg)})
 	}
+	return g
 }
 
 func (g *gmContender) counts() sqlcount.Counts { return g.c.Snapshot() }
 func (g *gmContender) table() string           { return gormmutex.TableName }
-func (g *gmContender) close()                  { closeGorm(g.db) }
+func (g *gmContender) close() {
+	for _, p := range g.pools {
+		closeGorm(p.db)
+	}
+}
 
+// newWorker gives each new worker the next pool in turn, so that the
+// workers of a window spread over the nodes, and a one-worker scenario
+// visits them window after window.
 func (g *gmContender) newWorker(_ context.Context, cs func()) (worker, error) {
-	return &gmWorker{g: g, fn: func(context.Context) error { cs(); return nil }}, nil
+	p := &g.pools[(g.next.Add(1)-1)%uint64(len(g.pools))]
+	return &gmWorker{p: p, fn: func(context.Context) error { cs(); return nil }}, nil
 }
 
 type gmWorker struct {
-	g  *gmContender
+	p  *gmPool
 	fn func(context.Context) error
 }
 
 func (w *gmWorker) do(ctx context.Context, key string, wait bool) error {
-	l := w.g.fast
+	l := w.p.fast
 	if wait {
-		l = w.g.wait
+		l = w.p.wait
 	}
 	err := l.Do(ctx, key, w.fn)
 	if err != nil && errors.Is(err, gormmutex.ErrLocked) {

@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&delays, "delays", "1ms,5ms", "one-way delays of the loopback proxy for the latency scenario")
 	flag.StringVar(&cfg.isolate, "isolate-db", "gormmutex_bench", "PostgreSQL and MySQL database to create and use instead of the DSN's, so bulk rows never meet concurrent test suites ('' to use the DSN's)")
 	flag.StringVar(&cfg.pgDSN, "pg", testdb.Postgres(), "PostgreSQL DSN")
-	flag.StringVar(&cfg.myDSN, "mysql", testdb.MySQL(), "MySQL/MariaDB DSN")
+	flag.StringVar(&cfg.myDSN, "mysql", testdb.MySQL(), "MySQL/MariaDB DSN; several separated by | (one cluster's nodes) spread gormmutex's workers over them")
 	flag.BoolVar(&transactionPooling, "transaction-pooling", false, "gormmutex's Config.TransactionPooling, for a -pg DSN that goes through a transaction pooler (waiters poll)")
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("GORMMUTEX_REDIS_ADDR", "127.0.0.1:6379"), "Redis address")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")

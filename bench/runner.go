@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
@@ -83,15 +85,24 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 	}
 	switch name {
 	case "gormmutex", "gormmutex-async", "gormmutex-noop", "gormmutex-otel":
-		db, err := b.openGorm(o)
-		if err != nil {
-			return nil, err
-		}
 		obs, err := r.observer(name)
 		if err != nil {
 			return nil, err
 		}
-		return newGM(db, c, name == "gormmutex-async", obs), nil
+		// A pool on every node (only -mysql names several); the other
+		// contenders stay on the first: GET_LOCK is local to its server.
+		var dbs []*gorm.DB
+		for o.node = 0; o.node < b.nodes(); o.node++ {
+			db, err := b.openGorm(o)
+			if err != nil {
+				for _, db := range dbs {
+					closeGorm(db)
+				}
+				return nil, err
+			}
+			dbs = append(dbs, db)
+		}
+		return newGM(dbs, c, name == "gormmutex-async", obs), nil
 	case "django":
 		o.translate = true
 		db, err := b.openGorm(o)
@@ -247,6 +258,9 @@ func (r *runner) main(ctx context.Context) error {
 		}
 		defer b.close()
 		r.backends = append(r.backends, b)
+		if n := b.nodes(); n > 1 {
+			r.gnote(fmt.Sprintf("%s: gormmutex's workers take the %d DSNs' pools in turn (each new worker the next); the other contenders, the semaphore and setup use the first", name, n))
+		}
 	}
 
 	// Contenders, each on a pool of its own, kept for the whole run.

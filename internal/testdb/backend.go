@@ -112,7 +112,7 @@ func Topology() string {
 // DSNSeparator. Its capabilities are those of the database under the
 // current topology. It is not probed.
 func NewBackend(name, dsn string) *Backend {
-	return newBackend(name, splitDSNs(dsn), Topology())
+	return newBackend(name, SplitDSNs(dsn), Topology())
 }
 
 // newBackend is the one place where each database's capabilities are

@@ -8,9 +8,9 @@ import (
 )
 
 func TestSplitDSNs(t *testing.T) {
-	assert.Equal(t, []string{"a"}, splitDSNs("a"))
-	assert.Equal(t, []string{"a", "b c", "d"}, splitDSNs("a| b c |d|"))
-	assert.Equal(t, []string{""}, splitDSNs(""), "no DSN at all stays one empty DSN")
+	assert.Equal(t, []string{"a"}, SplitDSNs("a"))
+	assert.Equal(t, []string{"a", "b c", "d"}, SplitDSNs("a| b c |d|"))
+	assert.Equal(t, []string{""}, SplitDSNs(""), "no DSN at all stays one empty DSN")
 }
 
 func TestNextDSNTakesTurns(t *testing.T) {

@@ -45,7 +45,7 @@ func Postgres() string { return PostgresDSNs()[0] }
 
 // PostgresDSNs returns every PostgreSQL DSN of GORMMUTEX_POSTGRES_DSN.
 func PostgresDSNs() []string {
-	return splitDSNs(envOr(PostgresEnv, "host=127.0.0.1 user=postgres dbname=test sslmode=disable"))
+	return SplitDSNs(envOr(PostgresEnv, "host=127.0.0.1 user=postgres dbname=test sslmode=disable"))
 }
 
 // MySQL returns the first MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, by
@@ -56,14 +56,16 @@ func MySQL() string { return MySQLDSNs()[0] }
 // MySQLDSNs returns every MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, each
 // with the options of WithMySQLOptions.
 func MySQLDSNs() []string {
-	dsns := splitDSNs(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+	dsns := SplitDSNs(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
 	for i, d := range dsns {
 		dsns[i] = WithMySQLOptions(d)
 	}
 	return dsns
 }
 
-func splitDSNs(v string) []string {
+// SplitDSNs splits v at DSNSeparator, trimming spaces and dropping empty
+// entries; an empty v gives one empty DSN.
+func SplitDSNs(v string) []string {
 	var dsns []string
 	for _, d := range strings.Split(v, DSNSeparator) {
 		if d = strings.TrimSpace(d); d != "" {
