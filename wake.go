@@ -169,6 +169,7 @@ func (w *waker) listen(ready chan struct{}) {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenIdle/2)
 		payload, err := w.wake.wait(wctx, conn)
+		timedOut := wctx.Err() != nil // read before cancel, which sets it
 		cancel()
 		switch {
 		case err == nil:
@@ -178,7 +179,7 @@ func (w *waker) listen(ready chan struct{}) {
 		case errors.Is(err, errNoNotifications):
 			broken = true
 			return
-		case wctx.Err() == nil:
+		case !timedOut:
 			// The connection failed: give it back to the pool as bad.
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			return
