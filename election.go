@@ -239,7 +239,10 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 // period, which bounds how long the leadership stays vacant after a lease
 // ends (README: "a dead leader is replaced within the lease plus one retry
 // period"). Polling is the only way a candidate learns of a vacancy, on
-// every database; this is the one place that paces it.
+// every database; this is the one place that paces it. On PostgreSQL a
+// resignation notifies (for Observe), but a candidate does not listen for
+// it: that would keep a connection of every campaigning process's pool
+// listening for as long as it campaigns.
 func (e *Election) nextAttempt() time.Duration {
 	return e.retryPeriod - rand.N(e.retryPeriod/5+1)
 }
