@@ -48,6 +48,8 @@ type electDB struct {
 	// so Observe need not poll; transactionPooling: the pools go through
 	// a transaction pooler, and elections must say so.
 	notifies, transactionPooling bool
+	// asyncCommit: Config.AsyncCommit is supported (PostgreSQL).
+	asyncCommit bool
 }
 
 // eachElectionDB runs f as a subtest on every database, one after the
@@ -60,7 +62,7 @@ func eachElectionDB(t *testing.T, f func(t *testing.T, d electDB)) {
 			b = b.FreshNamespace(t)
 		}
 		d := electDB{name: b.Name, dsn: b.NextDSN(), network: !b.InProcess, pausedWriterBlocks: b.InProcess,
-			notifies: b.Notifies, transactionPooling: b.TransactionPooling}
+			notifies: b.Notifies, transactionPooling: b.TransactionPooling, asyncCommit: b.AsyncCommit}
 		db := d.pool(t)
 		require.NoError(t, gormmutex.AutoMigrate(db))
 		f(t, d)
@@ -492,19 +494,26 @@ func TestElectionRenewalsDoNotNotify(t *testing.T) {
 			}
 		}
 
-		renewals := &sqlcount.Counter{}
-		leaderDB := d.countedPool(t, renewals)
-		gormmutex.DisableBackgroundPurge(t, leaderDB) // renewals are its only Execs
-		a := startRunner(t, gormmutex.NewElection(leaderDB, name, gormmutex.Config{TTL: gormmutex.Duration(time.Second)},
-			gormmutex.WithRetryPeriod(100*time.Millisecond)))
-		a.waitLead(t, 30*time.Second)
-		start := renewals.Exec.Load()
-		require.Eventually(t, func() bool { return renewals.Exec.Load()-start >= 5 }, 10*time.Second, 20*time.Millisecond,
-			"the leader renewed 5 times")
-		require.True(t, a.e.IsLeader(), "A lost the leadership while renewing")
-		assert.Equal(t, 1, notified(), "notifications for the election: its win and %d renewals", renewals.Exec.Load()-start)
-		require.ErrorIs(t, a.stop(t), context.Canceled)
-		assert.Equal(t, 1, notified(), "notifications for the election when the leader left")
+		// Without and with AsyncCommit, whose win is another statement.
+		for _, async := range []bool{false, true} {
+			if async && !d.asyncCommit {
+				continue
+			}
+			renewals := &sqlcount.Counter{}
+			leaderDB := d.countedPool(t, renewals)
+			gormmutex.DisableBackgroundPurge(t, leaderDB) // renewals are its only Execs
+			a := startRunner(t, gormmutex.NewElection(leaderDB, name, gormmutex.Config{TTL: gormmutex.Duration(time.Second), AsyncCommit: async},
+				gormmutex.WithRetryPeriod(100*time.Millisecond)))
+			a.waitLead(t, 30*time.Second)
+			start := renewals.Exec.Load()
+			require.Eventually(t, func() bool { return renewals.Exec.Load()-start >= 5 }, 10*time.Second, 20*time.Millisecond,
+				"the leader (AsyncCommit %v) renewed 5 times", async)
+			require.True(t, a.e.IsLeader(), "A (AsyncCommit %v) lost the leadership while renewing", async)
+			assert.Equal(t, 1, notified(), "notifications for the election (AsyncCommit %v): its win and %d renewals",
+				async, renewals.Exec.Load()-start)
+			require.ErrorIs(t, a.stop(t), context.Canceled)
+			assert.Equal(t, 1, notified(), "notifications for the election (AsyncCommit %v) when the leader left", async)
+		}
 	})
 }
 
