@@ -476,9 +476,11 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		for {
 			// The listener is active before the read, so that a change
 			// the read misses is notified; a signal left from before is
-			// answered by this read.
+			// answered by this read. Observe waits for a listener that is
+			// starting (it needs a connection) rather than poll for a
+			// whole retry period because the start was slow.
 			wait, woke := e.retryPeriod, (<-chan struct{})(nil)
-			if w != nil && w.live(ctx) {
+			if w != nil && w.live(ctx, listenConnect) {
 				select {
 				case <-changed:
 				default:

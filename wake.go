@@ -25,6 +25,9 @@ const (
 	// listenIdle is how long the listening connection stays after the last
 	// waiter left, before it goes back to the pool.
 	listenIdle = 2 * time.Second
+	// listenConnect bounds how long the listener waits for a connection
+	// of the pool.
+	listenConnect = 5 * time.Second
 	// listenStart bounds how long a waiter waits for the listener to be
 	// active.
 	listenStart = 100 * time.Millisecond
@@ -144,13 +147,14 @@ func (w *waker) watch(lockID string) (<-chan struct{}, func()) {
 	}
 }
 
-// live starts the listener unless it runs, waits for it up to
-// listenStart (or until ctx ends), and reports whether it is active: a
-// notification sent from now on reaches the watchers, unless the listener
-// ends first, which the watchers are told of. False where the driver cannot
-// wait for notifications, or the listener could not start (the database is
-// unreachable, say): the caller polls, and asks again next time.
-func (w *waker) live(ctx context.Context) bool {
+// live starts the listener unless it runs, waits up to within (or until
+// ctx ends) for it to be active or to fail, and reports whether it is
+// active: a notification sent from now on reaches the watchers, unless the
+// listener ends first, which the watchers are told of. False where the
+// driver cannot wait for notifications, or the listener could not start
+// (the database is unreachable, say): the caller polls, and asks again
+// next time.
+func (w *waker) live(ctx context.Context, within time.Duration) bool {
 	w.mu.Lock()
 	if w.broken {
 		w.mu.Unlock()
@@ -158,7 +162,7 @@ func (w *waker) live(ctx context.Context) bool {
 	}
 	ready := w.startLocked()
 	w.mu.Unlock()
-	t := time.NewTimer(listenStart)
+	t := time.NewTimer(within)
 	defer t.Stop()
 	select {
 	case <-ready:
@@ -228,7 +232,7 @@ func (w *waker) listen(ready chan struct{}) {
 	broken := false
 	defer func() { w.stopped(broken) }()
 
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, listenConnect)
 	conn, err := w.pool.Conn(cctx)
 	cancel()
 	if err != nil {
