@@ -444,19 +444,20 @@ func (e *Election) lookup(ctx context.Context) (DBMutex, bool, error) {
 // retry period. For an Election with a bad configuration the channel is
 // closed at once.
 //
-// Where the database can notify (PostgreSQL, unless
-// Config.TransactionPooling is set), Observe does not poll. The statement
-// that wins a term notifies once it has the lease (not the renewals), and
-// so does the one that gives it up (Resign, the end of Run, or
-// Locker.ForceRelease): Observe reads the leader when notified, and
-// otherwise once per lease (TTL), in case a notification was lost. A leader
-// that dies without giving its lease up sends nothing: its successor is
-// seen as soon as a candidate takes over, and where none does, the vacancy
-// is seen within a lease of the lease's end. While Observe runs, one
-// connection of db's pool listens; it is shared with every observer and
-// waiter of the process on that pool, and given back shortly after the
-// last of them ends. Where the database cannot notify (MySQL, SQLite),
-// Observe reads the leader every retry period.
+// Where the database can notify (PostgreSQL through pgx, unless
+// Config.TransactionPooling is set or db's pool allows fewer than 3 open
+// connections), Observe does not poll. The statement that wins a term
+// notifies once it has the lease (renewals do not), and so does the one
+// that gives it up ([Election.Resign], the end of [Election.Run], or
+// [Locker.ForceRelease]): Observe reads the leader when notified, and
+// otherwise once per lease (TTL), in case a notification was lost. A
+// leader that dies without giving its lease up sends nothing: its
+// successor is seen as soon as a candidate takes over, and where none
+// does, the vacancy is seen within a lease of the lease's end. While
+// Observe runs, one connection of db's pool listens; it is shared with
+// every observer and waiter of the process on that pool, and given back
+// shortly after the last of them ends. Where the database cannot notify
+// (MySQL, SQLite), Observe reads the leader every retry period.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	go func() {
