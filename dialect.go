@@ -37,6 +37,12 @@ type dialect struct {
 	// wake is how a release wakes waiters in other processes; nil where it
 	// cannot, and waiters poll.
 	wake *wakeup
+	// announcing, where set, is the copy of the dialect whose acquisitions
+	// and releases always notify (see wake), for elections: their
+	// observers learn of every change of term without polling
+	// (Election.Observe). It is set on that copy too, to itself; nil
+	// where the database cannot notify.
+	announcing *dialect
 	// variant, where set, looks at the database once per pool, before the
 	// first lock statement, and returns the dialect to use on that pool (a
 	// Galera cluster instead of a single MariaDB server, say).

@@ -67,6 +67,11 @@ var postgresDialect = func() *dialect {
 		// wake-up, never a missed one.
 		notifyWanted = " RETURNING lock_id, wanted_until) SELECT CASE WHEN wanted_until > now() THEN pg_notify('" +
 			postgresChannel + "', lock_id) END FROM released"
+		// An announcing insert notifies once it has taken the lock, and
+		// returns the id as insert does. The LATERAL call runs once per
+		// row of acquired, so an attempt that finds the lock live sends
+		// nothing.
+		announce = ", lock_id) SELECT id FROM acquired, LATERAL pg_notify('" + postgresChannel + "', acquired.lock_id)"
 	)
 	// want marks the row of a lock that acquired found held. It runs only
 	// when acquired returned nothing, on the row the conflict locked, and
@@ -125,6 +130,21 @@ var postgresDialect = func() *dialect {
 		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount} {
 		*q = numbered(*q)
 	}
+	// An election's lock announces every change of term to the observers
+	// that listen (Election.Observe): its acquisition notifies once it has
+	// the lock, and its release always does, where a lock's release
+	// notifies only for a waiter. That is one notification per term, never
+	// one per renewal, so the commit-time lock that NOTIFY takes is paid
+	// once per term. A waiter needs no mark on such a row, since its
+	// release notifies anyway.
+	a := *d
+	a.insert = numbered("WITH acquired AS (INSERT INTO " + TableName + " " + values + takeover + announce)
+	a.insertAsync = numbered(async + ", acquired AS (INSERT INTO " + TableName + " " + selected + takeover + announce)
+	a.insertWaiting, a.insertWaitingAsync = a.insert, a.insertAsync
+	a.release = numbered("WITH released AS (" + release + notify)
+	a.releaseFast = numbered(async + ", released AS (" + release + notify + ", async_commit")
+	a.announcing = &a
+	d.announcing = &a
 	return d
 }()
 

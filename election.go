@@ -100,11 +100,13 @@ type Leader struct {
 
 // NewElection returns an Election named name on db. cfg.TTL is the lease
 // and is required; cfg.Holder is this process's identity, which Leader
-// reports; cfg.Logger and cfg.AsyncCommit mean what they mean for a lock.
-// cfg.Wait, cfg.KeepAlive, cfg.MinHold and cfg.SuppressAcquisitionErrors do
-// not apply and are ignored: an Election waits, renews and resigns by its
-// own settings. opts change the renew deadline and retry period, which must
-// satisfy TTL > renew deadline > RetryPeriodJitter × retry period > 0.
+// reports; cfg.Logger, cfg.AsyncCommit and cfg.Observer mean what they
+// mean for a lock, and cfg.TransactionPooling makes Observe poll (see
+// Observe). cfg.Wait, cfg.KeepAlive, cfg.MinHold and
+// cfg.SuppressAcquisitionErrors do not apply and are ignored: an Election
+// waits, renews and resigns by its own settings. opts change the renew
+// deadline and retry period, which must satisfy TTL > renew deadline >
+// RetryPeriodJitter × retry period > 0.
 //
 // NewElection does not touch the database; a bad name (ErrInvalidLockID),
 // db or configuration (ErrInvalidConfig) is reported by every method.
@@ -138,9 +140,11 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *
 		e.err = lockErr("election", name, e.err)
 		return e
 	}
-	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer}
+	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer,
+		TransactionPooling: cfg.TransactionPooling}
 	e.locker = New(db, lcfg)
 	e.locker.kind = KindElection
+	e.locker.announce = true
 	if e.locker.err != nil {
 		e.err = lockErr("election", name, e.locker.err)
 	}
@@ -235,7 +239,10 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 // period, which bounds how long the leadership stays vacant after a lease
 // ends (README: "a dead leader is replaced within the lease plus one retry
 // period"). Polling is the only way a candidate learns of a vacancy, on
-// every database; this is the one place that paces it.
+// every database; this is the one place that paces it. On PostgreSQL a
+// resignation notifies (for Observe), but a candidate does not listen for
+// it: that would keep a connection of every campaigning process's pool
+// listening for as long as it campaigns.
 func (e *Election) nextAttempt() time.Duration {
 	return e.retryPeriod - rand.N(e.retryPeriod/5+1)
 }
@@ -431,11 +438,26 @@ func (e *Election) lookup(ctx context.Context) (DBMutex, bool, error) {
 
 // Observe returns a channel that receives the current leader, and then
 // every change of leader (a new term) until ctx ends, when it is closed. A
-// Leader with Term 0 means that nobody leads. It reads the database every
-// retry period, the same for every database; a reading that fails is
-// logged and retried. A slow receiver misses intermediate leaders, never
-// the latest one. For an Election with a bad configuration the channel is
+// Leader with Term 0 means that nobody leads. A slow receiver misses
+// intermediate leaders, never the latest one. Each look is one read of the
+// leader (as Leader); a read that fails is logged and retried after a
+// retry period. For an Election with a bad configuration the channel is
 // closed at once.
+//
+// Where the database can notify (PostgreSQL through pgx, unless
+// Config.TransactionPooling is set or db's pool allows fewer than 3 open
+// connections), Observe does not poll. The statement that wins a term
+// notifies once it has the lease (renewals do not), and so does the one
+// that gives it up ([Election.Resign], the end of [Election.Run], or
+// [Locker.ForceRelease]): Observe reads the leader when notified, and
+// otherwise once per lease (TTL), in case a notification was lost. A
+// leader that dies without giving its lease up sends nothing: its
+// successor is seen as soon as a candidate takes over, and where none
+// does, the vacancy is seen within a lease of the lease's end. While
+// Observe runs, one connection of db's pool listens; it is shared with
+// every observer and waiter of the process on that pool, and given back
+// shortly after the last of them ends. Where the database cannot notify
+// (MySQL, SQLite), Observe reads the leader every retry period.
 func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	go func() {
@@ -443,13 +465,34 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		if e.err != nil {
 			return
 		}
+		w := e.waker(ctx)
+		var changed <-chan struct{}
+		if w != nil {
+			var stop func()
+			changed, stop = w.watch(e.name)
+			defer stop()
+		}
 		var last Leader
 		first := true
 		for {
+			// The listener is active before the read, so that a change
+			// the read misses is notified; a signal left from before is
+			// answered by this read. Observe waits for a listener that is
+			// starting (it needs a connection) rather than poll for a
+			// whole retry period because the start was slow.
+			wait, woke := e.retryPeriod, (<-chan struct{})(nil)
+			if w != nil && w.live(ctx, listenConnect) {
+				select {
+				case <-changed:
+				default:
+				}
+				wait, woke = e.ttl, changed
+			}
 			ld, _, err := e.Leader(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				e.logger().Info("gormmutex: reading the leader failed, retrying", "election", e.name, "err", err)
+				wait = e.retryPeriod
 			case err == nil && (first || ld.Term != last.Term):
 				select {
 				case ch <- ld:
@@ -458,12 +501,23 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 					return
 				}
 			}
-			if sleep(ctx, e.retryPeriod, nil) != nil {
+			if sleep(ctx, wait, woke) != nil {
 				return
 			}
 		}
 	}()
 	return ch
+}
+
+// waker returns the waker of the election's pool, where the election's
+// lock announces its changes of term and this process can listen for them
+// (see Observe); nil where observers poll.
+func (e *Election) waker(ctx context.Context) *waker {
+	d, err := e.locker.dialectOn(ctx)
+	if err != nil || d.announcing == nil {
+		return nil
+	}
+	return e.locker.wakerFor(d)
 }
 
 func (e *Election) logger() *slog.Logger {

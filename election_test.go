@@ -29,6 +29,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/sqlcount"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
@@ -43,6 +44,12 @@ type electDB struct {
 	// pausedWriterBlocks: a process paused in the middle of a write
 	// blocks every other writer until it resumes (SQLite's file lock).
 	pausedWriterBlocks bool
+	// notifies: the database notifies listeners (testdb.Backend.Notifies),
+	// so Observe need not poll; transactionPooling: the pools go through
+	// a transaction pooler, and elections must say so.
+	notifies, transactionPooling bool
+	// asyncCommit: Config.AsyncCommit is supported (PostgreSQL).
+	asyncCommit bool
 }
 
 // eachElectionDB runs f as a subtest on every database, one after the
@@ -54,7 +61,8 @@ func eachElectionDB(t *testing.T, f func(t *testing.T, d electDB)) {
 		if b.InProcess {
 			b = b.FreshNamespace(t)
 		}
-		d := electDB{name: b.Name, dsn: b.NextDSN(), network: !b.InProcess, pausedWriterBlocks: b.InProcess}
+		d := electDB{name: b.Name, dsn: b.NextDSN(), network: !b.InProcess, pausedWriterBlocks: b.InProcess,
+			notifies: b.Notifies, transactionPooling: b.TransactionPooling, asyncCommit: b.AsyncCommit}
 		db := d.pool(t)
 		require.NoError(t, gormmutex.AutoMigrate(db))
 		f(t, d)
@@ -73,6 +81,15 @@ func (d electDB) pool(t *testing.T) *gorm.DB { return d.poolAt(t, d.dsn) }
 func (d electDB) poolAt(t *testing.T, dsn string) *gorm.DB {
 	t.Helper()
 	db, err := openElectDB(d.name, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { closeElectDB(db) })
+	return db
+}
+
+// countedPool is pool with every driver-level round trip added to c.
+func (d electDB) countedPool(t *testing.T, c *sqlcount.Counter) *gorm.DB {
+	t.Helper()
+	db, err := testdb.Open(d.name, d.dsn, c)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeElectDB(db) })
 	return db
@@ -277,6 +294,226 @@ func TestElectionResign(t *testing.T) {
 			}
 		}
 		assert.Equal(t, 1, a.termCount(), "A led again after resigning")
+	})
+}
+
+// TestElectionObserve: Observe reports a takeover of a lease that its
+// holder left to expire (a dead leader), a handover by Resign, and a
+// candidate that leaves (nobody leads). Where the database notifies
+// (PostgreSQL), the observer's retry period is 10 s, and each change
+// reaches it well within half of that, so it cannot have come from
+// polling; the observer reads the leader once per notification, counted at
+// the driver, not once per period. Elsewhere it polls, at a short retry
+// period.
+func TestElectionObserve(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		ctx := context.Background()
+		name := electionName(t)
+		// The observer's lease and retry period. The candidates renew and
+		// try every 200 ms, and one that resigned stays out for its lease
+		// (5 s), longer than the test needs it out.
+		ttl, retry, within := 30*time.Second, 10*time.Second, 5*time.Second
+		if !d.notifies {
+			ttl, retry, within = 3*time.Second, 300*time.Millisecond, 10*time.Second
+		}
+		candidate := func(holder string) *runner {
+			return startRunner(t, gormmutex.NewElection(d.pool(t), name,
+				gormmutex.Config{TTL: gormmutex.Duration(5 * time.Second), Holder: holder, TransactionPooling: d.transactionPooling},
+				gormmutex.WithRetryPeriod(200*time.Millisecond)))
+		}
+
+		// A leader that died: its lease (1 s) is left to expire.
+		dead, err := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}).Acquire(ctx, name)
+		require.NoError(t, err)
+
+		reads := &sqlcount.Counter{}
+		observer := gormmutex.NewElection(d.countedPool(t, reads), name,
+			gormmutex.Config{TTL: gormmutex.Duration(ttl), TransactionPooling: d.transactionPooling}, gormmutex.WithRetryPeriod(retry))
+		octx, ocancel := context.WithCancel(ctx)
+		defer ocancel()
+		observed := observer.Observe(octx)
+		reports := 0
+		// next returns the next leader Observe reports, failing t after
+		// within.
+		next := func(what string) gormmutex.Leader {
+			t.Helper()
+			select {
+			case ld, ok := <-observed:
+				require.True(t, ok, "Observe's channel closed before %s", what)
+				reports++
+				return ld
+			case <-time.After(within):
+				require.FailNow(t, "Observe did not report "+what, "within %v (retry period %v)", within, retry)
+				return gormmutex.Leader{}
+			}
+		}
+		// await returns how long after from Observe reported the term,
+		// skipping reports of nobody leading.
+		await := func(what string, term int64, from time.Time) time.Duration {
+			t.Helper()
+			for {
+				ld := next(what)
+				if ld.Term == term {
+					return time.Since(from)
+				}
+				require.Zero(t, ld.Term, "Observe reported term %d (%s) while waiting for %s (term %d)", ld.Term, ld.Holder, what, term)
+			}
+		}
+		assert.Equal(t, dead.Token(), next("the dead leader").Term, "Observe's first leader")
+
+		// Takeover: A takes the expired lease over.
+		a := candidate("A")
+		termA := a.waitLead(t, 30*time.Second)
+		took := await("A's takeover", termA, time.Now())
+
+		// Handover: A resigns, B takes over.
+		b := candidate("B")
+		time.Sleep(300 * time.Millisecond) // B campaigns
+		resigned := time.Now()
+		require.NoError(t, a.e.Resign(ctx))
+		termB := b.waitLead(t, 30*time.Second)
+		handed := await("B after A resigned", termB, resigned)
+
+		// B leaves, and nobody else campaigns: nobody leads.
+		require.ErrorIs(t, a.stop(t), context.Canceled)
+		require.Equal(t, 1, a.termCount(), "A led again after resigning")
+		left := time.Now()
+		require.ErrorIs(t, b.stop(t), context.Canceled)
+		ld := next("that nobody leads after B left")
+		assert.Zero(t, ld.Term, "Observe's report after B left: %+v", ld)
+		vacated := time.Since(left)
+		t.Logf("reported: takeover %v after A led, handover %v after Resign, vacancy %v after B left; %d reports, %d reads",
+			took, handed, vacated, reports, reads.Query.Load())
+		if d.notifies {
+			// One read to start, one per notification (A's win, A's
+			// release, B's win, B's release), and a little slack for a
+			// listener that had to start again.
+			assert.LessOrEqual(t, reads.Query.Load(), int64(reports+3), "the observer's reads of the leader (%d reports)", reports)
+		}
+	})
+}
+
+// TestElectionObserveListenerLost: on PostgreSQL, when the server ends
+// the connection on which an observer's process listens, the observer
+// listens again on a new one, and still reports the next change at once
+// rather than at its retry period (10 s).
+func TestElectionObserveListenerLost(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		if !d.notifies {
+			t.Skip("the database does not notify")
+		}
+		if strings.Contains(d.dsn, "://") {
+			t.Skip("URL-form PostgreSQL DSN: the test needs key=value form")
+		}
+		ctx := context.Background()
+		name := electionName(t)
+		app := fmt.Sprintf("gm_observe_%d", electSeq.Add(1))
+		observer := gormmutex.NewElection(d.poolAt(t, d.dsn+" application_name="+app), name,
+			gormmutex.Config{TTL: gormmutex.Duration(30 * time.Second)}, gormmutex.WithRetryPeriod(10*time.Second))
+		admin := d.pool(t)
+		// listener returns the server pid of the observer's listening
+		// connection, or 0.
+		listener := func() int64 {
+			t.Helper()
+			var pid int64
+			require.NoError(t, admin.Raw("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = ? AND query = ?",
+				app, "LISTEN "+gormmutex.NotifyChannel).Scan(&pid).Error)
+			return pid
+		}
+		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(5 * time.Second)},
+			gormmutex.WithRetryPeriod(200*time.Millisecond)))
+		termA := a.waitLead(t, 30*time.Second)
+		octx, ocancel := context.WithCancel(ctx)
+		defer ocancel()
+		observed := observer.Observe(octx)
+		next := func(what string) gormmutex.Leader {
+			t.Helper()
+			select {
+			case ld := <-observed:
+				return ld
+			case <-time.After(5 * time.Second):
+				require.FailNow(t, "Observe did not report "+what+" within 5 s")
+				return gormmutex.Leader{}
+			}
+		}
+		require.Equal(t, termA, next("A").Term, "Observe's first leader")
+
+		var old int64
+		require.Eventually(t, func() bool { old = listener(); return old != 0 }, 10*time.Second, 20*time.Millisecond,
+			"the observer's process listens")
+		require.NoError(t, admin.Exec("SELECT pg_terminate_backend(?)", old).Error)
+		require.Eventually(t, func() bool { pid := listener(); return pid != 0 && pid != old }, 10*time.Second, 20*time.Millisecond,
+			"the observer's process listens again on another connection")
+
+		require.ErrorIs(t, a.stop(t), context.Canceled)
+		assert.Zero(t, next("that nobody leads after A left").Term, "Observe's report after A left")
+	})
+}
+
+// TestElectionRenewalsDoNotNotify: on PostgreSQL an election's lease
+// notifies once when it is won and once when it is given up, never on a
+// renewal: a connection of the test's own LISTENs while the leader renews
+// several times.
+func TestElectionRenewalsDoNotNotify(t *testing.T) {
+	t.Parallel()
+	eachElectionDB(t, func(t *testing.T, d electDB) {
+		if !d.notifies {
+			t.Skip("the database does not notify")
+		}
+		ctx := context.Background()
+		name := electionName(t)
+		ln, err := pgx.Connect(ctx, d.dsn)
+		require.NoError(t, err)
+		defer ln.Close(ctx)
+		_, err = ln.Exec(ctx, "LISTEN "+gormmutex.NotifyChannel)
+		require.NoError(t, err)
+		admin := d.pool(t)
+		// notified returns how many notifications for the election came
+		// before a sentinel sent now: notifications arrive in commit
+		// order, so those of statements that have returned come first.
+		sentinels := 0
+		notified := func() int {
+			t.Helper()
+			sentinels++
+			mark := fmt.Sprintf("%s/sentinel/%d", name, sentinels)
+			require.NoError(t, admin.Exec("SELECT pg_notify(?, ?)", gormmutex.NotifyChannel, mark).Error)
+			n := 0
+			for {
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				m, err := ln.WaitForNotification(wctx)
+				cancel()
+				require.NoError(t, err, "waiting for the sentinel notification")
+				switch m.Payload {
+				case mark:
+					return n
+				case name:
+					n++
+				}
+			}
+		}
+
+		// Without and with AsyncCommit, whose win is another statement.
+		for _, async := range []bool{false, true} {
+			if async && !d.asyncCommit {
+				continue
+			}
+			renewals := &sqlcount.Counter{}
+			leaderDB := d.countedPool(t, renewals)
+			gormmutex.DisableBackgroundPurge(t, leaderDB) // renewals are its only Execs
+			a := startRunner(t, gormmutex.NewElection(leaderDB, name, gormmutex.Config{TTL: gormmutex.Duration(time.Second), AsyncCommit: async},
+				gormmutex.WithRetryPeriod(100*time.Millisecond)))
+			a.waitLead(t, 30*time.Second)
+			start := renewals.Exec.Load()
+			require.Eventually(t, func() bool { return renewals.Exec.Load()-start >= 5 }, 10*time.Second, 20*time.Millisecond,
+				"the leader (AsyncCommit %v) renewed 5 times", async)
+			require.True(t, a.e.IsLeader(), "A (AsyncCommit %v) lost the leadership while renewing", async)
+			assert.Equal(t, 1, notified(), "notifications for the election (AsyncCommit %v): its win and %d renewals",
+				async, renewals.Exec.Load()-start)
+			require.ErrorIs(t, a.stop(t), context.Canceled)
+			assert.Equal(t, 1, notified(), "notifications for the election (AsyncCommit %v) when the leader left", async)
+		}
 	})
 }
 

@@ -41,6 +41,9 @@ type Locker struct {
 	// slot only while the semaphore's count row holds count, where the
 	// dialect can (dialect.insertCounted; semaphore.go).
 	countRow, count string
+	// announce says the lock's acquisitions and releases notify where the
+	// database can (the dialect's announcing copy): set for an election.
+	announce bool
 }
 
 // New returns a Locker that takes locks through db with cfg. db must not be
@@ -82,12 +85,20 @@ func New(db *gorm.DB, cfg Config) *Locker {
 
 // dialectOn returns the dialect for the Locker's pool: the database's, or
 // the variant that the database's variant check found on this pool (a
-// Galera cluster, say), checked once per pool and process.
+// Galera cluster, say), checked once per pool and process; for an
+// announcing Locker, its announcing copy where it has one.
 func (l *Locker) dialectOn(ctx context.Context) (*dialect, error) {
-	if l.d.variant == nil || l.state == nil {
-		return l.d, nil
+	d := l.d
+	if d.variant != nil && l.state != nil {
+		var err error
+		if d, err = l.state.variant(ctx, d); err != nil {
+			return nil, err
+		}
 	}
-	return l.state.variant(ctx, l.d)
+	if l.announce && d.announcing != nil {
+		d = d.announcing
+	}
+	return d, nil
 }
 
 // Do runs fn while holding the lock lockID, with [DefaultConfig]: it

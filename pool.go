@@ -166,7 +166,7 @@ func (s *poolState) wakerOf(d *dialect) *waker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.waker == nil {
-		s.waker = &waker{pool: s.pool, wake: d.wake, waiters: map[string][]chan struct{}{}}
+		s.waker = &waker{pool: s.pool, wake: d.wake, waiters: map[string][]chan struct{}{}, watchers: map[string]map[chan struct{}]struct{}{}}
 	}
 	return s.waker
 }

@@ -16,13 +16,18 @@ import (
 // waiters keeps one connection of its pool listening, which wakes the
 // longest-waiting waiter for that id. Polling with backoff stays as the
 // fallback (a lock that expires sends nothing), so a lost notification
-// costs latency, never correctness. This file has no SQL: the dialect's
-// wakeup says how to listen and wait.
+// costs latency, never correctness. Watchers (an election's observers) are
+// told of every notification for their id, and of every end of the
+// listener, after which notifications may have been lost. This file has no
+// SQL: the dialect's wakeup says how to listen and wait.
 
 const (
 	// listenIdle is how long the listening connection stays after the last
 	// waiter left, before it goes back to the pool.
 	listenIdle = 2 * time.Second
+	// listenConnect bounds how long the listener waits for a connection
+	// of the pool.
+	listenConnect = 5 * time.Second
 	// listenStart bounds how long a waiter waits for the listener to be
 	// active.
 	listenStart = 100 * time.Millisecond
@@ -60,9 +65,22 @@ type waker struct {
 
 	mu        sync.Mutex // guards the fields below
 	waiters   map[string][]chan struct{}
-	listening bool          // a listener goroutine is running
-	ready     chan struct{} // closed once the listener is active (or failed)
-	broken    bool          // the driver cannot wait for notifications: poll
+	watchers  map[string]map[chan struct{}]struct{} // each buffered (1)
+	listening bool                                  // a listener goroutine is running
+	active    bool                                  // its LISTEN has run: notifications arrive
+	ready     chan struct{}                         // closed once the listener is active (or failed)
+	broken    bool                                  // the driver cannot wait for notifications: poll
+}
+
+// startLocked starts the listener unless one runs, and returns the channel
+// closed once it is active or has failed. w.mu must be held.
+func (w *waker) startLocked() chan struct{} {
+	if !w.listening {
+		w.listening = true
+		w.ready = make(chan struct{})
+		go w.listen(w.ready)
+	}
+	return w.ready
 }
 
 // register adds a waiter for lockID and returns the channel that its
@@ -76,12 +94,7 @@ func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, f
 	}
 	ch := make(chan struct{})
 	w.waiters[lockID] = append(w.waiters[lockID], ch)
-	if !w.listening {
-		w.listening = true
-		w.ready = make(chan struct{})
-		go w.listen(w.ready)
-	}
-	ready := w.ready
+	ready := w.startLocked()
 	w.mu.Unlock()
 	unregister := func() {
 		w.mu.Lock()
@@ -111,10 +124,64 @@ func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, f
 	return ch, unregister
 }
 
-// wakeOne closes the channel of the longest-waiting waiter for lockID.
-func (w *waker) wakeOne(lockID string) {
+// watch returns a channel that receives whenever a notification for
+// lockID arrives, and whenever the listener ends (notifications may have
+// been lost meanwhile), until the returned function is called. Signals do
+// not queue: one pending signal stands for any number. The watch keeps the
+// listener from going idle, but does not start it: see live.
+func (w *waker) watch(lockID string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.watchers[lockID] == nil {
+		w.watchers[lockID] = map[chan struct{}]struct{}{}
+	}
+	w.watchers[lockID][ch] = struct{}{}
+	return ch, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.watchers[lockID], ch)
+		if len(w.watchers[lockID]) == 0 {
+			delete(w.watchers, lockID)
+		}
+	}
+}
+
+// live starts the listener unless it runs, waits up to within (or until
+// ctx ends) for it to be active or to fail, and reports whether it is
+// active: a notification sent from now on reaches the watchers, unless the
+// listener ends first, which the watchers are told of. False where the
+// driver cannot wait for notifications, or the listener could not start
+// (the database is unreachable, say): the caller polls, and asks again
+// next time.
+func (w *waker) live(ctx context.Context, within time.Duration) bool {
+	w.mu.Lock()
+	if w.broken {
+		w.mu.Unlock()
+		return false
+	}
+	ready := w.startLocked()
+	w.mu.Unlock()
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active
+}
+
+// notified hands a notification for lockID on: it closes the channel of
+// the longest-waiting waiter, and signals every watcher.
+func (w *waker) notified(lockID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.watchers[lockID] {
+		signal(ch)
+	}
 	if list := w.waiters[lockID]; len(list) > 0 {
 		w.delivered.Add(1)
 		close(list[0])
@@ -126,35 +193,46 @@ func (w *waker) wakeOne(lockID string) {
 	}
 }
 
-// wakeAll closes every waiter's channel: the listener is going away, and
-// they poll, or register again.
-func (w *waker) wakeAll() {
+// signal leaves a signal on ch (buffered) unless one is pending already.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// stopped records that the listener has ended, and wakes every waiter and
+// watcher: waiters poll or register again, watchers re-read what they
+// watch and ask for a listener again (live).
+func (w *waker) stopped(broken bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.listening, w.active = false, false
+	w.broken = w.broken || broken
 	for id, list := range w.waiters {
 		for _, c := range list {
 			close(c)
 		}
 		delete(w.waiters, id)
 	}
+	for _, set := range w.watchers {
+		for ch := range set {
+			signal(ch)
+		}
+	}
 }
 
-// listen holds one pool connection listening until no waiter is left for
-// listenIdle, waking waiters as releases arrive.
+// listen holds one pool connection listening until no waiter or watcher
+// is left for listenIdle, waking waiters and watchers as notifications
+// arrive.
 func (w *waker) listen(ready chan struct{}) {
 	readyOnce := sync.OnceFunc(func() { close(ready) })
 	defer readyOnce()
 	ctx := context.Background()
 	broken := false
-	defer func() {
-		w.mu.Lock()
-		w.listening = false
-		w.broken = w.broken || broken
-		w.mu.Unlock()
-		w.wakeAll()
-	}()
+	defer func() { w.stopped(broken) }()
 
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, listenConnect)
 	conn, err := w.pool.Conn(cctx)
 	cancel()
 	if err != nil {
@@ -164,27 +242,31 @@ func (w *waker) listen(ready chan struct{}) {
 	if _, err := conn.ExecContext(ctx, w.wake.listen); err != nil {
 		return
 	}
+	w.mu.Lock()
+	w.active = true
+	w.mu.Unlock()
 	readyOnce()
 	idleSince := time.Now()
 	for {
 		wctx, cancel := context.WithTimeout(ctx, listenIdle/2)
 		payload, err := w.wake.wait(wctx, conn)
+		timedOut := wctx.Err() != nil // read before cancel, which sets it
 		cancel()
 		switch {
 		case err == nil:
-			w.wakeOne(payload)
+			w.notified(payload)
 			idleSince = time.Now()
 			continue
 		case errors.Is(err, errNoNotifications):
 			broken = true
 			return
-		case wctx.Err() == nil:
+		case !timedOut:
 			// The connection failed: give it back to the pool as bad.
 			conn.Raw(func(any) error { return driver.ErrBadConn })
 			return
 		}
 		w.mu.Lock()
-		idle := len(w.waiters) == 0
+		idle := len(w.waiters) == 0 && len(w.watchers) == 0
 		w.mu.Unlock()
 		if !idle {
 			idleSince = time.Now()

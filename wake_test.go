@@ -2,6 +2,7 @@ package gormmutex_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -170,6 +171,59 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		lk := mustAcquire(t, holder, id)
 		require.NoError(t, lk.Release(ctx))
 		assert.Zero(t, notified(), "notifications of a release after the waiter's mark lapsed")
+	})
+}
+
+// TestWakeAfterListenerLost: when the server ends the connection on which
+// a process listens for releases, the process listens again on another
+// one, and a release wakes its waiter again, rather than leaving it to
+// poll while the listener spins on a dead connection.
+func TestWakeAfterListenerLost(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		testdb.Need(t, b.Notifies && b.KillConnSQL != "", "releases wake waiters, and a test can end a pool's connection")
+		if strings.Contains(b.DSN(), "://") {
+			t.Skip("URL-form PostgreSQL DSN: the test needs key=value form")
+		}
+		ctx := context.Background()
+		id := testdb.LockID(t)
+		app := fmt.Sprintf("gm_wake_%d", time.Now().UnixNano())
+		waitersDB := b.MapDSN(func(dsn string) string { return dsn + " application_name=" + app }).Pool(t)
+		admin := b.Pool(t)
+		// listener returns the server pid of the waiters' process's
+		// listening connection, or 0.
+		listener := func() int64 {
+			var pid int64
+			if err := admin.Raw("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE application_name = ? AND query = ?",
+				app, "LISTEN "+gormmutex.NotifyChannel).Scan(&pid).Error; err != nil {
+				return 0
+			}
+			return pid
+		}
+		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		waiter := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
+		lk := mustAcquire(t, holder, id)
+		got := make(chan error, 1)
+		go func() {
+			wl, err := waiter.Acquire(ctx, id)
+			if err == nil {
+				err = wl.Release(ctx)
+			}
+			got <- err
+		}()
+		var old int64
+		require.Eventually(t, func() bool { old = listener(); return old != 0 && gormmutex.WaitersForWakeup(waitersDB, id) == 1 },
+			10*time.Second, 10*time.Millisecond, "the waiter waits for a wake-up")
+		require.NoError(t, admin.Exec(b.KillConnSQL, old).Error)
+		require.Eventually(t, func() bool {
+			pid := listener()
+			return pid != 0 && pid != old && gormmutex.WaitersForWakeup(waitersDB, id) == 1
+		}, 10*time.Second, 10*time.Millisecond, "the waiters' process listens again on another connection, and the waiter waits for a wake-up")
+		before := gormmutex.WakeupsDelivered(waitersDB)
+		require.NoError(t, lk.Release(ctx))
+		require.NoError(t, <-got, "waiter")
+		assert.EqualValues(t, 1, gormmutex.WakeupsDelivered(waitersDB)-before, "wake-ups delivered after the listener came back")
 	})
 }
 
