@@ -462,37 +462,8 @@ func TestElectionRenewalsDoNotNotify(t *testing.T) {
 		if !d.notifies {
 			t.Skip("the database does not notify")
 		}
-		ctx := context.Background()
 		name := electionName(t)
-		ln, err := pgx.Connect(ctx, d.dsn)
-		require.NoError(t, err)
-		defer ln.Close(ctx)
-		_, err = ln.Exec(ctx, "LISTEN "+gormmutex.NotifyChannel)
-		require.NoError(t, err)
-		admin := d.pool(t)
-		// notified returns how many notifications for the election came
-		// before a sentinel sent now: notifications arrive in commit
-		// order, so those of statements that have returned come first.
-		sentinels := 0
-		notified := func() int {
-			t.Helper()
-			sentinels++
-			mark := fmt.Sprintf("%s/sentinel/%d", name, sentinels)
-			require.NoError(t, admin.Exec("SELECT pg_notify(?, ?)", gormmutex.NotifyChannel, mark).Error)
-			n := 0
-			for {
-				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				m, err := ln.WaitForNotification(wctx)
-				cancel()
-				require.NoError(t, err, "waiting for the sentinel notification")
-				switch m.Payload {
-				case mark:
-					return n
-				case name:
-					n++
-				}
-			}
-		}
+		notified := notifications(t, d.dsn, d.pool(t), name)
 
 		// Without and with AsyncCommit, whose win is another statement.
 		for _, async := range []bool{false, true} {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 )
 
 // TestWakeOnRelease: on PostgreSQL a waiter is woken by the release's
@@ -88,37 +89,8 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 			return
 		}
 		id := testdb.LockID(t)
-		ln, err := pgx.Connect(ctx, b.NextDSN())
-		require.NoError(t, err)
-		defer ln.Close(ctx)
-		_, err = ln.Exec(ctx, "LISTEN "+gormmutex.NotifyChannel)
-		require.NoError(t, err)
 		admin := b.Pool(t)
-		// notified reports whether a notification for id came before the
-		// sentinel sent now: notifications arrive in commit order, so one
-		// sent by a release that has returned comes first.
-		sentinel := 0
-		notified := func() int {
-			t.Helper()
-			sentinel++
-			mark := id + "/sentinel/" + string(rune('a'+sentinel))
-			require.NoError(t, admin.Exec("SELECT pg_notify(?, ?)", gormmutex.NotifyChannel, mark).Error)
-			n := 0
-			for {
-				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				m, err := ln.WaitForNotification(wctx)
-				cancel()
-				require.NoError(t, err, "waiting for the sentinel notification")
-				switch {
-				case m.Payload == mark:
-					return n
-				case m.Payload == id:
-					n++
-				case strings.HasPrefix(m.Payload, id+"/"):
-					require.Failf(t, "stray sentinel", "%q", m.Payload)
-				}
-			}
-		}
+		notified := notifications(t, b.NextDSN(), admin, id)
 
 		// Nobody waits; a fail-fast caller in another pool finds it held.
 		// Locks with a TTL and without one are released by different
@@ -274,5 +246,42 @@ func BenchmarkHandoff(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "handoff-p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "handoff-p99-µs")
 		})
+	}
+}
+
+// notifications listens on the lock's notification channel through a
+// connection of its own and returns a function that says how many
+// notifications for lockID came since its last call. It sends a sentinel
+// through admin and reads up to it: notifications arrive in commit order,
+// so those sent by statements that have returned come first.
+func notifications(t *testing.T, dsn string, admin *gorm.DB, lockID string) func() int {
+	t.Helper()
+	ctx := context.Background()
+	ln, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close(ctx) })
+	_, err = ln.Exec(ctx, "LISTEN "+gormmutex.NotifyChannel)
+	require.NoError(t, err)
+	sentinels := 0
+	return func() int {
+		t.Helper()
+		sentinels++
+		mark := fmt.Sprintf("%s/sentinel/%d", lockID, sentinels)
+		require.NoError(t, admin.Exec("SELECT pg_notify(?, ?)", gormmutex.NotifyChannel, mark).Error)
+		n := 0
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			m, err := ln.WaitForNotification(wctx)
+			cancel()
+			require.NoError(t, err, "waiting for the sentinel notification")
+			switch {
+			case m.Payload == mark:
+				return n
+			case m.Payload == lockID:
+				n++
+			case strings.HasPrefix(m.Payload, lockID+"/sentinel/"):
+				require.Failf(t, "stray sentinel", "%q", m.Payload)
+			}
+		}
 	}
 }
