@@ -114,14 +114,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 			require.NoError(t, admin.Exec("UPDATE "+gormmutex.TableName+" SET wanted_until = NULL WHERE lock_id = ?", id).Error)
 			lk := mustAcquire(t, holder, id)
 			waiter := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
-			got := make(chan error, 1)
-			go func() {
-				wl, err := waiter.Acquire(ctx, id)
-				if err == nil {
-					err = wl.Release(ctx)
-				}
-				got <- err
-			}()
+			got := acquireRelease(ctx, waiter, id)
 			// The condition runs on require.Eventually's goroutine: it
 			// must not fail the test itself, so a query error counts as
 			// "not yet" and is reported if the wait runs out.
@@ -176,14 +169,7 @@ func TestWakeAfterListenerLost(t *testing.T) {
 		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		waiter := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
 		lk := mustAcquire(t, holder, id)
-		got := make(chan error, 1)
-		go func() {
-			wl, err := waiter.Acquire(ctx, id)
-			if err == nil {
-				err = wl.Release(ctx)
-			}
-			got <- err
-		}()
+		got := acquireRelease(ctx, waiter, id)
 		var old int64
 		require.Eventually(t, func() bool { old = listener(); return old != 0 && gormmutex.WaitersForWakeup(waitersDB, id) == 1 },
 			10*time.Second, 10*time.Millisecond, "the waiter waits for a wake-up")
@@ -284,4 +270,18 @@ func notifications(t *testing.T, dsn string, admin *gorm.DB, lockID string) func
 			}
 		}
 	}
+}
+
+// acquireRelease acquires lockID through l in a goroutine of its own and
+// releases it at once; the channel gets the first error, or nil.
+func acquireRelease(ctx context.Context, l *gormmutex.Locker, lockID string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		lk, err := l.Acquire(ctx, lockID)
+		if err == nil {
+			err = lk.Release(ctx)
+		}
+		got <- err
+	}()
+	return got
 }
