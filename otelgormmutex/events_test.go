@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestEvents(t *testing.T) {
 func attrString(kv []attribute.KeyValue) string {
 	parts := make([]string, 0, len(kv))
 	for _, a := range kv {
-		parts = append(parts, string(a.Key)+"="+a.Value.Emit())
+		parts = append(parts, string(a.Key)+"="+a.Value.String())
 	}
 	slices.Sort(parts)
 	return "{" + strings.Join(parts, " ") + "}"
@@ -123,4 +124,71 @@ func description(d string) string {
 		return ""
 	}
 	return ": " + d
+}
+
+// samplerSpy is a Sampler that samples per decide and keeps the attributes
+// each span started with.
+type samplerSpy struct {
+	decide sdktrace.SamplingDecision
+	mu     sync.Mutex
+	seen   []string
+}
+
+func (s *samplerSpy) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, p.Name+" "+attrString(p.Attributes))
+	return sdktrace.SamplingResult{Decision: s.decide}
+}
+
+func (s *samplerSpy) Description() string { return "spy" }
+
+// TestSamplerAttributes: a sampler sees the spans' bounded attributes (the
+// lock's kind and name, the database, the wait), not the lock id, which is
+// set when the span ends.
+func TestSamplerAttributes(t *testing.T) {
+	t.Parallel()
+	spy := &samplerSpy{decide: sdktrace.RecordAndSample}
+	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(spy))),
+		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
+	require.NoError(t, err)
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "SQLite"}
+	ctx := obs.DoStarted(context.Background(), gormmutex.AcquireStart{LockInfo: in})
+	obs.AcquireStarted(ctx, gormmutex.AcquireStart{LockInfo: in, Wait: time.Second})
+	assert.Equal(t, []string{
+		"gormmutex.do {db.system.name=sqlite gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
+		"gormmutex.acquire {db.system.name=sqlite gormmutex.acquire.wait=1 gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
+	}, spy.seen)
+}
+
+// TestUnsampled: spans that are not sampled record nothing, and the
+// metrics are recorded all the same.
+func TestUnsampled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sr := tracetest.NewSpanRecorder()
+	reader := sdkmetric.NewManualReader()
+	obs, err := otelgormmutex.New(
+		otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(sr))),
+		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	require.NoError(t, err)
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "nightly", LockID: "nightly", Database: "PostgreSQL"}
+	dctx := obs.DoStarted(ctx, gormmutex.AcquireStart{LockInfo: in})
+	actx := obs.AcquireStarted(dctx, gormmutex.AcquireStart{LockInfo: in})
+	obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1})
+	obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Token: 1, Outcome: gormmutex.OutcomeReleased, Ended: true})
+	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+	assert.Empty(t, sr.Started())
+	assert.Empty(t, sr.Ended())
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			names = append(names, m.Name)
+		}
+	}
+	assert.ElementsMatch(t, []string{"gormmutex.lock.acquire.duration", "gormmutex.lock.held",
+		"gormmutex.lock.hold.duration", "gormmutex.lock.do.duration"}, names)
 }
