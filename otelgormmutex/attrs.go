@@ -82,7 +82,7 @@ func newLockAttrs(k lockKey) *lockAttrs {
 	}
 	spanKV := slices.Clip(kv)
 	if k.wait > 0 {
-		spanKV = append(spanKV, attrWait.Float64(k.wait.Seconds()))
+		spanKV = append(spanKV, AttrWait.Float64(k.wait.Seconds()))
 	}
 	return &lockAttrs{kv: kv, base: newMeasure(kv...),
 		spanStart: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(spanKV...)}}

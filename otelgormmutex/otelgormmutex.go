@@ -89,6 +89,7 @@ const (
 	AttrLockID   = attribute.Key("gormmutex.lock.id") // spans only
 	AttrAttempts = attribute.Key("gormmutex.acquire.attempts")
 	AttrToken    = attribute.Key("gormmutex.lock.token")
+	AttrWait     = attribute.Key("gormmutex.acquire.wait") // spans only: Config.Wait, in seconds
 	AttrDBSystem = attribute.Key("db.system.name")
 )
 
@@ -240,9 +241,6 @@ func dbSystem(database string) string {
 	}
 	return "other_sql"
 }
-
-// attrWait is the gormmutex.acquire.wait span attribute, in seconds.
-const attrWait = attribute.Key("gormmutex.acquire.wait")
 
 // start starts a span for in. Its attributes at the start, which the
 // sampler sees, are the bounded ones that lockAttrs hold; the lock id is
