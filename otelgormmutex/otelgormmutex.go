@@ -251,7 +251,8 @@ func (o *Observer) start(ctx context.Context, name string, in gormmutex.LockInfo
 }
 
 // end ends span, which records, with the attributes kv (the lock id and
-// the outcome among them), marking it an error for OutcomeError and the lease's loss.
+// the outcome among them), marking it an error for OutcomeError and the
+// lease's loss.
 func end(span trace.Span, outcome gormmutex.Outcome, err error, kv ...attribute.KeyValue) {
 	span.SetAttributes(kv...)
 	switch outcome {
