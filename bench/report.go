@@ -579,7 +579,11 @@ func (r *runner) targets(rows []Row, md bool) string {
 			for _, n := range observerContenders[1:] {
 				if o, ok := find(rows, store, "obs", n); ok {
 					rel, how := paired(o, none)
-					desc := fmt.Sprintf("%s uncontended Do with %s: %s ops/s, without an Observer %s ops/s: %s%% %s", b.title, n, f0(o.OpsPerSec), f0(none.OpsPerSec), f0(100*rel), how)
+					name := n
+					if n == "gormmutex-otel" {
+						name += " (-otel-spans " + otelSpans + ")"
+					}
+					desc := fmt.Sprintf("%s uncontended Do with %s: %s ops/s, without an Observer %s ops/s: %s%% %s", b.title, name, f0(o.OpsPerSec), f0(none.OpsPerSec), f0(100*rel), how)
 					if store == "postgres" && n == "gormmutex-otel" {
 						line(rel >= 0.95, "%s; target >= 95%%", desc)
 					} else {

@@ -3,7 +3,10 @@ package otelgormmutex_test
 import (
 	"context"
 	"testing"
+	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -22,12 +25,7 @@ import (
 //
 //	go test -run '^$' -bench DoObserver -benchmem .
 func BenchmarkDoObserver(b *testing.B) {
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-	b.Cleanup(func() {
-		_ = mp.Shutdown(context.Background())
-		_ = tp.Shutdown(context.Background())
-	})
+	mp, tp := benchProviders(b)
 	otelObs, err := otelgormmutex.New(otelgormmutex.WithMeterProvider(mp), otelgormmutex.WithTracerProvider(tp))
 	if err != nil {
 		b.Fatal(err)
@@ -56,17 +54,31 @@ func BenchmarkDoObserver(b *testing.B) {
 	}
 }
 
-// BenchmarkObserverEvents measures the Observer's own cost per Do, without
-// a database: the events of an uncontended Do (Do and acquire spans, the
-// acquire, hold and Do measurements, the held count), to set against the
-// Do's round trips (BenchmarkDoObserver/*/none).
-func BenchmarkObserverEvents(b *testing.B) {
+// benchProviders returns the SDK providers of the benchmarks, set up as
+// the bench's scenario obs sets them up: a MeterProvider with a manual
+// reader (recording costs the same whatever exports it) and a
+// TracerProvider with the default sampler (parent-based, always on) and a
+// batch span processor to an exporter that drops the spans.
+func benchProviders(b *testing.B) (*sdkmetric.MeterProvider, *sdktrace.TracerProvider) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	b.Cleanup(func() {
 		_ = mp.Shutdown(context.Background())
 		_ = tp.Shutdown(context.Background())
 	})
+	return mp, tp
+}
+
+// BenchmarkObserverEvents measures the Observer's own cost per Do, without
+// a database: the events of an uncontended Do, as the core sends them (Do
+// and acquire spans, the acquire, hold and Do measurements, the held count
+// up and down, the release's span event), to set against the Do's round
+// trips (BenchmarkDoObserver/*/none) and against what the SDK costs for as
+// much at the least (BenchmarkObserverEventsFloor). Profile it with
+//
+//	go test -run '^$' -bench ObserverEvents -benchmem -cpuprofile cpu.out -memprofile mem.out .
+func BenchmarkObserverEvents(b *testing.B) {
+	mp, tp := benchProviders(b)
 	obs, err := otelgormmutex.New(otelgormmutex.WithMeterProvider(mp), otelgormmutex.WithTracerProvider(tp))
 	if err != nil {
 		b.Fatal(err)
@@ -78,8 +90,43 @@ func BenchmarkObserverEvents(b *testing.B) {
 	for b.Loop() {
 		dctx := obs.DoStarted(ctx, start)
 		actx := obs.AcquireStarted(dctx, start)
-		obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1})
-		obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Outcome: gormmutex.OutcomeReleased, Ended: true, Token: 1})
-		obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+		obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired,
+			Duration: 400 * time.Microsecond, Attempts: 1, Token: 1})
+		obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Outcome: gormmutex.OutcomeReleased,
+			Held: 500 * time.Microsecond, Ended: true, Token: 1})
+		obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK, Duration: time.Millisecond})
+	}
+}
+
+// BenchmarkObserverEventsFloor is what BenchmarkObserverEvents costs the
+// SDK at the least, the part no Observer can save: the same two spans
+// (nested, no attributes, no events) and five measurements with one cached
+// attribute set.
+func BenchmarkObserverEventsFloor(b *testing.B) {
+	mp, tp := benchProviders(b)
+	tracer := tp.Tracer("floor")
+	meter := mp.Meter("floor")
+	hist, err := meter.Float64Histogram("h", metric.WithExplicitBucketBoundaries(otelgormmutex.DurationBuckets...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	count, err := meter.Int64UpDownCounter("c")
+	if err != nil {
+		b.Fatal(err)
+	}
+	set := metric.WithAttributeSet(attribute.NewSet(attribute.String("a", "1"), attribute.String("b", "2"), attribute.String("c", "3")))
+	add, rec := []metric.AddOption{set}, []metric.RecordOption{set}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		dctx, do := tracer.Start(ctx, "do")
+		_, acq := tracer.Start(dctx, "acquire")
+		count.Add(ctx, 1, add...)
+		hist.Record(ctx, 0.001, rec...)
+		acq.End()
+		count.Add(ctx, -1, add...)
+		hist.Record(ctx, 0.002, rec...)
+		hist.Record(ctx, 0.003, rec...)
+		do.End()
 	}
 }

@@ -48,7 +48,20 @@
 // children of the span in the caller's context, and the acquire's
 // statements run in the acquire's span's context, so database spans
 // (otelgorm, otelsql) nest under it. Spans carry the attributes above plus
-// the full lock id (gormmutex.lock.id), the attempts and the fencing token.
+// the full lock id (gormmutex.lock.id), the attempts and the fencing token,
+// and a Do's span gets the event gormmutex.release with the release's
+// outcome. A span starts with the bounded attributes only (kind, name,
+// db.system.name, and gormmutex.acquire.wait when Config.Wait is set): they
+// are what a Sampler sees. The lock id, the outcome, the attempts and the
+// token are set when it ends, and only on a span that records.
+//
+// # Cost
+//
+// Attribute sets and option slices are built once per (kind, lock name,
+// database) and reused, so what an event costs is, nearly all, what the
+// OpenTelemetry SDK costs for its spans and measurements:
+// BenchmarkObserverEvents measures it per Do, without a database, beside
+// BenchmarkObserverEventsFloor, the same spans and measurements bare.
 package otelgormmutex
 
 import (
@@ -76,6 +89,7 @@ const (
 	AttrLockID   = attribute.Key("gormmutex.lock.id") // spans only
 	AttrAttempts = attribute.Key("gormmutex.acquire.attempts")
 	AttrToken    = attribute.Key("gormmutex.lock.token")
+	AttrWait     = attribute.Key("gormmutex.acquire.wait") // spans only: Config.Wait, in seconds
 	AttrDBSystem = attribute.Key("db.system.name")
 )
 
@@ -148,8 +162,8 @@ type Observer struct {
 	takeovers, lost, timeouts, purgeRows           metric.Int64Counter
 	held, waiters                                  metric.Int64UpDownCounter
 
-	mu   sync.RWMutex // guards sets
-	sets map[attrKey]metric.MeasurementOption
+	mu    sync.RWMutex // guards locks
+	locks map[lockKey]*lockAttrs
 }
 
 var _ gormmutex.Observer = (*Observer)(nil)
@@ -171,7 +185,7 @@ func New(opts ...Option) (*Observer, error) {
 		s.lockName = func(string) string { return "" }
 	}
 	m := s.mp.Meter(ScopeName)
-	o := &Observer{tracer: s.tp.Tracer(ScopeName), lockName: s.lockName, sets: map[attrKey]metric.MeasurementOption{}}
+	o := &Observer{tracer: s.tp.Tracer(ScopeName), lockName: s.lockName, locks: map[lockKey]*lockAttrs{}}
 	var err error
 	hist := func(name, desc string) metric.Float64Histogram {
 		if err != nil {
@@ -228,64 +242,19 @@ func dbSystem(database string) string {
 	return "other_sql"
 }
 
-// attrKey identifies a set of metric attributes.
-type attrKey struct {
-	kind, name, db string
-	outcome        gormmutex.Outcome
-}
-
-// maxCachedSets bounds the cache of attribute sets; past it, sets are built
-// per measurement.
-const maxCachedSets = 4096
-
-// attrs returns the metric attributes of a lock, with outcome when set,
-// from a cache so that a measurement allocates nothing for them.
-func (o *Observer) attrs(in gormmutex.LockInfo, outcome gormmutex.Outcome) metric.MeasurementOption {
-	k := attrKey{kind: string(in.Kind), name: o.lockName(in.Name), db: dbSystem(in.Database), outcome: outcome}
-	o.mu.RLock()
-	opt, ok := o.sets[k]
-	o.mu.RUnlock()
-	if ok {
-		return opt
-	}
-	kv := make([]attribute.KeyValue, 0, 4)
-	kv = append(kv, AttrKind.String(k.kind), AttrDBSystem.String(k.db))
-	if k.name != "" {
-		kv = append(kv, AttrName.String(k.name))
-	}
-	if outcome != "" {
-		kv = append(kv, AttrOutcome.String(string(outcome)))
-	}
-	opt = metric.WithAttributeSet(attribute.NewSet(kv...))
-	o.mu.Lock()
-	if len(o.sets) < maxCachedSets {
-		o.sets[k] = opt
-	}
-	o.mu.Unlock()
-	return opt
-}
-
-// start starts a span for in.
+// start starts a span for in. Its attributes at the start, which the
+// sampler sees, are the bounded ones that lockAttrs hold; the lock id is
+// set at the end.
 func (o *Observer) start(ctx context.Context, name string, in gormmutex.LockInfo, wait time.Duration) context.Context {
-	kv := []attribute.KeyValue{AttrKind.String(string(in.Kind)), AttrLockID.String(in.Name), AttrDBSystem.String(dbSystem(in.Database))}
-	if n := o.lockName(in.Name); n != "" {
-		kv = append(kv, AttrName.String(n))
-	}
-	if wait > 0 {
-		kv = append(kv, attribute.Float64("gormmutex.acquire.wait", wait.Seconds()))
-	}
-	ctx, _ = o.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(kv...))
+	ctx, _ = o.tracer.Start(ctx, name, o.lock(in, wait).spanStart...)
 	return ctx
 }
 
-// end ends ctx's span with outcome, marking it an error for OutcomeError
-// and the lease's loss.
-func end(ctx context.Context, outcome gormmutex.Outcome, err error, kv ...attribute.KeyValue) {
-	span := trace.SpanFromContext(ctx)
-	if !span.IsRecording() {
-		return
-	}
-	span.SetAttributes(append(kv, AttrOutcome.String(string(outcome)))...)
+// end ends span, which records, with the attributes kv (the lock id and
+// the outcome among them), marking it an error for OutcomeError and the
+// lease's loss.
+func end(span trace.Span, outcome gormmutex.Outcome, err error, kv ...attribute.KeyValue) {
+	span.SetAttributes(kv...)
 	switch outcome {
 	case gormmutex.OutcomeError, gormmutex.OutcomeExpired, gormmutex.OutcomeForceReleased, gormmutex.OutcomeFnError:
 		if err != nil {
@@ -303,19 +272,23 @@ func (o *Observer) AcquireStarted(ctx context.Context, e gormmutex.AcquireStart)
 
 // AcquireWaiting counts a waiter.
 func (o *Observer) AcquireWaiting(ctx context.Context, e gormmutex.AcquireStart) {
-	o.waiters.Add(ctx, 1, o.attrs(e.LockInfo, ""))
+	o.waiters.Add(ctx, 1, o.lock(e.LockInfo, 0).base.add...)
 }
 
 // AcquireDone records the acquire's duration and ends its span.
 func (o *Observer) AcquireDone(ctx context.Context, e gormmutex.AcquireEvent) {
+	a := o.lock(e.LockInfo, 0)
 	if e.Waited {
-		o.waiters.Add(ctx, -1, o.attrs(e.LockInfo, ""))
+		o.waiters.Add(ctx, -1, a.base.add...)
 	}
 	if e.Outcome == gormmutex.OutcomeAcquired {
-		o.held.Add(ctx, 1, o.attrs(e.LockInfo, ""))
+		o.held.Add(ctx, 1, a.base.add...)
 	}
-	o.acquireDur.Record(ctx, e.Duration.Seconds(), o.attrs(e.LockInfo, e.Outcome))
-	end(ctx, e.Outcome, e.Err, AttrAttempts.Int(e.Attempts), AttrToken.Int64(e.Token))
+	o.acquireDur.Record(ctx, e.Duration.Seconds(), a.with(e.Outcome).rec...)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		end(span, e.Outcome, e.Err, AttrLockID.String(e.Name), AttrOutcome.String(string(e.Outcome)),
+			AttrAttempts.Int(e.Attempts), AttrToken.Int64(e.Token))
+	}
 }
 
 // DoStarted starts the gormmutex.do span.
@@ -325,27 +298,32 @@ func (o *Observer) DoStarted(ctx context.Context, e gormmutex.AcquireStart) cont
 
 // DoDone records the Do's duration and ends its span.
 func (o *Observer) DoDone(ctx context.Context, e gormmutex.DoEvent) {
-	o.doDur.Record(ctx, e.Duration.Seconds(), o.attrs(e.LockInfo, e.Outcome))
-	end(ctx, e.Outcome, e.Err)
+	o.doDur.Record(ctx, e.Duration.Seconds(), o.lock(e.LockInfo, 0).with(e.Outcome).rec...)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		end(span, e.Outcome, e.Err, AttrLockID.String(e.Name), AttrOutcome.String(string(e.Outcome)))
+	}
 }
 
 // Released records the hold time, and counts a release that found the
 // lease lost.
 func (o *Observer) Released(ctx context.Context, e gormmutex.ReleaseEvent) {
+	a := o.lock(e.LockInfo, 0)
 	if e.Ended {
-		o.held.Add(ctx, -1, o.attrs(e.LockInfo, ""))
+		o.held.Add(ctx, -1, a.base.add...)
 	}
-	withOutcome := o.attrs(e.LockInfo, e.Outcome)
-	o.holdDur.Record(ctx, e.Held.Seconds(), withOutcome)
+	m := a.with(e.Outcome)
+	o.holdDur.Record(ctx, e.Held.Seconds(), m.rec...)
 	if e.Outcome == gormmutex.OutcomeExpired || e.Outcome == gormmutex.OutcomeForceReleased {
-		o.timeouts.Add(ctx, 1, withOutcome)
+		o.timeouts.Add(ctx, 1, m.add...)
 	}
-	trace.SpanFromContext(ctx).AddEvent("gormmutex.release", trace.WithAttributes(AttrOutcome.String(string(e.Outcome))))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent("gormmutex.release", releaseEvent(e.Outcome)...)
+	}
 }
 
 // Renewed records the renewal's duration.
 func (o *Observer) Renewed(ctx context.Context, e gormmutex.RenewEvent) {
-	o.renewDur.Record(ctx, e.Duration.Seconds(), o.attrs(e.LockInfo, e.Outcome))
+	o.renewDur.Record(ctx, e.Duration.Seconds(), o.lock(e.LockInfo, 0).with(e.Outcome).rec...)
 }
 
 // LeaseLost counts a lost lease.
@@ -354,12 +332,12 @@ func (o *Observer) LeaseLost(ctx context.Context, e gormmutex.LostEvent) {
 	if errors.Is(e.Err, gormmutex.ErrForceReleased) {
 		outcome = gormmutex.OutcomeForceReleased
 	}
-	o.lost.Add(ctx, 1, o.attrs(e.LockInfo, outcome))
+	o.lost.Add(ctx, 1, o.lock(e.LockInfo, 0).with(outcome).add...)
 }
 
 // TakenOver counts a takeover.
 func (o *Observer) TakenOver(ctx context.Context, e gormmutex.TakeoverEvent) {
-	o.takeovers.Add(ctx, 1, o.attrs(e.LockInfo, ""))
+	o.takeovers.Add(ctx, 1, o.lock(e.LockInfo, 0).base.add...)
 }
 
 // Purged records a purge.

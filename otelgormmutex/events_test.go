@@ -1,0 +1,194 @@
+package otelgormmutex_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/otelgormmutex"
+)
+
+// TestEvents drives the Observer with the events of a Do that waited and
+// whose lease lapsed, of a renewal, a lost lease, a takeover and a purge,
+// without a database, and checks every span, span event and metric point
+// they make, attributes included.
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	reader := sdkmetric.NewManualReader()
+	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp),
+		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	require.NoError(t, err)
+
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "PostgreSQL"}
+	start := gormmutex.AcquireStart{LockInfo: in, Wait: 2 * time.Second}
+	lapsed := fmt.Errorf("release: %w", gormmutex.ErrTimeout)
+	dctx := obs.DoStarted(ctx, start)
+	actx := obs.AcquireStarted(dctx, start)
+	obs.AcquireWaiting(actx, start)
+	obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired,
+		Duration: 250 * time.Millisecond, Attempts: 3, Waited: true, Token: 7})
+	obs.Renewed(dctx, gormmutex.RenewEvent{LockInfo: in, Token: 7, Outcome: gormmutex.OutcomeRenewed, Duration: time.Millisecond})
+	obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Token: 7, Outcome: gormmutex.OutcomeExpired,
+		Held: 3 * time.Second, Ended: true, Err: lapsed})
+	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeExpired, Duration: 4 * time.Second, Err: lapsed})
+
+	sem := gormmutex.LockInfo{Kind: gormmutex.KindSemaphore, Name: "crawlers", LockID: "crawlers#2", Database: "MySQL"}
+	obs.LeaseLost(ctx, gormmutex.LostEvent{LockInfo: sem, Token: 9, Held: time.Minute,
+		Err: fmt.Errorf("keepalive: %w", gormmutex.ErrForceReleased)})
+	obs.TakenOver(ctx, gormmutex.TakeoverEvent{LockInfo: in, Token: 7, Holder: "a", Lapsed: time.Second, NewHolder: "b", NewToken: 8})
+	obs.Purged(ctx, gormmutex.PurgeEvent{Database: "SQLite", Background: true, Rows: 5, Duration: 2 * time.Millisecond})
+
+	var spans []string
+	for _, s := range sr.Ended() {
+		line := fmt.Sprintf("%s %s status=%s%s", s.Name(), attrString(s.Attributes()), s.Status().Code, description(s.Status().Description))
+		for _, e := range s.Events() {
+			line += fmt.Sprintf(" event=%s%s", e.Name, attrString(e.Attributes))
+		}
+		spans = append(spans, line)
+	}
+	assert.Equal(t, []string{
+		"gormmutex.acquire {db.system.name=postgresql gormmutex.acquire.attempts=3 gormmutex.acquire.wait=2 gormmutex.lock.id=invoice/42 " +
+			"gormmutex.lock.kind=lock gormmutex.lock.name=invoice gormmutex.lock.token=7 gormmutex.outcome=acquired} status=Unset",
+		"gormmutex.do {db.system.name=postgresql gormmutex.acquire.wait=2 gormmutex.lock.id=invoice/42 " +
+			"gormmutex.lock.kind=lock gormmutex.lock.name=invoice gormmutex.outcome=expired} status=Error: " + lapsed.Error() +
+			" event=gormmutex.release{gormmutex.outcome=expired}" +
+			" event=exception{exception.message=" + lapsed.Error() + " exception.type=*fmt.wrapError}",
+	}, spans)
+	assert.Equal(t, sr.Ended()[1].SpanContext().SpanID(), sr.Ended()[0].Parent().SpanID(), "the acquire's span is the Do's child")
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	var points []string
+	for _, sm := range rm.ScopeMetrics {
+		assert.Equal(t, otelgormmutex.ScopeName, sm.Scope.Name)
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					points = append(points, fmt.Sprintf("%s [%s] %s count=%d sum=%g", m.Name, m.Unit, attrString(p.Attributes.ToSlice()), p.Count, p.Sum))
+				}
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					points = append(points, fmt.Sprintf("%s [%s] %s monotonic=%t value=%d", m.Name, m.Unit, attrString(p.Attributes.ToSlice()), d.IsMonotonic, p.Value))
+				}
+			default:
+				t.Errorf("metric %s: unexpected %T", m.Name, m.Data)
+			}
+		}
+	}
+	slices.Sort(points)
+	lock := "db.system.name=postgresql gormmutex.lock.kind=lock gormmutex.lock.name=invoice"
+	assert.Equal(t, []string{
+		"gormmutex.lock.acquire.duration [s] {" + lock + " gormmutex.outcome=acquired} count=1 sum=0.25",
+		"gormmutex.lock.do.duration [s] {" + lock + " gormmutex.outcome=expired} count=1 sum=4",
+		"gormmutex.lock.held [{lock}] {" + lock + "} monotonic=false value=0",
+		"gormmutex.lock.hold.duration [s] {" + lock + " gormmutex.outcome=expired} count=1 sum=3",
+		"gormmutex.lock.lost_leases [{lease}] {db.system.name=mysql gormmutex.lock.kind=semaphore gormmutex.lock.name=crawlers gormmutex.outcome=force_released} monotonic=true value=1",
+		"gormmutex.lock.renewal.duration [s] {" + lock + " gormmutex.outcome=renewed} count=1 sum=0.001",
+		"gormmutex.lock.takeovers [{takeover}] {" + lock + "} monotonic=true value=1",
+		"gormmutex.lock.timeouts [{release}] {" + lock + " gormmutex.outcome=expired} monotonic=true value=1",
+		"gormmutex.lock.waiters [{waiter}] {" + lock + "} monotonic=false value=0",
+		"gormmutex.purge.duration [s] {db.system.name=sqlite gormmutex.outcome=ok} count=1 sum=0.002",
+		"gormmutex.purge.rows [{row}] {db.system.name=sqlite} monotonic=true value=5",
+	}, points)
+}
+
+// attrString renders attributes sorted by key.
+func attrString(kv []attribute.KeyValue) string {
+	parts := make([]string, 0, len(kv))
+	for _, a := range kv {
+		parts = append(parts, string(a.Key)+"="+a.Value.String())
+	}
+	slices.Sort(parts)
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+func description(d string) string {
+	if d == "" {
+		return ""
+	}
+	return ": " + d
+}
+
+// samplerSpy is a Sampler that samples per decide and keeps the attributes
+// each span started with.
+type samplerSpy struct {
+	decide sdktrace.SamplingDecision
+	mu     sync.Mutex
+	seen   []string
+}
+
+func (s *samplerSpy) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, p.Name+" "+attrString(p.Attributes))
+	return sdktrace.SamplingResult{Decision: s.decide}
+}
+
+func (s *samplerSpy) Description() string { return "spy" }
+
+// TestSamplerAttributes: a sampler sees the spans' bounded attributes (the
+// lock's kind and name, the database, the wait), not the lock id, which is
+// set when the span ends.
+func TestSamplerAttributes(t *testing.T) {
+	t.Parallel()
+	spy := &samplerSpy{decide: sdktrace.RecordAndSample}
+	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(spy))),
+		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
+	require.NoError(t, err)
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "SQLite"}
+	ctx := obs.DoStarted(context.Background(), gormmutex.AcquireStart{LockInfo: in})
+	obs.AcquireStarted(ctx, gormmutex.AcquireStart{LockInfo: in, Wait: time.Second})
+	assert.Equal(t, []string{
+		"gormmutex.do {db.system.name=sqlite gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
+		"gormmutex.acquire {db.system.name=sqlite gormmutex.acquire.wait=1 gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
+	}, spy.seen)
+}
+
+// TestUnsampled: spans that are not sampled record nothing, and the
+// metrics are recorded all the same.
+func TestUnsampled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sr := tracetest.NewSpanRecorder()
+	reader := sdkmetric.NewManualReader()
+	obs, err := otelgormmutex.New(
+		otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(sr))),
+		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	require.NoError(t, err)
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "nightly", LockID: "nightly", Database: "PostgreSQL"}
+	dctx := obs.DoStarted(ctx, gormmutex.AcquireStart{LockInfo: in})
+	actx := obs.AcquireStarted(dctx, gormmutex.AcquireStart{LockInfo: in})
+	obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1})
+	obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Token: 1, Outcome: gormmutex.OutcomeReleased, Ended: true})
+	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+	assert.Empty(t, sr.Started())
+	assert.Empty(t, sr.Ended())
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(ctx, &rm))
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			names = append(names, m.Name)
+		}
+	}
+	assert.ElementsMatch(t, []string{"gormmutex.lock.acquire.duration", "gormmutex.lock.held",
+		"gormmutex.lock.hold.duration", "gormmutex.lock.do.duration"}, names)
+}
