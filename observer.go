@@ -38,7 +38,8 @@ type Observer interface {
 	// its acquire; the context it returns is the one the acquire, fn and
 	// the release get, and the one passed to DoDone.
 	DoStarted(ctx context.Context, e AcquireStart) context.Context
-	// DoDone is called when that Do returns, with its outcome.
+	// DoDone is called when that Do returns, with its outcome; also when
+	// fn panics, as the panic goes on, with OutcomeFnError.
 	DoDone(ctx context.Context, e DoEvent)
 
 	// Released is called after every Release that reached a verdict (and
@@ -312,14 +313,25 @@ func doOutcome(err error, acquired bool) Outcome {
 }
 
 // observeDo runs do, a Do's body, reporting it to obs. do reports whether
-// fn ran.
+// fn ran. If fn panics (or calls runtime.Goexit), DoDone is called on the way out
+// with OutcomeFnError and an error that says so, and the panic goes on.
 func observeDo(ctx context.Context, obs Observer, start AcquireStart, do func(ctx context.Context) (bool, error)) error {
 	t := time.Now()
 	ctx = obs.DoStarted(ctx, start)
+	done := false
+	defer func() {
+		if !done {
+			obs.DoDone(ctx, DoEvent{LockInfo: start.LockInfo, Outcome: OutcomeFnError, Duration: time.Since(t), Err: errPanicked})
+		}
+	}()
 	ran, err := do(ctx)
+	done = true
 	obs.DoDone(ctx, DoEvent{LockInfo: start.LockInfo, Outcome: doOutcome(err, ran), Duration: time.Since(t), Err: err})
 	return err
 }
+
+// errPanicked is the error a DoEvent carries for a Do whose fn panicked.
+var errPanicked = errors.New("gormmutex: fn panicked")
 
 // acquireStats is what an observed acquire counts.
 type acquireStats struct {

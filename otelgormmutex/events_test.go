@@ -192,3 +192,43 @@ func TestUnsampled(t *testing.T) {
 	assert.ElementsMatch(t, []string{"gormmutex.lock.acquire.duration", "gormmutex.lock.held",
 		"gormmutex.lock.hold.duration", "gormmutex.lock.do.duration"}, names)
 }
+
+// TestAcquireSpanEndsWithDo: a Do's acquire span is handed to the span
+// processor with the Do's, not when the acquire returns (one wake-up of a
+// batching processor instead of two), stamped with the time the acquire
+// ended; an acquire outside a Do, or nested in one, ends at once.
+func TestAcquireSpanEndsWithDo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
+	require.NoError(t, err)
+	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "job", LockID: "job", Database: "SQLite"}
+	start := gormmutex.AcquireStart{LockInfo: in}
+	acquired := gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1}
+
+	dctx := obs.DoStarted(ctx, start)
+	actx := obs.AcquireStarted(dctx, start)
+	obs.AcquireDone(actx, acquired)
+	acquireEnded := time.Now()
+	assert.Empty(t, sr.Ended(), "the acquire span was handed over before the Do's")
+	// An acquire nested in the Do's fn ends at once.
+	nctx := obs.AcquireStarted(dctx, start)
+	obs.AcquireDone(nctx, acquired)
+	require.Len(t, sr.Ended(), 1, "a nested acquire's span")
+	time.Sleep(20 * time.Millisecond)
+	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+	spans := sr.Ended()
+	require.Len(t, spans, 3)
+	acq, do := spans[1], spans[2]
+	assert.Equal(t, "gormmutex.acquire", acq.Name())
+	assert.Equal(t, do.SpanContext().SpanID(), acq.Parent().SpanID())
+	assert.False(t, acq.EndTime().After(acquireEnded), "the acquire span ends when the acquire did")
+	assert.GreaterOrEqual(t, do.EndTime().Sub(acq.EndTime()), 20*time.Millisecond)
+
+	// Outside a Do, at once.
+	actx = obs.AcquireStarted(ctx, start)
+	obs.AcquireDone(actx, acquired)
+	assert.Len(t, sr.Ended(), 4)
+}

@@ -157,3 +157,31 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 }
+
+// TestDoPanicEndsSpans: when fn panics, the panic goes on, and the Do's
+// span and its acquire's are still ended, the Do's as an error.
+func TestDoPanicEndsSpans(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		sr := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+		obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
+		require.NoError(t, err)
+		cfg := gormmutex.DefaultConfig()
+		cfg.Observer = obs
+		l := gormmutex.New(b.Pool(t), cfg)
+		assert.PanicsWithValue(t, "boom", func() {
+			_ = l.Do(context.Background(), testdb.LockID(t), func(context.Context) error { panic("boom") })
+		})
+		spans := sr.Ended()
+		require.Len(t, spans, 2)
+		assert.Equal(t, "gormmutex.acquire", spans[0].Name())
+		assert.Equal(t, "gormmutex.do", spans[1].Name())
+		assert.Equal(t, "Error", spans[1].Status().Code.String())
+		assert.Contains(t, spans[1].Status().Description, "panicked")
+		attrs := attribute.NewSet(spans[1].Attributes()...)
+		got, _ := attrs.Value(otelgormmutex.AttrOutcome)
+		assert.Equal(t, string(gormmutex.OutcomeFnError), got.AsString())
+	})
+}
