@@ -314,9 +314,8 @@ func TestHistoryAcrossFailover(t *testing.T) {
 // (Lock.ExpiresAt), never after it: past that point another holder may
 // already run.
 //
-// KNOWN TO FAIL when the renewal retry's backoff sleeps past the estimate
-// (issue 10 measured 226 ms late); the lead's KeepAlive fix makes it pass.
-// Run alone: go test -run TestKeepAliveCancelsByLeaseEstimate ./failover
+// It failed before KeepAlive gave up ahead of the estimate: the renewal
+// retry's backoff slept past it (issue 10 measured 226 ms late).
 func TestKeepAliveCancelsByLeaseEstimate(t *testing.T) {
 	pair := startPair(t, false)
 	db := scenario.Postgres(t, pair.MultiHostDSN(""), 4)
