@@ -405,6 +405,36 @@ func TestSemaphoreCountRow(t *testing.T) {
 	})
 }
 
+// TestSemaphoreAsyncCommit: with Config.AsyncCommit a permit is taken by
+// the count row's statement in its asynchronous form: permits are still
+// counted, and another count is still refused.
+func TestSemaphoreAsyncCommit(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		if !d.b.AsyncCommit {
+			t.Skip("no AsyncCommit here")
+		}
+		ctx := context.Background()
+		name := semName(t)
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true}
+		two := gormmutex.New(d.pool(t), cfg).Semaphore(name, 2)
+		a, err := two.Acquire(ctx)
+		require.NoError(t, err)
+		b, err := two.Acquire(ctx)
+		require.NoError(t, err)
+		_, err = two.Acquire(ctx)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "two permits held")
+		_, err = gormmutex.New(d.pool(t), cfg).Semaphore(name, 3).Acquire(ctx)
+		require.ErrorIs(t, err, gormmutex.ErrPermitsMismatch)
+		require.NoError(t, a.Release(ctx))
+		c, err := two.Acquire(ctx)
+		require.NoError(t, err, "a released permit is taken again")
+		assert.Greater(t, c.Token(), b.Token())
+		require.NoError(t, b.Release(ctx))
+		require.NoError(t, c.Release(ctx))
+	})
+}
+
 // TestSemaphorePermitsMismatchRace: pools with 2 and with 4 permits for one
 // name contend at once. Inside the critical section, the in-database
 // counter of holders of the caller's count is at most that count, and the
