@@ -66,7 +66,18 @@ func startBouncer(r *Running, mode string) error {
 		return err
 	}
 	r.stack.Push(pg)
-	b, err := StartPgBouncer(PgBouncerConfig{Mode: mode, UpstreamPort: pg.Port})
+	// A session pooler gives each client connection a server connection of
+	// its own for as long as it is open. The core suite runs many pools
+	// at once, as a fleet of processes would, and with PgBouncer's usual
+	// 20 per pool its clients queued for a server connection until
+	// query_wait_timeout (120 s) failed them (TestContention, one CI run);
+	// that is the pooler's sizing, not the lock's. The private server
+	// takes 200 connections (postgres.go).
+	poolSize := 0
+	if mode == SessionPooling {
+		poolSize = 150
+	}
+	b, err := StartPgBouncer(PgBouncerConfig{Mode: mode, UpstreamPort: pg.Port, PoolSize: poolSize})
 	if err != nil {
 		return err
 	}
