@@ -49,13 +49,7 @@ func TestSpans(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		sr := tracetest.NewSpanRecorder()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
-		obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
-		require.NoError(t, err)
-		cfg := gormmutex.DefaultConfig()
-		cfg.Observer = obs
-		l := gormmutex.New(b.Pool(t), cfg)
+		l, tp, sr := tracedLocker(t, b)
 		id := "job/" + testdb.LockID(t)
 
 		ctx, caller := tp.Tracer("test").Start(context.Background(), "caller")
@@ -164,13 +158,7 @@ func TestDoPanicEndsSpans(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		sr := tracetest.NewSpanRecorder()
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
-		obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
-		require.NoError(t, err)
-		cfg := gormmutex.DefaultConfig()
-		cfg.Observer = obs
-		l := gormmutex.New(b.Pool(t), cfg)
+		l, _, sr := tracedLocker(t, b)
 		assert.PanicsWithValue(t, "boom", func() {
 			_ = l.Do(context.Background(), testdb.LockID(t), func(context.Context) error { panic("boom") })
 		})
@@ -184,4 +172,17 @@ func TestDoPanicEndsSpans(t *testing.T) {
 		got, _ := attrs.Value(otelgormmutex.AttrOutcome)
 		assert.Equal(t, string(gormmutex.OutcomeFnError), got.AsString())
 	})
+}
+
+// tracedLocker returns a Locker on a new pool of b with DefaultConfig and
+// the Observer on a tracer provider whose ended spans sr records.
+func tracedLocker(t *testing.T, b *testdb.Backend) (*gormmutex.Locker, *sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	t.Helper()
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
+	require.NoError(t, err)
+	cfg := gormmutex.DefaultConfig()
+	cfg.Observer = obs
+	return gormmutex.New(b.Pool(t), cfg), tp, sr
 }
