@@ -175,19 +175,26 @@ func TestWakeAfterListenerLost(t *testing.T) {
 		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
 		waiter := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
 		lk := mustAcquire(t, holder, id)
-		got := acquireRelease(ctx, waiter, id)
+		// Two waiters: one may poll its way in before a notification
+		// arrives (seen once through PgBouncer), and then the other is
+		// still there to be woken, by the holder's release or by the
+		// first waiter's.
+		const n = 2
+		got := []<-chan error{acquireRelease(ctx, waiter, id), acquireRelease(ctx, waiter, id)}
 		var old int64
-		require.Eventually(t, func() bool { old = listener(); return old != 0 && gormmutex.WaitersForWakeup(waitersDB, id) == 1 },
-			10*time.Second, 10*time.Millisecond, "the waiter waits for a wake-up")
+		require.Eventually(t, func() bool { old = listener(); return old != 0 && gormmutex.WaitersForWakeup(waitersDB, id) == n },
+			10*time.Second, 10*time.Millisecond, "the waiters wait for a wake-up")
 		require.NoError(t, admin.Exec(b.KillConnSQL, old).Error)
 		require.Eventually(t, func() bool {
 			pid := listener()
-			return pid != 0 && pid != old && gormmutex.WaitersForWakeup(waitersDB, id) == 1
-		}, 10*time.Second, 10*time.Millisecond, "the waiters' process listens again on another connection, and the waiter waits for a wake-up")
+			return pid != 0 && pid != old && gormmutex.WaitersForWakeup(waitersDB, id) == n
+		}, 10*time.Second, 10*time.Millisecond, "the waiters' process listens again on another connection, and the waiters wait for a wake-up")
 		before := gormmutex.WakeupsDelivered(waitersDB)
 		require.NoError(t, lk.Release(ctx))
-		require.NoError(t, <-got, "waiter")
-		assert.EqualValues(t, 1, gormmutex.WakeupsDelivered(waitersDB)-before, "wake-ups delivered after the listener came back")
+		for _, g := range got {
+			require.NoError(t, <-g, "waiter")
+		}
+		assert.GreaterOrEqual(t, gormmutex.WakeupsDelivered(waitersDB)-before, int64(1), "wake-ups delivered after the listener came back")
 	})
 }
 
