@@ -146,7 +146,8 @@ func (l *Locker) insert(ctx, sctx context.Context, d *dialect, lockID string, wa
 	var sent time.Time
 	insert := d.acquireStatement(waiting, l.cfg.AsyncCommit)
 	args := []any{lockID, d.duration(l.cfg.TTL), l.holder}
-	if l.countRow != "" && d.insertCounted != "" {
+	counted := l.countRow != "" && d.insertCounted != ""
+	if counted {
 		insert = d.insertCounted
 		if l.cfg.AsyncCommit {
 			insert = d.insertCountedAsync
@@ -156,7 +157,6 @@ func (l *Locker) insert(ctx, sctx context.Context, d *dialect, lockID string, wa
 			args = d.countedArgs(args[0], args[1], args[2], args[3], args[4])
 		}
 	}
-	counted := len(args) > 3
 	err := l.retryOn(ctx, sctx, d, func(sctx context.Context) error {
 		id = 0
 		sent = time.Now()
