@@ -36,6 +36,7 @@ type config struct {
 	pgDSN        string
 	myDSN        string
 	redisAddr    string
+	obsDelay     time.Duration
 	cpuprofile   string
 	memprofile   string
 	updateReadme string
@@ -76,9 +77,10 @@ func main() {
 	flag.StringVar(&cfg.isolate, "isolate-db", "gormmutex_bench", "PostgreSQL and MySQL database to create and use instead of the DSN's, so bulk rows never meet concurrent test suites ('' to use the DSN's)")
 	flag.StringVar(&cfg.pgDSN, "pg", testdb.Postgres(), "PostgreSQL DSN")
 	flag.StringVar(&cfg.myDSN, "mysql", testdb.MySQL(), "MySQL/MariaDB DSN; several separated by | (one cluster's nodes) spread gormmutex's workers over them")
-	flag.StringVar(&otelSpans, "otel-spans", "batch", "spans of scenario obs's gormmutex-otel: batch (every span sampled, batch span processor), sync (every span sampled, exported on the goroutine that ends it), unsampled (none sampled: metrics only)")
+	flag.StringVar(&otelSpans, "otel-spans", "batch", "spans of scenario obs's gormmutex-otel: batch (every span sampled, batch span processor), sync (every span sampled, exported on the goroutine that ends it), tenth (one trace in ten sampled, batch span processor), unsampled (none sampled: metrics only)")
 	flag.BoolVar(&transactionPooling, "transaction-pooling", false, "gormmutex's Config.TransactionPooling, for a -pg DSN that goes through a transaction pooler (waiters poll)")
 	flag.StringVar(&cfg.redisAddr, "redis", envOr("GORMMUTEX_REDIS_ADDR", "127.0.0.1:6379"), "Redis address")
+	flag.DurationVar(&cfg.obsDelay, "obs-delay", 0, "scenario obs on PostgreSQL only, every contender through a loopback proxy that delays each direction by this much (a database one network hop away)")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.memprofile, "memprofile", "", "write an allocation profile of the whole run to this file (go tool pprof -sample_index=alloc_objects)")
 	flag.StringVar(&cfg.updateReadme, "update-readme", "", "README.md whose results section (between the BENCH-RESULTS markers) is replaced with this run's table")

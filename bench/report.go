@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -87,6 +88,46 @@ func paired(a, b Row) (float64, string) {
 		return medians, "(ratio of the medians)"
 	}
 	return median(rs), fmt.Sprintf("(median of the %d per-round ratios; ratio of the medians %s)", len(rs), f2(medians))
+}
+
+// pairedCI is a 95% bootstrap confidence interval of paired's median of
+// per-round ratios, as text to append to it ("" when there are too few
+// rounds for one).
+func pairedCI(a, b Row) string {
+	lo, hi, ok := medianRatioCI(a, b)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(", 95%% CI %s%% to %s%%", f0(100*lo), f0(100*hi))
+}
+
+// medianRatioCI is the 95% bootstrap interval of the median of a's
+// per-round ratios to b's: 2,000 resamples of the rounds, with a fixed
+// seed so that a report is reproducible from its windows. It needs 20
+// rounds at least.
+func medianRatioCI(a, b Row) (lo, hi float64, ok bool) {
+	wa, wb := a.OpsPerSecWindow, b.OpsPerSecWindow
+	if len(wa) < 20 || len(wa) != len(wb) {
+		return 0, 0, false
+	}
+	rs := make([]float64, 0, len(wa))
+	for i := range wa {
+		if wb[i] <= 0 {
+			return 0, 0, false
+		}
+		rs = append(rs, wa[i]/wb[i])
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	meds := make([]float64, 2000)
+	re := make([]float64, len(rs))
+	for i := range meds {
+		for j := range re {
+			re[j] = rs[rng.IntN(len(rs))]
+		}
+		meds[i] = median(re)
+	}
+	slices.Sort(meds)
+	return meds[50], meds[1949], true
 }
 
 // median is the middle value of xs (the mean of the two middle ones for an
@@ -580,16 +621,22 @@ func (r *runner) targets(rows []Row, md bool) string {
 				if o, ok := find(rows, store, "obs", n); ok {
 					rel, how := paired(o, none)
 					name := n
-					if n == "gormmutex-otel" {
+					if strings.HasPrefix(n, "gormmutex-otel") {
 						name += " (-otel-spans " + otelSpans + ")"
 					}
-					desc := fmt.Sprintf("%s uncontended Do with %s: %s ops/s, without an Observer %s ops/s: %s%% %s", b.title, name, f0(o.OpsPerSec), f0(none.OpsPerSec), f0(100*rel), how)
+					desc := fmt.Sprintf("%s uncontended Do with %s: %s ops/s, without an Observer %s ops/s: %s%%%s %s", b.title, name, f0(o.OpsPerSec), f0(none.OpsPerSec), f0(100*rel), pairedCI(o, none), how)
 					if store == "postgres" && n == "gormmutex-otel" {
 						line(rel >= 0.95, "%s; target >= 95%%", desc)
 					} else {
 						say("shown", "%s", desc)
 					}
 				}
+			}
+			o, ok1 := find(rows, store, "obs", "gormmutex-otel")
+			f, ok2 := find(rows, store, "obs", "gormmutex-otel-floor")
+			if ok1 && ok2 && f.OpsPerSec > 0 {
+				rel, how := paired(o, f)
+				say("shown", "%s uncontended Do with gormmutex-otel: %s%%%s of gormmutex-otel-floor's throughput %s (CPU per Do %s µs vs %s µs): what otelgormmutex costs beyond the SDK's least", b.title, f0(100*rel), pairedCI(o, f), how, f0(o.CPUusPerOp), f0(f.CPUusPerOp))
 			}
 		}
 		empty, okE := find(rows, store, "empty-d", "gormmutex")

@@ -84,7 +84,7 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 		o.maxConns = poolConns
 	}
 	switch name {
-	case "gormmutex", "gormmutex-async", "gormmutex-noop", "gormmutex-otel":
+	case "gormmutex", "gormmutex-async", "gormmutex-noop", "gormmutex-otel", "gormmutex-otel-floor":
 		obs, err := r.observer(name)
 		if err != nil {
 			return nil, err
@@ -282,14 +282,35 @@ func (r *runner) main(ctx context.Context) error {
 			conts[[2]string{b.name, name}] = c
 		}
 	}
+	// Scenario obs's contenders: the plain gormmutex is scenario a's but
+	// with -obs-delay, when all four go through a latency proxy of their
+	// own (PostgreSQL only).
+	obsConts := map[[2]string]contender{}
 	if cfg.scenarios.has("observer") && cfg.contenders.has("gormmutex") {
 		for _, b := range r.backends {
-			for _, name := range observerContenders[1:] {
-				c, err := r.newContender(b, name, poolOpts{})
+			o := poolOpts{}
+			if cfg.obsDelay > 0 {
+				if b.name != "postgres" {
+					continue
+				}
+				p, err := newDelayProxy(fmt.Sprintf("%s:%d", b.pgCfg.Host, b.pgCfg.Port), cfg.obsDelay)
+				if err != nil {
+					return err
+				}
+				defer p.close()
+				o.proxy = p.addr()
+			}
+			for _, name := range observerContenders {
+				if c, ok := conts[[2]string{b.name, name}]; ok && o.proxy == "" {
+					obsConts[[2]string{b.name, name}] = c
+					continue
+				}
+				c, err := r.newContender(b, name, o)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", b.name, name, err)
 				}
-				conts[[2]string{b.name, name}] = c
+				conts[[2]string{b.name, name + "/obs"}] = c
+				obsConts[[2]string{b.name, name}] = c
 			}
 		}
 	}
@@ -406,10 +427,10 @@ func (r *runner) main(ctx context.Context) error {
 					}
 				}
 			}
-			if _, ok := conts[[2]string{store, observerContenders[1]}]; ok {
+			if _, ok := obsConts[[2]string{store, observerContenders[1]}]; ok {
 				for _, n := range rotate(observerContenders, round) {
 					sp := spec{backend: store, scenario: "obs", contender: n, workers: 1, dur: cfg.dur, warm: cfg.warm}
-					if _, err := r.run(ctx, conts[[2]string{store, n}], sp, round); err != nil {
+					if _, err := r.run(ctx, obsConts[[2]string{store, n}], sp, round); err != nil {
 						return err
 					}
 				}

@@ -61,7 +61,11 @@
 // database) and reused, so what an event costs is, nearly all, what the
 // OpenTelemetry SDK costs for its spans and measurements:
 // BenchmarkObserverEvents measures it per Do, without a database, beside
-// BenchmarkObserverEventsFloor, the same spans and measurements bare.
+// BenchmarkObserverEventsFloor, the same spans and measurements bare. In
+// a real Do on PostgreSQL (the bench's bench/observer.sh) the metrics cost
+// about 3% of an uncontended Do's throughput, and sampled spans cost what
+// the SDK charges for any two spans: 5% to 16% of a Do that takes 0.6 ms,
+// 2% of one that takes 6 ms. The README has the table.
 package otelgormmutex
 
 import (
