@@ -282,9 +282,9 @@ func (r *runner) main(ctx context.Context) error {
 			conts[[2]string{b.name, name}] = c
 		}
 	}
-	// Scenario obs's contenders: the plain gormmutex is scenario a's but
-	// with -obs-delay, when all four go through a latency proxy of their
-	// own (PostgreSQL only).
+	// Scenario obs's contenders. The plain gormmutex is scenario a's
+	// pool, unless -obs-delay puts all four behind a delaying proxy (then
+	// on PostgreSQL only).
 	obsConts := map[[2]string]contender{}
 	if cfg.scenarios.has("observer") && cfg.contenders.has("gormmutex") {
 		for _, b := range r.backends {
