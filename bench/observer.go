@@ -38,8 +38,9 @@ var observerContenders = []string{"gormmutex", "gormmutex-noop", "gormmutex-otel
 // handles spans.
 var otelSpans string
 
-// otelObserver is the one OpenTelemetry Observer of a run, made on first use.
-var otelObserver = sync.OnceValues(func() (gormmutex.Observer, error) {
+// otelObservers are a run's OpenTelemetry Observers, gormmutex-otel's and
+// gormmutex-otel-floor's, on the same providers, made on first use.
+var otelObservers = sync.OnceValues(func() ([2]gormmutex.Observer, error) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	var tp *sdktrace.TracerProvider
 	switch otelSpans {
@@ -52,23 +53,18 @@ var otelObserver = sync.OnceValues(func() (gormmutex.Observer, error) {
 	case "unsampled":
 		tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	default:
-		return nil, fmt.Errorf("-otel-spans %q: want batch, sync, tenth or unsampled", otelSpans)
+		return [2]gormmutex.Observer{}, fmt.Errorf("-otel-spans %q: want batch, sync, tenth or unsampled", otelSpans)
 	}
 	obs, err := otelgormmutex.New(otelgormmutex.WithMeterProvider(mp), otelgormmutex.WithTracerProvider(tp))
 	if err != nil {
-		return nil, err
+		return [2]gormmutex.Observer{}, err
 	}
 	floor, err := newFloorObserver(mp, tp)
 	if err != nil {
-		return nil, err
+		return [2]gormmutex.Observer{}, err
 	}
-	otelFloor = floor
-	return obs, nil
+	return [2]gormmutex.Observer{obs, floor}, nil
 })
-
-// otelFloor is gormmutex-otel-floor's Observer, on otelObserver's
-// providers; set by otelObserver.
-var otelFloor gormmutex.Observer
 
 // floorObserver is gormmutex-otel-floor's Observer.
 type floorObserver struct {
@@ -133,13 +129,12 @@ func (r *runner) observer(name string) (gormmutex.Observer, error) {
 	switch name {
 	case "gormmutex-noop":
 		return gormmutex.NoopObserver{}, nil
-	case "gormmutex-otel":
-		return otelObserver()
-	case "gormmutex-otel-floor":
-		if _, err := otelObserver(); err != nil {
-			return nil, err
+	case "gormmutex-otel", "gormmutex-otel-floor":
+		obs, err := otelObservers()
+		if name == "gormmutex-otel" {
+			return obs[0], err
 		}
-		return otelFloor, nil
+		return obs[1], err
 	}
 	return nil, nil
 }
