@@ -9,8 +9,8 @@ replace github.com/gormmutex/gormmutex/otelgormmutex => ../otelgormmutex
 require (
 	github.com/go-redsync/redsync/v4 v4.17.0
 	github.com/go-sql-driver/mysql v1.8.1
-	github.com/gormmutex/gormmutex v0.0.0-00010101000000-000000000000
-	github.com/gormmutex/gormmutex/otelgormmutex v0.0.0-00010101000000-000000000000
+	github.com/gormmutex/gormmutex v0.1.0
+	github.com/gormmutex/gormmutex/otelgormmutex v0.1.0
 	github.com/jackc/pgx/v5 v5.10.0
 	github.com/mattn/go-sqlite3 v1.14.22
 	github.com/redis/go-redis/v9 v9.22.0

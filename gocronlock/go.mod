@@ -8,7 +8,7 @@ require (
 	github.com/go-co-op/gocron/v2 v2.21.2
 	github.com/go-sql-driver/mysql v1.8.1
 	github.com/google/uuid v1.6.0
-	github.com/gormmutex/gormmutex v0.0.0-00010101000000-000000000000
+	github.com/gormmutex/gormmutex v0.1.0
 	github.com/jonboulle/clockwork v0.5.0
 	github.com/stretchr/testify v1.12.1
 	gorm.io/driver/mysql v1.6.0

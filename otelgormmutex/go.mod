@@ -5,7 +5,7 @@ go 1.25.0
 replace github.com/gormmutex/gormmutex => ../
 
 require (
-	github.com/gormmutex/gormmutex v0.0.0-00010101000000-000000000000
+	github.com/gormmutex/gormmutex v0.1.0
 	github.com/prometheus/client_golang v1.24.1
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/otel v1.46.0

@@ -5,7 +5,7 @@ go 1.25.0
 replace github.com/gormmutex/gormmutex => ../
 
 require (
-	github.com/gormmutex/gormmutex v0.0.0-00010101000000-000000000000
+	github.com/gormmutex/gormmutex v0.1.0
 	github.com/robfig/cron/v3 v3.0.1
 	github.com/stretchr/testify v1.12.1
 	gorm.io/driver/mysql v1.6.0
