@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"context"
 	"errors"
+	"github.com/gormmutex/gormmutex/observe"
 	"time"
 )
 
@@ -28,7 +29,7 @@ const attemptTimeout = 10 * time.Second
 // for a bad id (before any SQL runs), or an error matching ctx.Err() if ctx
 // ends first. The caller must Release the returned Lock.
 func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
-	if obs := l.cfg.Observer; obs != nil && l.kind != KindSemaphore {
+	if obs := l.cfg.Observer; obs != nil && l.kind != observe.KindSemaphore {
 		return l.acquireObserved(ctx, obs, lockID)
 	}
 	return l.acquire(ctx, lockID, nil)

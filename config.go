@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"log/slog"
 	"math"
 	"slices"
@@ -102,10 +103,10 @@ type Config struct {
 
 	// Observer receives the Locker's events (acquires, Do, releases,
 	// renewals, lost leases, takeovers, purges) for metrics and traces; see
-	// [Observer]. Nil, the default, reports nothing and costs nothing.
+	// [observe.Observer]. Nil, the default, reports nothing and costs nothing.
 	// Like Logger, it is not part of the JSON or YAML form: decoding leaves
 	// it as it was.
-	Observer Observer `json:"-" yaml:"-"`
+	Observer observe.Observer `json:"-" yaml:"-"`
 }
 
 // DefaultConfig returns the configuration that the package-level [Do]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -143,7 +144,7 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *
 	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer,
 		TransactionPooling: cfg.TransactionPooling}
 	e.locker = New(db, lcfg)
-	e.locker.kind = KindElection
+	e.locker.kind = observe.KindElection
 	e.locker.announce = true
 	if e.locker.err != nil {
 		e.err = lockErr("election", name, e.locker.err)

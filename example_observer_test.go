@@ -3,19 +3,20 @@ package gormmutex_test
 import (
 	"context"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 
 	"github.com/gormmutex/gormmutex"
 )
 
 // skipLog is an Observer that prints acquires and releases; NoopObserver
 // ignores the other events.
-type skipLog struct{ gormmutex.NoopObserver }
+type skipLog struct{ observe.Noop }
 
-func (skipLog) AcquireDone(_ context.Context, e gormmutex.AcquireEvent) {
+func (skipLog) AcquireDone(_ context.Context, e observe.AcquireEvent) {
 	fmt.Printf("acquire %s: %s after %d attempt(s)\n", e.LockID, e.Outcome, e.Attempts)
 }
 
-func (skipLog) Released(_ context.Context, e gormmutex.ReleaseEvent) {
+func (skipLog) Released(_ context.Context, e observe.ReleaseEvent) {
 	fmt.Printf("release %s: %s\n", e.LockID, e.Outcome)
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"log/slog"
 	"os"
 	"strings"
@@ -35,7 +36,7 @@ type Locker struct {
 	noHolderLookup bool
 	// kind is what the Locker's locks are, for an Observer (observer.go):
 	// "" for locks; semaphore is the semaphore's name for its slots.
-	kind      Kind
+	kind      observe.Kind
 	semaphore string
 	// countRow and count, for a semaphore's slots, make an acquire take a
 	// slot only while the semaphore's count row holds count, where the
@@ -136,7 +137,7 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 		return lockErr("do", lockID, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
 	if obs := l.cfg.Observer; obs != nil {
-		return observeDo(ctx, obs, AcquireStart{LockInfo: l.info(nil, lockID), Wait: l.cfg.Wait},
+		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: l.info(nil, lockID), Wait: l.cfg.Wait},
 			func(ctx context.Context) (bool, error) { return l.do(ctx, lockID, fn) })
 	}
 	_, err := l.do(ctx, lockID, fn)

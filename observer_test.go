@@ -3,6 +3,7 @@ package gormmutex_test
 import (
 	"context"
 	"errors"
+	"github.com/gormmutex/gormmutex/observe"
 	"sync"
 	"testing"
 	"time"
@@ -28,40 +29,40 @@ func (r *recorder) add(e any) {
 	r.events = append(r.events, e)
 }
 
-func (r *recorder) AcquireStarted(ctx context.Context, e gormmutex.AcquireStart) context.Context {
+func (r *recorder) AcquireStarted(ctx context.Context, e observe.AcquireStart) context.Context {
 	r.add(e)
 	return context.WithValue(ctx, ctxMark{}, "acquire")
 }
-func (r *recorder) AcquireWaiting(_ context.Context, e gormmutex.AcquireStart) {
+func (r *recorder) AcquireWaiting(_ context.Context, e observe.AcquireStart) {
 	r.add(waiting(e))
 }
-func (r *recorder) AcquireDone(ctx context.Context, e gormmutex.AcquireEvent) {
+func (r *recorder) AcquireDone(ctx context.Context, e observe.AcquireEvent) {
 	if ctx.Value(ctxMark{}) != "acquire" {
 		panic("AcquireDone did not get AcquireStarted's context")
 	}
 	r.add(e)
 }
-func (r *recorder) DoStarted(ctx context.Context, e gormmutex.AcquireStart) context.Context {
+func (r *recorder) DoStarted(ctx context.Context, e observe.AcquireStart) context.Context {
 	r.add(doStart(e))
 	return context.WithValue(ctx, ctxMark{}, "do")
 }
-func (r *recorder) DoDone(ctx context.Context, e gormmutex.DoEvent) {
+func (r *recorder) DoDone(ctx context.Context, e observe.DoEvent) {
 	if ctx.Value(ctxMark{}) != "do" {
 		panic("DoDone did not get DoStarted's context")
 	}
 	r.add(e)
 }
-func (r *recorder) Released(_ context.Context, e gormmutex.ReleaseEvent)   { r.add(e) }
-func (r *recorder) Renewed(_ context.Context, e gormmutex.RenewEvent)      { r.add(e) }
-func (r *recorder) LeaseLost(_ context.Context, e gormmutex.LostEvent)     { r.add(e) }
-func (r *recorder) TakenOver(_ context.Context, e gormmutex.TakeoverEvent) { r.add(e) }
-func (r *recorder) Purged(_ context.Context, e gormmutex.PurgeEvent)       { r.add(e) }
+func (r *recorder) Released(_ context.Context, e observe.ReleaseEvent)   { r.add(e) }
+func (r *recorder) Renewed(_ context.Context, e observe.RenewEvent)      { r.add(e) }
+func (r *recorder) LeaseLost(_ context.Context, e observe.LostEvent)     { r.add(e) }
+func (r *recorder) TakenOver(_ context.Context, e observe.TakeoverEvent) { r.add(e) }
+func (r *recorder) Purged(_ context.Context, e observe.PurgeEvent)       { r.add(e) }
 
 // waiting and doStart tell AcquireWaiting's and DoStarted's events from
 // AcquireStarted's.
 type (
-	waiting gormmutex.AcquireStart
-	doStart gormmutex.AcquireStart
+	waiting observe.AcquireStart
+	doStart observe.AcquireStart
 )
 
 // all returns the events of type E, in order.
@@ -113,27 +114,27 @@ func TestObserverAcquire(t *testing.T) {
 		t.Run("Do", func(t *testing.T) {
 			r.reset()
 			require.NoError(t, l.Do(ctx, id, func(context.Context) error { time.Sleep(20 * time.Millisecond); return nil }))
-			start := one[gormmutex.AcquireStart](t, r)
-			assert.Equal(t, gormmutex.KindLock, start.Kind)
+			start := one[observe.AcquireStart](t, r)
+			assert.Equal(t, observe.KindLock, start.Kind)
 			assert.Equal(t, id, start.Name)
 			assert.Contains(t, []string{"PostgreSQL", "MySQL", "SQLite"}, start.Database)
 			if want, ok := map[string]string{"postgres": "PostgreSQL", "mysql": "MySQL", "sqlite": "SQLite"}[b.Name]; ok {
 				assert.Equal(t, want, start.Database)
 			}
 			assert.Equal(t, id, one[doStart](t, r).Name)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeAcquired, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeAcquired, acq.Outcome)
 			assert.Equal(t, 1, acq.Attempts)
 			assert.False(t, acq.Waited)
 			assert.NotZero(t, acq.Token)
 			assert.NoError(t, acq.Err)
-			rel := one[gormmutex.ReleaseEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeReleased, rel.Outcome)
+			rel := one[observe.ReleaseEvent](t, r)
+			assert.Equal(t, observe.OutcomeReleased, rel.Outcome)
 			assert.Equal(t, acq.Token, rel.Token)
 			assert.True(t, rel.Ended)
 			assert.GreaterOrEqual(t, rel.Held, 20*time.Millisecond, "hold time covers fn")
-			do := one[gormmutex.DoEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeOK, do.Outcome)
+			do := one[observe.DoEvent](t, r)
+			assert.Equal(t, observe.OutcomeOK, do.Outcome)
 			assert.GreaterOrEqual(t, do.Duration, rel.Held)
 			assert.Empty(t, all[waiting](r))
 		})
@@ -142,8 +143,8 @@ func TestObserverAcquire(t *testing.T) {
 			r.reset()
 			boom := errors.New("boom")
 			require.ErrorIs(t, l.Do(ctx, id, func(context.Context) error { return boom }), boom)
-			assert.Equal(t, gormmutex.OutcomeFnError, one[gormmutex.DoEvent](t, r).Outcome)
-			assert.Equal(t, gormmutex.OutcomeReleased, one[gormmutex.ReleaseEvent](t, r).Outcome)
+			assert.Equal(t, observe.OutcomeFnError, one[observe.DoEvent](t, r).Outcome)
+			assert.Equal(t, observe.OutcomeReleased, one[observe.ReleaseEvent](t, r).Outcome)
 		})
 
 		holder := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
@@ -151,12 +152,12 @@ func TestObserverAcquire(t *testing.T) {
 		t.Run("Locked", func(t *testing.T) {
 			r.reset()
 			require.ErrorIs(t, l.Do(ctx, id, func(context.Context) error { return nil }), gormmutex.ErrLocked)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeLocked, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeLocked, acq.Outcome)
 			assert.Equal(t, 1, acq.Attempts)
 			assert.ErrorIs(t, acq.Err, gormmutex.ErrLocked)
-			assert.Equal(t, gormmutex.OutcomeLocked, one[gormmutex.DoEvent](t, r).Outcome)
-			assert.Empty(t, all[gormmutex.ReleaseEvent](r))
+			assert.Equal(t, observe.OutcomeLocked, one[observe.DoEvent](t, r).Outcome)
+			assert.Empty(t, all[observe.ReleaseEvent](r))
 		})
 
 		t.Run("Skipped", func(t *testing.T) {
@@ -164,8 +165,8 @@ func TestObserverAcquire(t *testing.T) {
 			c.SuppressAcquisitionErrors = true
 			r.reset()
 			require.NoError(t, gormmutex.New(b.Pool(t), c).Do(ctx, id, func(context.Context) error { return nil }))
-			assert.Equal(t, gormmutex.OutcomeLocked, one[gormmutex.AcquireEvent](t, r).Outcome)
-			assert.Equal(t, gormmutex.OutcomeSkipped, one[gormmutex.DoEvent](t, r).Outcome)
+			assert.Equal(t, observe.OutcomeLocked, one[observe.AcquireEvent](t, r).Outcome)
+			assert.Equal(t, observe.OutcomeSkipped, one[observe.DoEvent](t, r).Outcome)
 		})
 
 		t.Run("WaitedInVain", func(t *testing.T) {
@@ -175,8 +176,8 @@ func TestObserverAcquire(t *testing.T) {
 			_, err := gormmutex.New(b.Pool(t), c).Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked)
 			assert.Equal(t, c.Wait, one[waiting](t, r).Wait)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeLocked, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeLocked, acq.Outcome)
 			assert.True(t, acq.Waited)
 			assert.Greater(t, acq.Attempts, 1)
 			assert.GreaterOrEqual(t, acq.Duration, c.Wait)
@@ -190,8 +191,8 @@ func TestObserverAcquire(t *testing.T) {
 			defer cancel()
 			_, err := gormmutex.New(b.Pool(t), c).Acquire(cctx, id)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeCanceled, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeCanceled, acq.Outcome)
 			assert.True(t, acq.Waited)
 		})
 
@@ -207,8 +208,8 @@ func TestObserverAcquire(t *testing.T) {
 			lk, err := gormmutex.New(b.Pool(t), c).Acquire(ctx, id)
 			require.NoError(t, <-released)
 			require.NoError(t, err)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeAcquired, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeAcquired, acq.Outcome)
 			assert.True(t, acq.Waited)
 			assert.Greater(t, acq.Attempts, 1)
 			assert.Equal(t, lk.Token(), acq.Token)
@@ -219,8 +220,8 @@ func TestObserverAcquire(t *testing.T) {
 			r.reset()
 			_, err := l.Acquire(ctx, "")
 			require.ErrorIs(t, err, gormmutex.ErrInvalidLockID)
-			acq := one[gormmutex.AcquireEvent](t, r)
-			assert.Equal(t, gormmutex.OutcomeError, acq.Outcome)
+			acq := one[observe.AcquireEvent](t, r)
+			assert.Equal(t, observe.OutcomeError, acq.Outcome)
 			assert.Zero(t, acq.Attempts)
 		})
 	})
@@ -255,15 +256,15 @@ func TestObserverLapsedRelease(t *testing.T) {
 					releaseAtEnd(t, next)
 				}
 				require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout)
-				rel := one[gormmutex.ReleaseEvent](t, r)
-				assert.Equal(t, gormmutex.OutcomeExpired, rel.Outcome)
+				rel := one[observe.ReleaseEvent](t, r)
+				assert.Equal(t, observe.OutcomeExpired, rel.Outcome)
 				assert.True(t, rel.Ended)
 				assert.GreaterOrEqual(t, rel.Held, lease)
 				if !tc.takeover {
-					assert.Empty(t, all[gormmutex.TakeoverEvent](r))
+					assert.Empty(t, all[observe.TakeoverEvent](r))
 					return
 				}
-				tk := one[gormmutex.TakeoverEvent](t, r)
+				tk := one[observe.TakeoverEvent](t, r)
 				assert.Equal(t, id, tk.LockID)
 				assert.Equal(t, lk.Token(), tk.Token)
 				assert.Equal(t, withHostPID("overrunner"), tk.Holder)
@@ -281,8 +282,8 @@ func TestObserverLapsedRelease(t *testing.T) {
 			lk := mustAcquire(t, l, id)
 			require.NoError(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).ForceRelease(ctx, id))
 			require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrForceReleased)
-			assert.Equal(t, gormmutex.OutcomeForceReleased, one[gormmutex.ReleaseEvent](t, r).Outcome)
-			assert.Empty(t, all[gormmutex.TakeoverEvent](r))
+			assert.Equal(t, observe.OutcomeForceReleased, one[observe.ReleaseEvent](t, r).Outcome)
+			assert.Empty(t, all[observe.TakeoverEvent](r))
 		})
 	})
 }
@@ -301,8 +302,8 @@ func TestObserverRenewals(t *testing.T) {
 
 		lk := mustAcquire(t, l, id)
 		require.NoError(t, lk.Refresh(ctx))
-		ren := one[gormmutex.RenewEvent](t, r)
-		assert.Equal(t, gormmutex.OutcomeRenewed, ren.Outcome)
+		ren := one[observe.RenewEvent](t, r)
+		assert.Equal(t, observe.OutcomeRenewed, ren.Outcome)
 		assert.Equal(t, lk.Token(), ren.Token)
 		require.NoError(t, lk.Release(ctx))
 
@@ -316,13 +317,13 @@ func TestObserverRenewals(t *testing.T) {
 			return context.Cause(ctx)
 		})
 		require.ErrorIs(t, err, gormmutex.ErrForceReleased)
-		lost := one[gormmutex.LostEvent](t, r)
+		lost := one[observe.LostEvent](t, r)
 		assert.ErrorIs(t, lost.Err, gormmutex.ErrForceReleased)
 		assert.Equal(t, id, lost.LockID)
-		renewals := all[gormmutex.RenewEvent](r)
+		renewals := all[observe.RenewEvent](r)
 		require.NotEmpty(t, renewals)
-		assert.Equal(t, gormmutex.OutcomeForceReleased, renewals[len(renewals)-1].Outcome)
-		assert.Equal(t, gormmutex.OutcomeForceReleased, one[gormmutex.DoEvent](t, r).Outcome)
+		assert.Equal(t, observe.OutcomeForceReleased, renewals[len(renewals)-1].Outcome)
+		assert.Equal(t, observe.OutcomeForceReleased, one[observe.DoEvent](t, r).Outcome)
 	})
 }
 
@@ -340,7 +341,7 @@ func TestObserverPurge(t *testing.T) {
 		n, err := l.Purge(ctx)
 		require.NoError(t, err)
 		require.EqualValues(t, 1, n)
-		p := one[gormmutex.PurgeEvent](t, r)
+		p := one[observe.PurgeEvent](t, r)
 		assert.EqualValues(t, 1, p.Rows)
 		assert.False(t, p.Background)
 		assert.NoError(t, p.Err)
@@ -360,16 +361,16 @@ func TestObserverSemaphoreAndElection(t *testing.T) {
 		cfg, r := observed(gormmutex.DefaultConfig())
 		sem := gormmutex.New(b.Pool(t), cfg).Semaphore(name, 3)
 		require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
-		acq := one[gormmutex.AcquireEvent](t, r)
-		assert.Equal(t, gormmutex.KindSemaphore, acq.Kind)
+		acq := one[observe.AcquireEvent](t, r)
+		assert.Equal(t, observe.KindSemaphore, acq.Kind)
 		assert.Equal(t, name, acq.Name)
-		assert.Equal(t, gormmutex.OutcomeAcquired, acq.Outcome)
-		rel := one[gormmutex.ReleaseEvent](t, r)
-		assert.Equal(t, gormmutex.KindSemaphore, rel.Kind)
+		assert.Equal(t, observe.OutcomeAcquired, acq.Outcome)
+		rel := one[observe.ReleaseEvent](t, r)
+		assert.Equal(t, observe.KindSemaphore, rel.Kind)
 		assert.Equal(t, name, rel.Name)
 		assert.NotEqual(t, name, rel.LockID, "the slot's lock id")
 		assert.Equal(t, acq.LockID, rel.LockID)
-		assert.Equal(t, gormmutex.OutcomeOK, one[gormmutex.DoEvent](t, r).Outcome)
+		assert.Equal(t, observe.OutcomeOK, one[observe.DoEvent](t, r).Outcome)
 
 		r.reset()
 		ecfg, er := observed(gormmutex.Config{TTL: gormmutex.Duration(time.Second), Logger: testdb.Logger(t)})
@@ -380,12 +381,12 @@ func TestObserverSemaphoreAndElection(t *testing.T) {
 			return nil
 		})
 		require.ErrorIs(t, err, context.Canceled)
-		eacq := all[gormmutex.AcquireEvent](er)
+		eacq := all[observe.AcquireEvent](er)
 		require.NotEmpty(t, eacq)
-		assert.Equal(t, gormmutex.KindElection, eacq[0].Kind)
-		assert.Equal(t, gormmutex.OutcomeAcquired, eacq[0].Outcome)
-		erel := one[gormmutex.ReleaseEvent](t, er)
-		assert.Equal(t, gormmutex.KindElection, erel.Kind)
+		assert.Equal(t, observe.KindElection, eacq[0].Kind)
+		assert.Equal(t, observe.OutcomeAcquired, eacq[0].Outcome)
+		erel := one[observe.ReleaseEvent](t, er)
+		assert.Equal(t, observe.KindElection, erel.Kind)
 		assert.True(t, erel.Ended)
 	})
 }

@@ -2,6 +2,7 @@ package gormmutex
 
 import (
 	"context"
+	"github.com/gormmutex/gormmutex/observe"
 	"time"
 
 	"gorm.io/gorm/logger"
@@ -37,7 +38,7 @@ func (l *Locker) Purge(ctx context.Context) (int64, error) {
 	if obs := l.cfg.Observer; obs != nil {
 		start := time.Now()
 		n, err := l.purge(ctx, d, 0)
-		obs.Purged(ctx, PurgeEvent{Database: d.name, Rows: n, Duration: time.Since(start), Err: err})
+		obs.Purged(ctx, observe.PurgeEvent{Database: d.name, Rows: n, Duration: time.Since(start), Err: err})
 		return n, err
 	}
 	return l.purge(ctx, d, 0)
@@ -99,7 +100,7 @@ func (l *Locker) maybePurge(d *dialect) {
 		start := time.Now()
 		n, err := quiet.purge(ctx, d, purgePace)
 		if obs := l.cfg.Observer; obs != nil {
-			obs.Purged(ctx, PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
+			obs.Purged(ctx, observe.PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
 		}
 		if err != nil {
 			l.logger().Debug("gormmutex: background purge failed", "err", err)

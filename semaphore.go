@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -95,8 +96,8 @@ func (l *Locker) Semaphore(name string, permits int) *Semaphore {
 		cfg.Wait = 0
 		cfg.SuppressAcquisitionErrors = false
 		s.slots = New(l.db, cfg)
-		s.slots.noHolderLookup = true                         // a held slot is no answer: the next one is tried
-		s.slots.kind, s.slots.semaphore = KindSemaphore, name // the Semaphore reports the acquires
+		s.slots.noHolderLookup = true                                 // a held slot is no answer: the next one is tried
+		s.slots.kind, s.slots.semaphore = observe.KindSemaphore, name // the Semaphore reports the acquires
 		s.slots.countRow, s.slots.count = s.countRow(), s.countText()
 		s.err = s.slots.err
 	}
@@ -442,7 +443,7 @@ func (s *Semaphore) Do(ctx context.Context, fn func(ctx context.Context) error) 
 		return lockErr("do", s.name, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
 	if obs := s.locker.cfg.Observer; obs != nil {
-		return observeDo(ctx, obs, AcquireStart{LockInfo: s.info(), Wait: s.locker.cfg.Wait},
+		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: s.info(), Wait: s.locker.cfg.Wait},
 			func(ctx context.Context) (bool, error) { return s.do(ctx, fn) })
 	}
 	_, err := s.do(ctx, fn)

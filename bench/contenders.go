@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"hash/fnv"
 	"math/rand/v2"
 	"strings"
@@ -95,7 +96,7 @@ type gmPool struct {
 // newGM makes the gormmutex contender on one pool per server of dbs (a
 // cluster's nodes; usually one); async sets Config.AsyncCommit,
 // PostgreSQL's opt-in fast mode, and obs Config.Observer (observer.go).
-func newGM(dbs []*gorm.DB, c *sqlcount.Counter, async bool, obs gormmutex.Observer) *gmContender {
+func newGM(dbs []*gorm.DB, c *sqlcount.Counter, async bool, obs observe.Observer) *gmContender {
 	cfg := gormmutex.DefaultConfig()
 	cfg.AsyncCommit = async
 	cfg.Observer = obs

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -12,13 +13,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/otelgormmutex"
 )
 
 // Scenario obs: an uncontended Do, one worker on one key, as in scenario
 // a, by contenders that differ only in Config.Observer: none (gormmutex),
-// gormmutex.NoopObserver (gormmutex-noop), otelgormmutex (gormmutex-otel)
+// observe.Noop (gormmutex-noop), otelgormmutex (gormmutex-otel)
 // and the floor (gormmutex-otel-floor), both on the OpenTelemetry SDK: a
 // MeterProvider with a manual reader (recording costs the same whatever
 // exports it) and a TracerProvider that -otel-spans sets up: batch
@@ -40,7 +40,7 @@ var otelSpans string
 
 // otelObservers are a run's OpenTelemetry Observers, gormmutex-otel's and
 // gormmutex-otel-floor's, on the same providers, made on first use.
-var otelObservers = sync.OnceValues(func() ([2]gormmutex.Observer, error) {
+var otelObservers = sync.OnceValues(func() ([2]observe.Observer, error) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	var tp *sdktrace.TracerProvider
 	switch otelSpans {
@@ -53,22 +53,22 @@ var otelObservers = sync.OnceValues(func() ([2]gormmutex.Observer, error) {
 	case "unsampled":
 		tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	default:
-		return [2]gormmutex.Observer{}, fmt.Errorf("-otel-spans %q: want batch, sync, tenth or unsampled", otelSpans)
+		return [2]observe.Observer{}, fmt.Errorf("-otel-spans %q: want batch, sync, tenth or unsampled", otelSpans)
 	}
 	obs, err := otelgormmutex.New(otelgormmutex.WithMeterProvider(mp), otelgormmutex.WithTracerProvider(tp))
 	if err != nil {
-		return [2]gormmutex.Observer{}, err
+		return [2]observe.Observer{}, err
 	}
 	floor, err := newFloorObserver(mp, tp)
 	if err != nil {
-		return [2]gormmutex.Observer{}, err
+		return [2]observe.Observer{}, err
 	}
-	return [2]gormmutex.Observer{obs, floor}, nil
+	return [2]observe.Observer{obs, floor}, nil
 })
 
 // floorObserver is gormmutex-otel-floor's Observer.
 type floorObserver struct {
-	gormmutex.NoopObserver
+	observe.Noop
 	tracer        trace.Tracer
 	acquire, hold metric.Float64Histogram
 	held          metric.Int64UpDownCounter
@@ -94,41 +94,41 @@ func newFloorObserver(mp metric.MeterProvider, tp trace.TracerProvider) (*floorO
 	return o, nil
 }
 
-func (o *floorObserver) DoStarted(ctx context.Context, _ gormmutex.AcquireStart) context.Context {
+func (o *floorObserver) DoStarted(ctx context.Context, _ observe.AcquireStart) context.Context {
 	ctx, _ = o.tracer.Start(ctx, "do")
 	return ctx
 }
 
-func (o *floorObserver) AcquireStarted(ctx context.Context, _ gormmutex.AcquireStart) context.Context {
+func (o *floorObserver) AcquireStarted(ctx context.Context, _ observe.AcquireStart) context.Context {
 	ctx, _ = o.tracer.Start(ctx, "acquire")
 	return ctx
 }
 
-func (o *floorObserver) AcquireDone(ctx context.Context, e gormmutex.AcquireEvent) {
-	if e.Outcome == gormmutex.OutcomeAcquired {
+func (o *floorObserver) AcquireDone(ctx context.Context, e observe.AcquireEvent) {
+	if e.Outcome == observe.OutcomeAcquired {
 		o.held.Add(ctx, 1, o.add...)
 	}
 	o.acquire.Record(ctx, e.Duration.Seconds(), o.rec...)
 	trace.SpanFromContext(ctx).End()
 }
 
-func (o *floorObserver) Released(ctx context.Context, e gormmutex.ReleaseEvent) {
+func (o *floorObserver) Released(ctx context.Context, e observe.ReleaseEvent) {
 	if e.Ended {
 		o.held.Add(ctx, -1, o.add...)
 	}
 	o.hold.Record(ctx, e.Held.Seconds(), o.rec...)
 }
 
-func (o *floorObserver) DoDone(ctx context.Context, _ gormmutex.DoEvent) {
+func (o *floorObserver) DoDone(ctx context.Context, _ observe.DoEvent) {
 	trace.SpanFromContext(ctx).End()
 }
 
 // observer returns the Observer of the contender name: nil but for the
 // obs scenario's.
-func (r *runner) observer(name string) (gormmutex.Observer, error) {
+func (r *runner) observer(name string) (observe.Observer, error) {
 	switch name {
 	case "gormmutex-noop":
-		return gormmutex.NoopObserver{}, nil
+		return observe.Noop{}, nil
 	case "gormmutex-otel", "gormmutex-otel-floor":
 		obs, err := otelObservers()
 		if name == "gormmutex-otel" {

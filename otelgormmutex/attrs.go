@@ -1,6 +1,7 @@
 package otelgormmutex
 
 import (
+	"github.com/gormmutex/gormmutex/observe"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -8,8 +9,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/gormmutex/gormmutex"
 )
 
 // The Observer's hot path is a few calls per Do, each a handful of
@@ -20,10 +19,10 @@ import (
 // outcomes are the outcomes that gormmutex reports, the index of the
 // per-outcome tables below. An outcome a later gormmutex adds still works,
 // built per event.
-var outcomes = [...]gormmutex.Outcome{
-	gormmutex.OutcomeAcquired, gormmutex.OutcomeLocked, gormmutex.OutcomeCanceled, gormmutex.OutcomeError,
-	gormmutex.OutcomeOK, gormmutex.OutcomeSkipped, gormmutex.OutcomeFnError, gormmutex.OutcomeReleased,
-	gormmutex.OutcomeRenewed, gormmutex.OutcomeExpired, gormmutex.OutcomeForceReleased,
+var outcomes = [...]observe.Outcome{
+	observe.OutcomeAcquired, observe.OutcomeLocked, observe.OutcomeCanceled, observe.OutcomeError,
+	observe.OutcomeOK, observe.OutcomeSkipped, observe.OutcomeFnError, observe.OutcomeReleased,
+	observe.OutcomeRenewed, observe.OutcomeExpired, observe.OutcomeForceReleased,
 }
 
 // outcomeKVs holds each outcome's attribute, and releaseEvents the options
@@ -38,7 +37,7 @@ var outcomeKVs, releaseEvents = func() (kvs [len(outcomes)][]attribute.KeyValue,
 }()
 
 // releaseEvent returns the options of a gormmutex.release span event.
-func releaseEvent(outcome gormmutex.Outcome) []trace.EventOption {
+func releaseEvent(outcome observe.Outcome) []trace.EventOption {
 	if i := slices.Index(outcomes[:], outcome); i >= 0 {
 		return releaseEvents[i]
 	}
@@ -59,7 +58,7 @@ func newMeasure(kv ...attribute.KeyValue) *measure {
 // lockKey identifies what the events of locks with the same kind,
 // lock-name attribute and database share, and for spans, the same wait.
 type lockKey struct {
-	kind gormmutex.Kind
+	kind observe.Kind
 	name string        // the lock-name attribute, not the lock id
 	db   string        // db.system.name
 	wait time.Duration // Config.Wait, for the spans' attribute; 0 for metrics
@@ -89,7 +88,7 @@ func newLockAttrs(k lockKey) *lockAttrs {
 }
 
 // with returns the metric attributes with outcome.
-func (a *lockAttrs) with(outcome gormmutex.Outcome) *measure {
+func (a *lockAttrs) with(outcome observe.Outcome) *measure {
 	i := slices.Index(outcomes[:], outcome)
 	if i < 0 {
 		return newMeasure(append(slices.Clip(a.kv), AttrOutcome.String(string(outcome)))...)
@@ -112,7 +111,7 @@ const maxCachedLocks = 1024
 
 // lock returns the attributes of in's lock, for a span of an acquire
 // with the given wait, or for metrics with wait 0.
-func (o *Observer) lock(in gormmutex.LockInfo, wait time.Duration) *lockAttrs {
+func (o *Observer) lock(in observe.LockInfo, wait time.Duration) *lockAttrs {
 	k := lockKey{kind: in.Kind, name: o.lockName(in.Name), db: dbSystem(in.Database), wait: wait}
 	o.mu.RLock()
 	a, ok := o.locks[k]

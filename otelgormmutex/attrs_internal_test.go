@@ -3,6 +3,7 @@ package otelgormmutex
 import (
 	"context"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -10,8 +11,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-
-	"github.com/gormmutex/gormmutex"
 )
 
 // TestLockAttrsBounded: a lock-name function with unbounded results fills
@@ -27,12 +26,12 @@ func TestLockAttrsBounded(t *testing.T) {
 	require.NoError(t, err)
 	n := maxCachedLocks + 10
 	for i := range n {
-		in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: fmt.Sprint("job", i), Database: "MySQL"}
-		outcome := gormmutex.OutcomeRenewed
+		in := observe.LockInfo{Kind: observe.KindLock, Name: fmt.Sprint("job", i), Database: "MySQL"}
+		outcome := observe.OutcomeRenewed
 		if i == n-1 {
 			outcome = "later"
 		}
-		o.Renewed(ctx, gormmutex.RenewEvent{LockInfo: in, Outcome: outcome})
+		o.Renewed(ctx, observe.RenewEvent{LockInfo: in, Outcome: outcome})
 	}
 	assert.Len(t, o.locks, maxCachedLocks)
 

@@ -2,6 +2,7 @@ package otelgormmutex_test
 
 import (
 	"context"
+	"github.com/gormmutex/gormmutex/observe"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 
 // BenchmarkDoObserver measures what an Observer costs on the hot path: an
 // uncontended Do on one key, one worker, with no Observer, with
-// gormmutex.NoopObserver, and with this package's Observer on the SDK's
+// observe.Noop, and with this package's Observer on the SDK's
 // MeterProvider (a manual reader: recording costs what it costs with any
 // exporter) and TracerProvider (every span sampled, batched to an exporter
 // that drops them), on each database, in one run:
@@ -33,8 +34,8 @@ func BenchmarkDoObserver(b *testing.B) {
 	for _, be := range testdb.Backends() {
 		for _, v := range []struct {
 			name string
-			obs  gormmutex.Observer
-		}{{"none", nil}, {"noop", gormmutex.NoopObserver{}}, {"otel", otelObs}} {
+			obs  observe.Observer
+		}{{"none", nil}, {"noop", observe.Noop{}}, {"otel", otelObs}} {
 			b.Run(be.Name+"/"+v.name, func(b *testing.B) {
 				be.Use(b)
 				cfg := gormmutex.DefaultConfig()
@@ -83,18 +84,18 @@ func BenchmarkObserverEvents(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "bench/1", LockID: "bench/1", Database: "PostgreSQL"}
-	start := gormmutex.AcquireStart{LockInfo: in}
+	in := observe.LockInfo{Kind: observe.KindLock, Name: "bench/1", LockID: "bench/1", Database: "PostgreSQL"}
+	start := observe.AcquireStart{LockInfo: in}
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
 		dctx := obs.DoStarted(ctx, start)
 		actx := obs.AcquireStarted(dctx, start)
-		obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired,
+		obs.AcquireDone(actx, observe.AcquireEvent{LockInfo: in, Outcome: observe.OutcomeAcquired,
 			Duration: 400 * time.Microsecond, Attempts: 1, Token: 1})
-		obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Outcome: gormmutex.OutcomeReleased,
+		obs.Released(dctx, observe.ReleaseEvent{LockInfo: in, Outcome: observe.OutcomeReleased,
 			Held: 500 * time.Microsecond, Ended: true, Token: 1})
-		obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK, Duration: time.Millisecond})
+		obs.DoDone(dctx, observe.DoEvent{LockInfo: in, Outcome: observe.OutcomeOK, Duration: time.Millisecond})
 	}
 }
 

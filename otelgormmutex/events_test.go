@@ -3,6 +3,7 @@ package otelgormmutex_test
 import (
 	"context"
 	"fmt"
+	"github.com/gormmutex/gormmutex/observe"
 	"slices"
 	"strings"
 	"sync"
@@ -35,24 +36,24 @@ func TestEvents(t *testing.T) {
 		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
 	require.NoError(t, err)
 
-	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "PostgreSQL"}
-	start := gormmutex.AcquireStart{LockInfo: in, Wait: 2 * time.Second}
+	in := observe.LockInfo{Kind: observe.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "PostgreSQL"}
+	start := observe.AcquireStart{LockInfo: in, Wait: 2 * time.Second}
 	lapsed := fmt.Errorf("release: %w", gormmutex.ErrTimeout)
 	dctx := obs.DoStarted(ctx, start)
 	actx := obs.AcquireStarted(dctx, start)
 	obs.AcquireWaiting(actx, start)
-	obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired,
+	obs.AcquireDone(actx, observe.AcquireEvent{LockInfo: in, Outcome: observe.OutcomeAcquired,
 		Duration: 250 * time.Millisecond, Attempts: 3, Waited: true, Token: 7})
-	obs.Renewed(dctx, gormmutex.RenewEvent{LockInfo: in, Token: 7, Outcome: gormmutex.OutcomeRenewed, Duration: time.Millisecond})
-	obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Token: 7, Outcome: gormmutex.OutcomeExpired,
+	obs.Renewed(dctx, observe.RenewEvent{LockInfo: in, Token: 7, Outcome: observe.OutcomeRenewed, Duration: time.Millisecond})
+	obs.Released(dctx, observe.ReleaseEvent{LockInfo: in, Token: 7, Outcome: observe.OutcomeExpired,
 		Held: 3 * time.Second, Ended: true, Err: lapsed})
-	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeExpired, Duration: 4 * time.Second, Err: lapsed})
+	obs.DoDone(dctx, observe.DoEvent{LockInfo: in, Outcome: observe.OutcomeExpired, Duration: 4 * time.Second, Err: lapsed})
 
-	sem := gormmutex.LockInfo{Kind: gormmutex.KindSemaphore, Name: "crawlers", LockID: "crawlers#2", Database: "MySQL"}
-	obs.LeaseLost(ctx, gormmutex.LostEvent{LockInfo: sem, Token: 9, Held: time.Minute,
+	sem := observe.LockInfo{Kind: observe.KindSemaphore, Name: "crawlers", LockID: "crawlers#2", Database: "MySQL"}
+	obs.LeaseLost(ctx, observe.LostEvent{LockInfo: sem, Token: 9, Held: time.Minute,
 		Err: fmt.Errorf("keepalive: %w", gormmutex.ErrForceReleased)})
-	obs.TakenOver(ctx, gormmutex.TakeoverEvent{LockInfo: in, Token: 7, Holder: "a", Lapsed: time.Second, NewHolder: "b", NewToken: 8})
-	obs.Purged(ctx, gormmutex.PurgeEvent{Database: "SQLite", Background: true, Rows: 5, Duration: 2 * time.Millisecond})
+	obs.TakenOver(ctx, observe.TakeoverEvent{LockInfo: in, Token: 7, Holder: "a", Lapsed: time.Second, NewHolder: "b", NewToken: 8})
+	obs.Purged(ctx, observe.PurgeEvent{Database: "SQLite", Background: true, Rows: 5, Duration: 2 * time.Millisecond})
 
 	var spans []string
 	for _, s := range sr.Ended() {
@@ -152,9 +153,9 @@ func TestSamplerAttributes(t *testing.T) {
 	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(spy))),
 		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
 	require.NoError(t, err)
-	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "SQLite"}
-	ctx := obs.DoStarted(context.Background(), gormmutex.AcquireStart{LockInfo: in})
-	obs.AcquireStarted(ctx, gormmutex.AcquireStart{LockInfo: in, Wait: time.Second})
+	in := observe.LockInfo{Kind: observe.KindLock, Name: "invoice/42", LockID: "invoice/42", Database: "SQLite"}
+	ctx := obs.DoStarted(context.Background(), observe.AcquireStart{LockInfo: in})
+	obs.AcquireStarted(ctx, observe.AcquireStart{LockInfo: in, Wait: time.Second})
 	assert.Equal(t, []string{
 		"gormmutex.do {db.system.name=sqlite gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
 		"gormmutex.acquire {db.system.name=sqlite gormmutex.acquire.wait=1 gormmutex.lock.kind=lock gormmutex.lock.name=invoice}",
@@ -172,12 +173,12 @@ func TestUnsampled(t *testing.T) {
 		otelgormmutex.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(sr))),
 		otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
 	require.NoError(t, err)
-	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "nightly", LockID: "nightly", Database: "PostgreSQL"}
-	dctx := obs.DoStarted(ctx, gormmutex.AcquireStart{LockInfo: in})
-	actx := obs.AcquireStarted(dctx, gormmutex.AcquireStart{LockInfo: in})
-	obs.AcquireDone(actx, gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1})
-	obs.Released(dctx, gormmutex.ReleaseEvent{LockInfo: in, Token: 1, Outcome: gormmutex.OutcomeReleased, Ended: true})
-	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+	in := observe.LockInfo{Kind: observe.KindLock, Name: "nightly", LockID: "nightly", Database: "PostgreSQL"}
+	dctx := obs.DoStarted(ctx, observe.AcquireStart{LockInfo: in})
+	actx := obs.AcquireStarted(dctx, observe.AcquireStart{LockInfo: in})
+	obs.AcquireDone(actx, observe.AcquireEvent{LockInfo: in, Outcome: observe.OutcomeAcquired, Attempts: 1, Token: 1})
+	obs.Released(dctx, observe.ReleaseEvent{LockInfo: in, Token: 1, Outcome: observe.OutcomeReleased, Ended: true})
+	obs.DoDone(dctx, observe.DoEvent{LockInfo: in, Outcome: observe.OutcomeOK})
 	assert.Empty(t, sr.Started())
 	assert.Empty(t, sr.Ended())
 
@@ -204,9 +205,9 @@ func TestAcquireSpanEndsWithDo(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	obs, err := otelgormmutex.New(otelgormmutex.WithTracerProvider(tp), otelgormmutex.WithMeterProvider(sdkmetric.NewMeterProvider()))
 	require.NoError(t, err)
-	in := gormmutex.LockInfo{Kind: gormmutex.KindLock, Name: "job", LockID: "job", Database: "SQLite"}
-	start := gormmutex.AcquireStart{LockInfo: in}
-	acquired := gormmutex.AcquireEvent{LockInfo: in, Outcome: gormmutex.OutcomeAcquired, Attempts: 1, Token: 1}
+	in := observe.LockInfo{Kind: observe.KindLock, Name: "job", LockID: "job", Database: "SQLite"}
+	start := observe.AcquireStart{LockInfo: in}
+	acquired := observe.AcquireEvent{LockInfo: in, Outcome: observe.OutcomeAcquired, Attempts: 1, Token: 1}
 
 	dctx := obs.DoStarted(ctx, start)
 	actx := obs.AcquireStarted(dctx, start)
@@ -218,7 +219,7 @@ func TestAcquireSpanEndsWithDo(t *testing.T) {
 	obs.AcquireDone(nctx, acquired)
 	require.Len(t, sr.Ended(), 1, "a nested acquire's span")
 	time.Sleep(20 * time.Millisecond)
-	obs.DoDone(dctx, gormmutex.DoEvent{LockInfo: in, Outcome: gormmutex.OutcomeOK})
+	obs.DoDone(dctx, observe.DoEvent{LockInfo: in, Outcome: observe.OutcomeOK})
 	spans := sr.Ended()
 	require.Len(t, spans, 3)
 	acq, do := spans[1], spans[2]

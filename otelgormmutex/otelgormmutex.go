@@ -1,5 +1,5 @@
 // Package otelgormmutex reports what gormmutex's locks do as OpenTelemetry
-// metrics and traces: a [gormmutex.Observer] to set as Config.Observer.
+// metrics and traces: a [observe.Observer] to set as Config.Observer.
 //
 //	obs, err := otelgormmutex.New() // the global MeterProvider and TracerProvider
 //	if err != nil { ... }
@@ -16,7 +16,7 @@
 // # Metrics
 //
 // One histogram per operation, with its outcome in the gormmutex.outcome
-// attribute (the [gormmutex.Outcome] values):
+// attribute (the [observe.Outcome] values):
 //
 //   - gormmutex.lock.acquire.duration: an acquire, waiting included
 //     (acquired, locked, canceled, error).
@@ -29,7 +29,7 @@
 //   - gormmutex.purge.duration: a purge of expired rows (ok, error).
 //
 // Counters: gormmutex.lock.takeovers (a lease that lapsed while its holder
-// ran, taken over by another holder: see [gormmutex.TakeoverEvent] for
+// ran, taken over by another holder: see [observe.TakeoverEvent] for
 // what is detected), gormmutex.lock.lost_leases (a KeepAlive or leader gave
 // its lease up for lost), gormmutex.lock.timeouts (a release that returned
 // ErrTimeout, with outcome expired or force_released) and
@@ -71,6 +71,7 @@ package otelgormmutex
 import (
 	"context"
 	"errors"
+	"github.com/gormmutex/gormmutex/observe"
 	"sync"
 	"time"
 
@@ -153,11 +154,11 @@ func DefaultLockName(name string) string {
 	return name
 }
 
-// Observer is a [gormmutex.Observer] that records OpenTelemetry metrics and
+// Observer is a [observe.Observer] that records OpenTelemetry metrics and
 // spans. It is safe for concurrent use; one Observer can serve many
 // Lockers.
 type Observer struct {
-	gormmutex.NoopObserver // for methods added to gormmutex.Observer later
+	observe.Noop // for methods added to observe.Observer later
 
 	tracer   trace.Tracer
 	lockName func(string) string
@@ -170,7 +171,7 @@ type Observer struct {
 	locks map[lockKey]*lockAttrs
 }
 
-var _ gormmutex.Observer = (*Observer)(nil)
+var _ observe.Observer = (*Observer)(nil)
 
 // New returns an Observer on the given providers (the global ones by
 // default). It fails only if an instrument cannot be created.
@@ -249,7 +250,7 @@ func dbSystem(database string) string {
 // start starts a span for in. Its attributes at the start, which the
 // sampler sees, are the bounded ones that lockAttrs hold; the lock id is
 // set at the end.
-func (o *Observer) start(ctx context.Context, name string, in gormmutex.LockInfo, wait time.Duration) context.Context {
+func (o *Observer) start(ctx context.Context, name string, in observe.LockInfo, wait time.Duration) context.Context {
 	ctx, _ = o.tracer.Start(ctx, name, o.lock(in, wait).spanStart...)
 	return ctx
 }
@@ -257,10 +258,10 @@ func (o *Observer) start(ctx context.Context, name string, in gormmutex.LockInfo
 // finish sets the last attributes of span, which records, kv (the lock id
 // and the outcome among them), marking it an error for OutcomeError and
 // the lease's loss.
-func finish(span trace.Span, outcome gormmutex.Outcome, err error, kv ...attribute.KeyValue) {
+func finish(span trace.Span, outcome observe.Outcome, err error, kv ...attribute.KeyValue) {
 	span.SetAttributes(kv...)
 	switch outcome {
-	case gormmutex.OutcomeError, gormmutex.OutcomeExpired, gormmutex.OutcomeForceReleased, gormmutex.OutcomeFnError:
+	case observe.OutcomeError, observe.OutcomeExpired, observe.OutcomeForceReleased, observe.OutcomeFnError:
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
@@ -284,22 +285,22 @@ type doSpans struct {
 type doSpansKey struct{}
 
 // AcquireStarted starts the gormmutex.acquire span.
-func (o *Observer) AcquireStarted(ctx context.Context, e gormmutex.AcquireStart) context.Context {
+func (o *Observer) AcquireStarted(ctx context.Context, e observe.AcquireStart) context.Context {
 	return o.start(ctx, "gormmutex.acquire", e.LockInfo, e.Wait)
 }
 
 // AcquireWaiting counts a waiter.
-func (o *Observer) AcquireWaiting(ctx context.Context, e gormmutex.AcquireStart) {
+func (o *Observer) AcquireWaiting(ctx context.Context, e observe.AcquireStart) {
 	o.waiters.Add(ctx, 1, o.lock(e.LockInfo, 0).base.add...)
 }
 
 // AcquireDone records the acquire's duration and ends its span.
-func (o *Observer) AcquireDone(ctx context.Context, e gormmutex.AcquireEvent) {
+func (o *Observer) AcquireDone(ctx context.Context, e observe.AcquireEvent) {
 	a := o.lock(e.LockInfo, 0)
 	if e.Waited {
 		o.waiters.Add(ctx, -1, a.base.add...)
 	}
-	if e.Outcome == gormmutex.OutcomeAcquired {
+	if e.Outcome == observe.OutcomeAcquired {
 		o.held.Add(ctx, 1, a.base.add...)
 	}
 	o.acquireDur.Record(ctx, e.Duration.Seconds(), a.with(e.Outcome).rec...)
@@ -315,7 +316,7 @@ func (o *Observer) AcquireDone(ctx context.Context, e gormmutex.AcquireEvent) {
 }
 
 // DoStarted starts the gormmutex.do span.
-func (o *Observer) DoStarted(ctx context.Context, e gormmutex.AcquireStart) context.Context {
+func (o *Observer) DoStarted(ctx context.Context, e observe.AcquireStart) context.Context {
 	ctx = o.start(ctx, "gormmutex.do", e.LockInfo, e.Wait)
 	if trace.SpanFromContext(ctx).IsRecording() {
 		ctx = context.WithValue(ctx, doSpansKey{}, &doSpans{})
@@ -324,7 +325,7 @@ func (o *Observer) DoStarted(ctx context.Context, e gormmutex.AcquireStart) cont
 }
 
 // DoDone records the Do's duration and ends its span, and its acquire's.
-func (o *Observer) DoDone(ctx context.Context, e gormmutex.DoEvent) {
+func (o *Observer) DoDone(ctx context.Context, e observe.DoEvent) {
 	o.doDur.Record(ctx, e.Duration.Seconds(), o.lock(e.LockInfo, 0).with(e.Outcome).rec...)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		if ds, ok := ctx.Value(doSpansKey{}).(*doSpans); ok && ds.acquire != nil {
@@ -337,14 +338,14 @@ func (o *Observer) DoDone(ctx context.Context, e gormmutex.DoEvent) {
 
 // Released records the hold time, and counts a release that found the
 // lease lost.
-func (o *Observer) Released(ctx context.Context, e gormmutex.ReleaseEvent) {
+func (o *Observer) Released(ctx context.Context, e observe.ReleaseEvent) {
 	a := o.lock(e.LockInfo, 0)
 	if e.Ended {
 		o.held.Add(ctx, -1, a.base.add...)
 	}
 	m := a.with(e.Outcome)
 	o.holdDur.Record(ctx, e.Held.Seconds(), m.rec...)
-	if e.Outcome == gormmutex.OutcomeExpired || e.Outcome == gormmutex.OutcomeForceReleased {
+	if e.Outcome == observe.OutcomeExpired || e.Outcome == observe.OutcomeForceReleased {
 		o.timeouts.Add(ctx, 1, m.add...)
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
@@ -353,26 +354,26 @@ func (o *Observer) Released(ctx context.Context, e gormmutex.ReleaseEvent) {
 }
 
 // Renewed records the renewal's duration.
-func (o *Observer) Renewed(ctx context.Context, e gormmutex.RenewEvent) {
+func (o *Observer) Renewed(ctx context.Context, e observe.RenewEvent) {
 	o.renewDur.Record(ctx, e.Duration.Seconds(), o.lock(e.LockInfo, 0).with(e.Outcome).rec...)
 }
 
 // LeaseLost counts a lost lease.
-func (o *Observer) LeaseLost(ctx context.Context, e gormmutex.LostEvent) {
-	outcome := gormmutex.OutcomeExpired
+func (o *Observer) LeaseLost(ctx context.Context, e observe.LostEvent) {
+	outcome := observe.OutcomeExpired
 	if errors.Is(e.Err, gormmutex.ErrForceReleased) {
-		outcome = gormmutex.OutcomeForceReleased
+		outcome = observe.OutcomeForceReleased
 	}
 	o.lost.Add(ctx, 1, o.lock(e.LockInfo, 0).with(outcome).add...)
 }
 
 // TakenOver counts a takeover.
-func (o *Observer) TakenOver(ctx context.Context, e gormmutex.TakeoverEvent) {
+func (o *Observer) TakenOver(ctx context.Context, e observe.TakeoverEvent) {
 	o.takeovers.Add(ctx, 1, o.lock(e.LockInfo, 0).base.add...)
 }
 
 // Purged records a purge.
-func (o *Observer) Purged(ctx context.Context, e gormmutex.PurgeEvent) {
+func (o *Observer) Purged(ctx context.Context, e observe.PurgeEvent) {
 	outcome := "ok"
 	if e.Err != nil {
 		outcome = "error"

@@ -2,6 +2,7 @@ package otelgormmutex_test
 
 import (
 	"context"
+	"github.com/gormmutex/gormmutex/observe"
 	"os"
 	"testing"
 	"time"
@@ -170,7 +171,7 @@ func TestDoPanicEndsSpans(t *testing.T) {
 		assert.Contains(t, spans[1].Status().Description, "panicked")
 		attrs := attribute.NewSet(spans[1].Attributes()...)
 		got, _ := attrs.Value(otelgormmutex.AttrOutcome)
-		assert.Equal(t, string(gormmutex.OutcomeFnError), got.AsString())
+		assert.Equal(t, string(observe.OutcomeFnError), got.AsString())
 	})
 }
 
