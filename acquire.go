@@ -23,33 +23,58 @@ const (
 // and a lock it took is released at once.
 const attemptTimeout = 10 * time.Second
 
+// A request is what Locker, Semaphore and Election ask of the engine: one
+// acquire of one lock id, with everything that differs between them spelled
+// out rather than set on the engine.
+type request struct {
+	lockID string
+	// wait is how long to wait while the lock is held elsewhere; 0 makes
+	// one attempt.
+	wait time.Duration
+	// lookupHolder makes an acquire that finds the lock held read who
+	// holds it, for a [HeldError]: a lock's, not a semaphore's slot (a held
+	// slot is no answer: the semaphore tries the next one).
+	lookupHolder bool
+	// countRow and count, for a semaphore's slot, make the acquire take
+	// the slot only while the semaphore's count row holds count, where the
+	// dialect can (dialect.insertCounted; semaphore.go).
+	countRow, count string
+	// announce makes the lock's acquisitions and releases notify, where
+	// the database can (the dialect's announcing copy): an election's.
+	announce bool
+	// info names the lock to an Observer; st, where not nil, counts the
+	// acquire for one.
+	info observe.LockInfo
+	st   *acquireStats
+}
+
+// lockRequest is the request of Locker.Acquire and Locker.Do for lockID.
+func (e *engine) lockRequest(lockID string) request {
+	return request{lockID: lockID, wait: e.cfg.Wait, lookupHolder: !e.cfg.SuppressAcquisitionErrors,
+		info: e.info(observe.KindLock, lockID, lockID)}
+}
+
 // Acquire takes the lock lockID, waiting up to Config.Wait while it is held
 // by someone else. It returns an error matching [ErrLocked] if the lock is
 // still held then (with a [*HeldError] that says by whom), [ErrInvalidLockID]
 // for a bad id (before any SQL runs), or an error matching ctx.Err() if ctx
 // ends first. The caller must Release the returned Lock.
 func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
-	if obs := l.cfg.Observer; obs != nil && l.kind != observe.KindSemaphore {
-		return l.acquireObserved(ctx, obs, lockID)
-	}
-	return l.acquire(ctx, lockID, nil)
+	return l.acquireObserved(ctx, l.lockRequest(lockID))
 }
 
-// acquire is Acquire's body; st, where not nil, counts for an Observer.
-func (l *Locker) acquire(ctx context.Context, lockID string, st *acquireStats) (*Lock, error) {
-	if err := ValidateLockID(lockID); err != nil {
-		return nil, lockErr("acquire", lockID, err)
+// acquire takes the lock that r asks for.
+func (e *engine) acquire(ctx context.Context, r request) (*Lock, error) {
+	if err := ValidateLockID(r.lockID); err != nil {
+		return nil, lockErr("acquire", r.lockID, err)
 	}
-	if l.err != nil {
-		return nil, lockErr("acquire", lockID, l.err)
-	}
-	d, err := l.dialectOn(ctx)
+	d, err := e.dialectOn(ctx, r.announce)
 	if err != nil {
-		return nil, lockErr("acquire", lockID, err)
+		return nil, lockErr("acquire", r.lockID, err)
 	}
 	var deadline time.Time
-	if l.cfg.Wait > 0 {
-		deadline = time.Now().Add(l.cfg.Wait)
+	if r.wait > 0 {
+		deadline = time.Now().Add(r.wait)
 	}
 	b := backoff{min: waitMin, max: waitMax}
 	// A caller that will wait marks a held lock's row as waited for, so
@@ -57,7 +82,7 @@ func (l *Locker) acquire(ctx context.Context, lockID string, st *acquireStats) (
 	// it, it polls and leaves no mark.
 	var wk *waker
 	if !deadline.IsZero() {
-		wk = l.wakerFor(d)
+		wk = e.wakerFor(d)
 	}
 	for attempt := 0; ; attempt++ {
 		// From the second attempt on, a waiter registers for a wake-up
@@ -66,40 +91,39 @@ func (l *Locker) acquire(ctx context.Context, lockID string, st *acquireStats) (
 		var woke <-chan struct{}
 		unregister := func() {}
 		if wk != nil && attempt > 0 {
-			woke, unregister = wk.register(ctx, lockID)
+			woke, unregister = wk.register(ctx, r.lockID)
 		}
-		lk, err := l.tryAcquire(ctx, d, lockID, wk != nil)
-		if st != nil {
-			st.attempts++
+		lk, err := e.tryAcquire(ctx, d, r, wk != nil)
+		if r.st != nil {
+			r.st.attempts++
 		}
 		if err == nil {
 			unregister()
-			l.maybePurge(d)
+			e.maybePurge(d)
 			return lk, nil
 		}
 		if !errors.Is(err, ErrLocked) || deadline.IsZero() || time.Until(deadline) <= 0 {
 			unregister()
-			return nil, lockErr("acquire", lockID, l.held(ctx, err, lockID))
+			return nil, lockErr("acquire", r.lockID, e.held(ctx, err, r))
 		}
-		if st != nil {
-			st.waiting(ctx)
+		if r.st != nil {
+			r.st.waiting(ctx)
 		}
 		err = sleep(ctx, min(b.next(), time.Until(deadline)), woke)
 		unregister()
 		if err != nil {
-			return nil, lockErr("acquire", lockID, err)
+			return nil, lockErr("acquire", r.lockID, err)
 		}
 	}
 }
 
-// held returns err, or where it is ErrLocked, a HeldError that says who
-// holds the lock, read with one more statement (best effort). Not where
-// Config.SuppressAcquisitionErrors makes Do drop the error anyway.
-func (l *Locker) held(ctx context.Context, err error, lockID string) error {
-	if err != ErrLocked || ctx.Err() != nil || l.cfg.SuppressAcquisitionErrors || l.noHolderLookup {
+// held returns err, or where it is ErrLocked and r asks for it, a HeldError
+// that says who holds the lock, read with one more statement (best effort).
+func (e *engine) held(ctx context.Context, err error, r request) error {
+	if err != ErrLocked || ctx.Err() != nil || !r.lookupHolder {
 		return err
 	}
-	row, ok, lerr := l.lookup(ctx, lockID)
+	row, ok, lerr := e.lookup(ctx, r.lockID)
 	if lerr != nil || !ok {
 		return err
 	}
@@ -112,22 +136,24 @@ func (l *Locker) held(ctx context.Context, err error, lockID string) error {
 
 // tryAcquire makes one attempt: ErrLocked if the lock is live elsewhere.
 // With waiting, a held lock's row is marked so that its release notifies.
-func (l *Locker) tryAcquire(ctx context.Context, d *dialect, lockID string, waiting bool) (*Lock, error) {
+func (e *engine) tryAcquire(ctx context.Context, d *dialect, r request, waiting bool) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	sctx, cancel := l.detach(ctx, attemptTimeout)
+	sctx, cancel := e.detach(ctx, attemptTimeout)
 	defer cancel()
-	id, start, err := l.insert(ctx, sctx, d, lockID, waiting)
+	id, start, err := e.insert(ctx, sctx, d, r, waiting)
 	if err != nil {
 		return nil, err
 	}
 	if id == 0 {
 		return nil, ErrLocked
 	}
-	lk := &Lock{locker: l, d: d, lockID: lockID, token: id, acquired: start}
-	if l.cfg.TTL != nil {
-		lk.expires = start.Add(*l.cfg.TTL)
+	info := r.info
+	info.LockID, info.Database = r.lockID, d.name
+	lk := &Lock{eng: e, d: d, info: info, lockID: r.lockID, token: id, acquired: start}
+	if e.cfg.TTL != nil {
+		lk.expires = start.Add(*e.cfg.TTL)
 	}
 	if err := ctx.Err(); err != nil {
 		lk.unobserved = true // never reported as acquired
@@ -137,36 +163,36 @@ func (l *Locker) tryAcquire(ctx context.Context, d *dialect, lockID string, wait
 	return lk, nil
 }
 
-// insert runs the dialect's insert, which also takes a free row of lockID
-// over, and returns the lock's new id, or 0 when the lock is live
+// insert runs the dialect's insert, which also takes a free row of the
+// lock over, and returns the lock's new id, or 0 when the lock is live
 // elsewhere, and the local time at which the statement that decided it was
 // sent: after a transient conflict it is sent again, and the lock's expiry
 // estimate (Lock.ExpiresAt) counts from the last sending.
-func (l *Locker) insert(ctx, sctx context.Context, d *dialect, lockID string, waiting bool) (int64, time.Time, error) {
+func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waiting bool) (int64, time.Time, error) {
 	var id int64
 	var sent time.Time
-	insert := d.acquireStatement(waiting, l.cfg.AsyncCommit)
-	args := []any{lockID, d.duration(l.cfg.TTL), l.holder}
-	counted := l.countRow != "" && d.insertCounted != ""
+	insert := d.acquireStatement(waiting, e.cfg.AsyncCommit)
+	args := []any{r.lockID, d.duration(e.cfg.TTL), e.holder}
+	counted := r.countRow != "" && d.insertCounted != ""
 	if counted {
 		insert = d.insertCounted
-		if l.cfg.AsyncCommit {
+		if e.cfg.AsyncCommit {
 			insert = d.insertCountedAsync
 		}
-		args = append(args, l.countRow, l.count)
+		args = append(args, r.countRow, r.count)
 		if d.countedArgs != nil {
 			args = d.countedArgs(args[0], args[1], args[2], args[3], args[4])
 		}
 	}
-	err := l.retryOn(ctx, sctx, d, func(sctx context.Context) error {
+	err := e.retryOn(ctx, sctx, d, func(sctx context.Context) error {
 		id = 0
 		sent = time.Now()
 		if d.returning {
 			var err error
-			id, _, err = l.queryID(sctx, insert, args...)
+			id, _, err = e.queryID(sctx, insert, args...)
 			return err
 		}
-		res, err := l.run(sctx, insert, args...)
+		res, err := e.run(sctx, insert, args...)
 		if err != nil {
 			return err
 		}

@@ -16,10 +16,7 @@ const rowColumns = "id, lock_id, created_at, expires_at, holder, version"
 // locks on its slots; the row that keeps its count is not a lock and is
 // left out.
 func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
-	if l.err != nil {
-		return nil, l.err
-	}
-	d, err := l.dialectOn(ctx)
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -36,19 +33,16 @@ func (l *Locker) Lookup(ctx context.Context, lockID string) (DBMutex, bool, erro
 	if err := ValidateLockID(lockID); err != nil {
 		return DBMutex{}, false, lockErr("lookup", lockID, err)
 	}
-	if l.err != nil {
-		return DBMutex{}, false, lockErr("lookup", lockID, l.err)
-	}
 	row, ok, err := l.lookup(ctx, lockID)
 	return row, ok, lockErr("lookup", lockID, err)
 }
 
-func (l *Locker) lookup(ctx context.Context, lockID string) (DBMutex, bool, error) {
-	d, err := l.dialectOn(ctx)
+func (e *engine) lookup(ctx context.Context, lockID string) (DBMutex, bool, error) {
+	d, err := e.dialectOn(ctx, false)
 	if err != nil {
 		return DBMutex{}, false, err
 	}
-	rows, err := l.readRows(ctx, d, d.lookup, lockID)
+	rows, err := e.readRows(ctx, d, d.lookup, lockID)
 	if err != nil || len(rows) == 0 {
 		return DBMutex{}, false, d.explainErr(err)
 	}
@@ -65,10 +59,7 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 	if err := ValidateLockID(lockID); err != nil {
 		return lockErr("force-release", lockID, err)
 	}
-	if l.err != nil {
-		return lockErr("force-release", lockID, l.err)
-	}
-	d, err := l.dialectOn(ctx)
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return lockErr("force-release", lockID, err)
 	}
@@ -83,12 +74,12 @@ func (l *Locker) ForceRelease(ctx context.Context, lockID string) error {
 // errors. Like the lock's statements it goes straight to the connection
 // pool, not through GORM's callbacks, so that a plugin that sends reads to
 // replicas (GORM's dbresolver) cannot answer it from a replica that lags.
-func (l *Locker) readRows(ctx context.Context, d *dialect, query string, args ...any) ([]DBMutex, error) {
+func (e *engine) readRows(ctx context.Context, d *dialect, query string, args ...any) ([]DBMutex, error) {
 	var out []DBMutex
-	err := l.retry(ctx, d, func(ctx context.Context) error {
+	err := e.retry(ctx, d, func(ctx context.Context) error {
 		out = out[:0]
 		start := time.Now()
-		rows, err := l.pool.QueryContext(ctx, query, args...)
+		rows, err := e.pool.QueryContext(ctx, query, args...)
 		if err == nil {
 			for rows.Next() {
 				var r DBMutex
@@ -109,7 +100,7 @@ func (l *Locker) readRows(ctx context.Context, d *dialect, query string, args ..
 				err = rows.Err()
 			}
 		}
-		l.trace(ctx, start, query, args, int64(len(out)), err)
+		e.trace(ctx, start, query, args, int64(len(out)), err)
 		return err
 	})
 	return out, err

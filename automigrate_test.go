@@ -28,7 +28,7 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 		}
 		// Before migrating, a lock attempt fails with the database's error,
 		// never with ErrLocked.
-		_, err := gormmutex.New(dbs[0], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
+		_, err := newLocker(t, dbs[0], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
 		require.Error(t, err, "Acquire without the table")
 		require.NotErrorIs(t, err, gormmutex.ErrLocked, "Acquire without the table: want the database's error")
 		// The races AutoMigrate absorbs (a CREATE another process won) must
@@ -56,8 +56,8 @@ func TestAutoMigrateConcurrent(t *testing.T) {
 		require.NoError(t, gormmutex.AutoMigrate(dbs[0]), "AutoMigrate again")
 		// The indexes and helper tables each dialect creates are checked in
 		// dialect_internal_test.go.
-		lk := mustAcquire(t, gormmutex.New(dbs[1], gormmutex.DefaultConfig()), "x")
-		_, err = gormmutex.New(dbs[2], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
+		lk := mustAcquire(t, newLocker(t, dbs[1], gormmutex.DefaultConfig()), "x")
+		_, err = newLocker(t, dbs[2], gormmutex.DefaultConfig()).Acquire(context.Background(), "x")
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire in the migrated schema")
 		require.NoError(t, lk.Release(context.Background()))
 	})
@@ -99,7 +99,7 @@ func TestAutoMigrateUpgrade(t *testing.T) {
 		for _, col := range []string{"holder", "version"} {
 			assert.True(t, db.Migrator().HasColumn(&gormmutex.DBMutex{}, col), "column %s added", col)
 		}
-		l := gormmutex.New(db, gormmutex.DefaultConfig())
+		l := newLocker(t, db, gormmutex.DefaultConfig())
 		_, err := l.Acquire(context.Background(), "old")
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of the old never-expiring row")
 		rows, err := l.List(context.Background())

@@ -33,14 +33,14 @@ func TestAutoMigrateWithoutDDLPrivileges(t *testing.T) {
 
 		id := testdb.LockID(t)
 		for _, cfg := range []gormmutex.Config{gormmutex.DefaultConfig(), {}, {TTL: gormmutex.Duration(time.Minute), MinHold: time.Second}} {
-			l := gormmutex.New(app, cfg)
+			l := newLocker(t, app, cfg)
 			lk := mustAcquire(t, l, id)
 			require.NoError(t, lk.Refresh(ctx))
 			_, err := l.Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked)
 			require.NoError(t, lk.Release(ctx))
 		}
-		l := gormmutex.New(app, gormmutex.DefaultConfig())
+		l := newLocker(t, app, gormmutex.DefaultConfig())
 		_, err := l.List(ctx)
 		require.NoError(t, err)
 		_, err = l.Purge(ctx)

@@ -16,7 +16,7 @@ func BenchmarkDo(b *testing.B) {
 	for _, be := range testdb.Backends() {
 		b.Run(be.Name, func(b *testing.B) {
 			be.Use(b)
-			l := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig())
+			l := newLocker(b, be.Pool(b), gormmutex.DefaultConfig())
 			id := testdb.LockID(b)
 			ctx := context.Background()
 			noop := func(context.Context) error { return nil }
@@ -38,10 +38,10 @@ func BenchmarkAcquireHeld(b *testing.B) {
 			be.Use(b)
 			ctx := context.Background()
 			id := testdb.LockID(b)
-			lk, err := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig()).Acquire(ctx, id)
+			lk, err := newLocker(b, be.Pool(b), gormmutex.DefaultConfig()).Acquire(ctx, id)
 			require.NoError(b, err)
 			releaseAtEnd(b, lk)
-			l := gormmutex.New(be.Pool(b), gormmutex.DefaultConfig())
+			l := newLocker(b, be.Pool(b), gormmutex.DefaultConfig())
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := l.Acquire(ctx, id); err == nil {

@@ -40,9 +40,9 @@ func TestPostgresCrash(t *testing.T) {
 	ctx := context.Background()
 	db := b.Pool(t)
 	require.NoError(t, gormmutex.AutoMigrate(db))
-	durable := gormmutex.New(db, ttl(time.Hour))
-	fast := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Hour), AsyncCommit: true})
-	brief := gormmutex.New(db, ttl(3*time.Second))
+	durable := newLocker(t, db, ttl(time.Hour))
+	fast := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(time.Hour), AsyncCommit: true})
+	brief := newLocker(t, db, ttl(3*time.Second))
 
 	// The order matters: a durable commit writes out all the WAL before it,
 	// so the asynchronous commits come last.
@@ -53,7 +53,7 @@ func TestPostgresCrash(t *testing.T) {
 	lostInFastMode := mustAcquire(t, fast, "fast")
 	srv.crash(t)
 
-	other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+	other := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 	_, err := other.Acquire(ctx, "held")
 	require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire of a lock acquired before the crash")
 	// Whether the crash forgets it depends on when the server happened to
@@ -166,16 +166,17 @@ func TestAsyncCommit(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		fast := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
 		id := testdb.LockID(t)
 		if !b.AsyncCommit {
-			_, err := fast.Acquire(ctx, id)
+			_, err := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
 			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "AsyncCommit on "+b.Name)
+			assert.Contains(t, err.Error(), "AsyncCommit")
 			return
 		}
+		fast := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
 		c := &sqlcount.Counter{}
 		cdb := b.CountedPool(t, c)
-		counted := gormmutex.New(cdb, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
+		counted := newLocker(t, cdb, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true})
 		// The warm-up also starts the pool's first background purge.
 		require.NoError(t, mustAcquire(t, counted, id+"/warm-up").Release(ctx))
 		gormmutex.WaitBackgroundPurges(t, cdb)

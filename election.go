@@ -7,6 +7,7 @@ import (
 	"github.com/gormmutex/gormmutex/observe"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,11 +71,10 @@ func WithRetryPeriod(d time.Duration) ElectionOption {
 // error matching ErrInvalidConfig. Elections of one name in one process
 // (each with its own Run) compete like separate processes.
 type Election struct {
-	name   string
-	locker *Locker // without Wait: a candidate's attempt is one statement
-	ttl    time.Duration
+	name string
+	eng  *engine // the election's lease: TTL, Holder, Logger, Observer
+	ttl  time.Duration
 	electionSettings
-	err error // a configuration error, returned by every method
 
 	mu      sync.Mutex // guards the fields below
 	running bool       // Run is running
@@ -103,23 +103,58 @@ type Leader struct {
 // and is required; cfg.Holder is this process's identity, which Leader
 // reports; cfg.Logger, cfg.AsyncCommit and cfg.Observer mean what they
 // mean for a lock, and cfg.TransactionPooling makes Observe poll (see
-// Observe). cfg.Wait, cfg.KeepAlive, cfg.MinHold and
-// cfg.SuppressAcquisitionErrors do not apply and are ignored: an Election
-// waits, renews and resigns by its own settings. opts change the renew
-// deadline and retry period, which must satisfy TTL > renew deadline >
-// RetryPeriodJitter × retry period > 0.
+// Observe). An Election waits, renews and resigns by its own settings:
+// cfg.Wait, cfg.KeepAlive, cfg.MinHold and cfg.SuppressAcquisitionErrors
+// must be left unset. opts change the renew deadline and retry period,
+// which must satisfy TTL > renew deadline > RetryPeriodJitter × retry
+// period > 0.
 //
-// NewElection does not touch the database; a bad name (ErrInvalidLockID),
-// db or configuration (ErrInvalidConfig) is reported by every method.
-func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *Election {
+// NewElection does not touch the database. It returns an error for a bad
+// name (matching [ErrInvalidLockID]), a db inside a transaction
+// ([ErrInTransaction]) or an impossible configuration
+// ([ErrInvalidConfig], naming the setting).
+func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) (*Election, error) {
 	e := &Election{name: name}
-	if err := ValidateLockID(name); err != nil {
-		e.err = lockErr("election", name, err)
-		return e
+	if err := e.configure(cfg, opts); err != nil {
+		return nil, lockErr("election", name, err)
+	}
+	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer,
+		TransactionPooling: cfg.TransactionPooling}
+	eng, err := newEngine(db, lcfg)
+	if err != nil {
+		return nil, lockErr("election", name, err)
+	}
+	e.eng = eng
+	return e, nil
+}
+
+// configure checks name, cfg and opts and sets the lease and its timing.
+func (e *Election) configure(cfg Config, opts []ElectionOption) error {
+	if err := ValidateLockID(e.name); err != nil {
+		return err
+	}
+	var unset []string
+	if cfg.Wait != 0 {
+		unset = append(unset, "Wait")
+	}
+	if cfg.KeepAlive {
+		unset = append(unset, "KeepAlive")
+	}
+	if cfg.MinHold != 0 {
+		unset = append(unset, "MinHold")
+	}
+	if cfg.SuppressAcquisitionErrors {
+		unset = append(unset, "SuppressAcquisitionErrors")
+	}
+	if len(unset) > 0 {
+		return fmt.Errorf("%w: an election does not use Config.%s: it campaigns every retry period, renews its lease itself and leads until it loses or resigns; leave %s unset",
+			ErrInvalidConfig, strings.Join(unset, ", Config."), strings.Join(unset, ", "))
 	}
 	if cfg.TTL == nil {
-		e.err = lockErr("election", name, fmt.Errorf("%w: an election needs a lease (Config.TTL)", ErrInvalidConfig))
-		return e
+		return fmt.Errorf("%w: an election needs a lease (Config.TTL)", ErrInvalidConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	e.ttl = *cfg.TTL
 	e.renewDeadline = time.Duration(float64(e.ttl) * DefaultRenewDeadlineFraction)
@@ -129,27 +164,21 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) *
 	}
 	switch {
 	case e.ttl <= 0:
-		e.err = fmt.Errorf("%w: TTL %v is not positive", ErrInvalidConfig, e.ttl)
+		return fmt.Errorf("%w: TTL %v is not positive", ErrInvalidConfig, e.ttl)
 	case e.retryPeriod <= 0:
-		e.err = fmt.Errorf("%w: retry period %v is not positive", ErrInvalidConfig, e.retryPeriod)
+		return fmt.Errorf("%w: retry period %v is not positive", ErrInvalidConfig, e.retryPeriod)
 	case e.renewDeadline >= e.ttl:
-		e.err = fmt.Errorf("%w: renew deadline %v must be shorter than the lease (TTL) %v", ErrInvalidConfig, e.renewDeadline, e.ttl)
+		return fmt.Errorf("%w: renew deadline %v must be shorter than the lease (TTL) %v", ErrInvalidConfig, e.renewDeadline, e.ttl)
 	case float64(e.renewDeadline) <= RetryPeriodJitter*float64(e.retryPeriod):
-		e.err = fmt.Errorf("%w: renew deadline %v must be longer than %v × the retry period %v", ErrInvalidConfig, e.renewDeadline, RetryPeriodJitter, e.retryPeriod)
+		return fmt.Errorf("%w: renew deadline %v must be longer than %v × the retry period %v", ErrInvalidConfig, e.renewDeadline, RetryPeriodJitter, e.retryPeriod)
 	}
-	if e.err != nil {
-		e.err = lockErr("election", name, e.err)
-		return e
-	}
-	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer,
-		TransactionPooling: cfg.TransactionPooling}
-	e.locker = New(db, lcfg)
-	e.locker.kind = observe.KindElection
-	e.locker.announce = true
-	if e.locker.err != nil {
-		e.err = lockErr("election", name, e.locker.err)
-	}
-	return e
+	return nil
+}
+
+// request is the election's acquire: one attempt, announced where the
+// database can notify, so that observers learn of a new term at once.
+func (e *Election) request() request {
+	return request{lockID: e.name, announce: true, info: e.eng.info(observe.KindElection, e.name, e.name)}
 }
 
 // Name returns the election's name, which is also its lock's id.
@@ -181,9 +210,6 @@ func (e *Election) Name() string { return e.name }
 // goes on. Run returns ctx's error when ctx ends, after giving the lease
 // up; a candidate whose ctx ends leaves nothing behind that blocks others.
 func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error) error {
-	if e.err != nil {
-		return e.err
-	}
 	if lead == nil {
 		return lockErr("election", e.name, fmt.Errorf("%w: nil lead", ErrInvalidConfig))
 	}
@@ -210,7 +236,7 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 		}
 		// One attempt. A lock it took after ctx ended is released
 		// before it returns.
-		lk, err := e.locker.Acquire(ctx, e.name)
+		lk, err := e.eng.acquireObserved(ctx, e.request())
 		switch {
 		case ctx.Err() != nil:
 			if err == nil {
@@ -395,9 +421,6 @@ func (e *Election) IsLeader() bool {
 // lease is released as soon as lead returns. Resign returns nil at once
 // when this process does not lead.
 func (e *Election) Resign(ctx context.Context) error {
-	if e.err != nil {
-		return e.err
-	}
 	e.mu.Lock()
 	t := e.current
 	e.mu.Unlock()
@@ -417,9 +440,6 @@ func (e *Election) Resign(ctx context.Context) error {
 // Leader returns the current leader, read from the database, and false when
 // nobody leads (no live lease).
 func (e *Election) Leader(ctx context.Context) (Leader, bool, error) {
-	if e.err != nil {
-		return Leader{}, false, e.err
-	}
 	row, ok, err := e.lookup(ctx)
 	if err != nil || !ok {
 		return Leader{}, false, err
@@ -434,7 +454,7 @@ func (e *Election) Leader(ctx context.Context) (Leader, bool, error) {
 
 // lookup returns the live lock row of the election.
 func (e *Election) lookup(ctx context.Context) (DBMutex, bool, error) {
-	return e.locker.lookup(ctx, e.name)
+	return e.eng.lookup(ctx, e.name)
 }
 
 // Observe returns a channel that receives the current leader, and then
@@ -463,9 +483,6 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 	ch := make(chan Leader)
 	go func() {
 		defer close(ch)
-		if e.err != nil {
-			return
-		}
 		w := e.waker(ctx)
 		var changed <-chan struct{}
 		if w != nil {
@@ -514,18 +531,15 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 // lock announces its changes of term and this process can listen for them
 // (see Observe); nil where observers poll.
 func (e *Election) waker(ctx context.Context) *waker {
-	d, err := e.locker.dialectOn(ctx)
+	d, err := e.eng.dialectOn(ctx, true)
 	if err != nil || d.announcing == nil {
 		return nil
 	}
-	return e.locker.wakerFor(d)
+	return e.eng.wakerFor(d)
 }
 
 func (e *Election) logger() *slog.Logger {
-	if e.locker != nil {
-		return e.locker.logger()
-	}
-	return slog.Default()
+	return e.eng.logger()
 }
 
 // leaseCtx is the context of a leader's lead function. It is cancelled when

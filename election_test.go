@@ -206,6 +206,7 @@ func TestElectionConfig(t *testing.T) {
 		want error
 	}{
 		{"no lease", "x", gormmutex.Config{}, nil, gormmutex.ErrInvalidConfig},
+		{"wait", "x", gormmutex.Config{TTL: ttl, Wait: time.Second}, nil, gormmutex.ErrInvalidConfig},
 		{"renew deadline = TTL", "x", gormmutex.Config{TTL: ttl}, []gormmutex.ElectionOption{gormmutex.WithRenewDeadline(time.Second)}, gormmutex.ErrInvalidConfig},
 		{"renew deadline = 1.2 retry periods", "x", gormmutex.Config{TTL: ttl},
 			[]gormmutex.ElectionOption{gormmutex.WithRenewDeadline(600 * time.Millisecond), gormmutex.WithRetryPeriod(500 * time.Millisecond)}, gormmutex.ErrInvalidConfig},
@@ -215,18 +216,21 @@ func TestElectionConfig(t *testing.T) {
 		{"holder too long", "x", gormmutex.Config{TTL: ttl, Holder: strings.Repeat("h", 300)}, nil, gormmutex.ErrInvalidConfig},
 	}
 	for _, c := range cases {
-		e := gormmutex.NewElection(db, c.name, c.cfg, c.opts...)
-		led := false
-		err := e.Run(context.Background(), func(context.Context) error { led = true; return nil })
-		assert.ErrorIs(t, err, c.want, "%s: Run", c.what)
-		_, _, err = e.Leader(context.Background())
-		assert.ErrorIs(t, err, c.want, "%s: Leader", c.what)
-		assert.ErrorIs(t, e.Resign(context.Background()), c.want, "%s: Resign", c.what)
-		assert.False(t, led, "%s: lead ran", c.what)
-		assert.False(t, e.IsLeader(), "%s: IsLeader", c.what)
+		e, err := gormmutex.NewElection(db, c.name, c.cfg, c.opts...)
+		assert.ErrorIs(t, err, c.want, "%s: NewElection", c.what)
+		assert.Nil(t, e, "%s: NewElection", c.what)
+	}
+	// The settings an election does not use are refused by name.
+	for setting, cfg := range map[string]gormmutex.Config{
+		"Wait": {TTL: ttl, Wait: time.Second}, "KeepAlive": {TTL: ttl, KeepAlive: true},
+		"MinHold": {TTL: ttl, MinHold: time.Second}, "SuppressAcquisitionErrors": {TTL: ttl, SuppressAcquisitionErrors: true},
+	} {
+		_, err := gormmutex.NewElection(db, "x", cfg)
+		require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, setting)
+		assert.Contains(t, err.Error(), "Config."+setting, "the error names the setting")
 	}
 	// The defaults, derived from the lease, are valid; and lead is required.
-	e := gormmutex.NewElection(db, "x", gormmutex.Config{TTL: ttl})
+	e := newElection(t, db, "x", gormmutex.Config{TTL: ttl})
 	assert.ErrorIs(t, e.Run(context.Background(), nil), gormmutex.ErrInvalidConfig, "Run(nil lead)")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -243,11 +247,11 @@ func TestElectionResign(t *testing.T) {
 	eachElectionDB(t, func(t *testing.T, d electDB) {
 		const ttl = 10 * time.Second
 		name := electionName(t)
-		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
+		a := startRunner(t, newElection(t, d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
 		termA := a.waitLead(t, 30*time.Second)
 		assert.True(t, a.e.IsLeader(), "A.IsLeader while leading")
 
-		eb := gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"})
+		eb := newElection(t, d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"})
 		ld, ok, err := eb.Leader(context.Background())
 		require.NoError(t, err)
 		require.True(t, ok, "Leader found nobody while A leads")
@@ -318,17 +322,17 @@ func TestElectionObserve(t *testing.T) {
 			ttl, retry, within = 3*time.Second, 300*time.Millisecond, 10*time.Second
 		}
 		candidate := func(holder string) *runner {
-			return startRunner(t, gormmutex.NewElection(d.pool(t), name,
+			return startRunner(t, newElection(t, d.pool(t), name,
 				gormmutex.Config{TTL: gormmutex.Duration(5 * time.Second), Holder: holder, TransactionPooling: d.transactionPooling},
 				gormmutex.WithRetryPeriod(200*time.Millisecond)))
 		}
 
 		// A leader that died: its lease (1 s) is left to expire.
-		dead, err := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}).Acquire(ctx, name)
+		dead, err := newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}).Acquire(ctx, name)
 		require.NoError(t, err)
 
 		reads := &sqlcount.Counter{}
-		observer := gormmutex.NewElection(d.countedPool(t, reads), name,
+		observer := newElection(t, d.countedPool(t, reads), name,
 			gormmutex.Config{TTL: gormmutex.Duration(ttl), TransactionPooling: d.transactionPooling}, gormmutex.WithRetryPeriod(retry))
 		octx, ocancel := context.WithCancel(ctx)
 		defer ocancel()
@@ -410,7 +414,7 @@ func TestElectionObserveListenerLost(t *testing.T) {
 		ctx := context.Background()
 		name := electionName(t)
 		app := fmt.Sprintf("gm_observe_%d", electSeq.Add(1))
-		observer := gormmutex.NewElection(d.poolAt(t, d.dsn+" application_name="+app), name,
+		observer := newElection(t, d.poolAt(t, d.dsn+" application_name="+app), name,
 			gormmutex.Config{TTL: gormmutex.Duration(30 * time.Second)}, gormmutex.WithRetryPeriod(10*time.Second))
 		admin := d.pool(t)
 		// listener returns the server pid of the observer's listening
@@ -422,7 +426,7 @@ func TestElectionObserveListenerLost(t *testing.T) {
 				app, "LISTEN "+gormmutex.NotifyChannel).Scan(&pid).Error)
 			return pid
 		}
-		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(5 * time.Second)},
+		a := startRunner(t, newElection(t, d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(5 * time.Second)},
 			gormmutex.WithRetryPeriod(200*time.Millisecond)))
 		termA := a.waitLead(t, 30*time.Second)
 		octx, ocancel := context.WithCancel(ctx)
@@ -473,7 +477,7 @@ func TestElectionRenewalsDoNotNotify(t *testing.T) {
 			renewals := &sqlcount.Counter{}
 			leaderDB := d.countedPool(t, renewals)
 			gormmutex.DisableBackgroundPurge(t, leaderDB) // renewals are its only Execs
-			a := startRunner(t, gormmutex.NewElection(leaderDB, name, gormmutex.Config{TTL: gormmutex.Duration(time.Second), AsyncCommit: async},
+			a := startRunner(t, newElection(t, leaderDB, name, gormmutex.Config{TTL: gormmutex.Duration(time.Second), AsyncCommit: async},
 				gormmutex.WithRetryPeriod(100*time.Millisecond)))
 			a.waitLead(t, 30*time.Second)
 			start := renewals.Exec.Load()
@@ -499,11 +503,11 @@ func TestElectionCancelLeavesNothing(t *testing.T) {
 		const ttl = 10 * time.Second
 		name := electionName(t)
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(ttl)}
-		a := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
+		a := startRunner(t, newElection(t, d.pool(t), name, cfg))
 		a.waitLead(t, 30*time.Second)
 		assert.ErrorIs(t, a.e.Run(context.Background(), func(context.Context) error { return nil }), gormmutex.ErrInvalidConfig,
 			"a second Run of a running Election")
-		c := startRunner(t, gormmutex.NewElection(d.pool(t), name, cfg))
+		c := startRunner(t, newElection(t, d.pool(t), name, cfg))
 		time.Sleep(500 * time.Millisecond) // C campaigns
 		assert.ErrorIs(t, c.stop(t), context.Canceled, "candidate's Run")
 		assert.Zero(t, c.termCount(), "the candidate led")
@@ -511,10 +515,10 @@ func TestElectionCancelLeavesNothing(t *testing.T) {
 		assert.ErrorIs(t, a.lastCause(), context.Canceled, "cause of the leader's lead context")
 
 		db := d.pool(t)
-		_, ok, err := gormmutex.NewElection(db, name, cfg).Leader(context.Background())
+		_, ok, err := newElection(t, db, name, cfg).Leader(context.Background())
 		require.NoError(t, err)
 		assert.False(t, ok, "someone leads after every candidate left")
-		lk, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Acquire(context.Background(), name)
+		lk, err := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Acquire(context.Background(), name)
 		require.NoError(t, err, "Acquire of the election's lock after every candidate left")
 		require.NoError(t, lk.Release(context.Background()))
 	})
@@ -535,10 +539,10 @@ func TestElectionUnreachableLeader(t *testing.T) {
 		const ttl = 2 * time.Second
 		name := electionName(t)
 		p := newFreezeProxy(t, d)
-		a := startRunner(t, gormmutex.NewElection(d.poolAt(t, p.dsn), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
+		a := startRunner(t, newElection(t, d.poolAt(t, p.dsn), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "A"}))
 		termA := a.waitLead(t, 30*time.Second)
-		observer := gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl)})
-		b := startRunner(t, gormmutex.NewElection(d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"}))
+		observer := newElection(t, d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		b := startRunner(t, newElection(t, d.pool(t), name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Holder: "B"}))
 		time.Sleep(700 * time.Millisecond) // A renews a few times
 		require.True(t, a.e.IsLeader(), "A lost the leadership before the cut")
 
@@ -707,8 +711,8 @@ func electionChild() int {
 		defer mu.Unlock()
 		fmt.Printf(format+"\n", args...)
 	}
-	e := gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"), Logger: quietLogger},
-		gormmutex.WithRenewDeadline(dur("RENEW")), gormmutex.WithRetryPeriod(dur("RETRY")))
+	e := testdb.Must(gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"), Logger: quietLogger},
+		gormmutex.WithRenewDeadline(dur("RENEW")), gormmutex.WithRetryPeriod(dur("RETRY"))))
 	err = e.Run(ctx, func(ctx context.Context) error {
 		lk, _ := gormmutex.FromContext(ctx)
 		term := lk.Token()
@@ -1027,10 +1031,13 @@ func ExampleElection() {
 		panic(err)
 	}
 
-	election := gormmutex.NewElection(db, "report-scheduler", gormmutex.Config{
+	election, err := gormmutex.NewElection(db, "report-scheduler", gormmutex.Config{
 		TTL:    gormmutex.Duration(15 * time.Second),
 		Holder: "worker-1",
 	})
+	if err != nil {
+		panic(err)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	err = election.Run(ctx, func(ctx context.Context) error {
 		lease, _ := gormmutex.FromContext(ctx)

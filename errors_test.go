@@ -25,9 +25,9 @@ func TestErrorsMatch(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		id := testdb.LockID(t)
-		holder := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour), Holder: "replica-2"})
+		holder := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour), Holder: "replica-2"})
 		lk := mustAcquire(t, holder, id)
-		_, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
+		_, err := newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked)
 		var le *gormmutex.LockError
 		require.ErrorAs(t, err, &le)
@@ -56,8 +56,8 @@ func TestErrorsMatch(t *testing.T) {
 		require.ErrorIs(t, err, gormmutex.ErrInvalidLockID)
 
 		// A lock that never expires has no Until.
-		forever := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
-		_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
+		forever := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{}), id)
+		_, err = newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
 		require.ErrorAs(t, err, &held)
 		assert.True(t, held.Until.IsZero(), "Until of a lock that never expires = %v", held.Until)
 		assert.Contains(t, err.Error(), "never expires")
@@ -74,8 +74,8 @@ func TestForceReleaseReportedOnce(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true})
+		admin := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true})
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
 			if err := admin.ForceRelease(context.Background(), id); err != nil {
 				return err
@@ -100,8 +100,8 @@ func TestJoinedErrorsOneLine(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour)})
+		admin := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour)})
 		mine := errors.New("report failed")
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
 			if err := admin.ForceRelease(context.Background(), id); err != nil {

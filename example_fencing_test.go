@@ -50,7 +50,10 @@ func ExampleLock_Token() {
 		log.Fatal(err)
 	}
 
-	locker := gormmutex.New(db, gormmutex.DefaultConfig())
+	locker, err := gormmutex.New(db, gormmutex.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
 
 	// Holder A takes the lock and writes progress.
 	a, err := locker.Acquire(ctx, "invoice-run")

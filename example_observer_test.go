@@ -27,7 +27,10 @@ func ExampleObserver() {
 	defer cleanup()
 	cfg := gormmutex.DefaultConfig()
 	cfg.Observer = skipLog{}
-	locker := gormmutex.New(db, cfg)
+	locker, err := gormmutex.New(db, cfg)
+	if err != nil {
+		panic(err)
+	}
 
 	_ = locker.Do(context.Background(), "nightly-report", func(ctx context.Context) error {
 		// Another process tries the same job meanwhile.

@@ -76,10 +76,13 @@ func ExampleLocker_Do() {
 	defer cleanup()
 
 	// With Wait, Do waits for the lock instead of failing with ErrLocked.
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:  gormmutex.Duration(time.Minute),
 		Wait: 30 * time.Second,
 	})
+	if err != nil {
+		panic(err)
+	}
 	var inside, runs atomic.Int32
 	var wg sync.WaitGroup
 	for range 5 {
@@ -120,7 +123,10 @@ func ExampleLocker_Acquire() {
 		return res.Error == nil && res.RowsAffected == 1
 	}
 
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(100 * time.Millisecond)})
+	locker, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(100 * time.Millisecond)})
+	if err != nil {
+		panic(err)
+	}
 	a, err := locker.Acquire(ctx, "ledger")
 	if err != nil {
 		log.Fatal(err)
@@ -180,11 +186,14 @@ func ExampleLocker_Do_suppress() {
 
 	// With SuppressAcquisitionErrors, a held lock is not an error: Do skips
 	// fn, logs the skip at Info level and returns nil.
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:                       gormmutex.Duration(time.Minute),
 		SuppressAcquisitionErrors: true,
 		Logger:                    slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{ReplaceAttr: noTime})),
 	})
+	if err != nil {
+		panic(err)
+	}
 
 	other, err := locker.Acquire(ctx, "nightly-report") // another process runs the job
 	if err != nil {
@@ -219,12 +228,15 @@ func ExampleLocker_Do_keepAlive() {
 	// KeepAlive renews the lock every TTL/3 while fn runs, so a job may take
 	// longer than its TTL; the TTL only bounds how long a crashed holder
 	// blocks the others.
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:       gormmutex.Duration(300 * time.Millisecond),
 		KeepAlive: true,
 	})
+	if err != nil {
+		panic(err)
+	}
 	batches := 0
-	err := locker.Do(context.Background(), "reindex", func(ctx context.Context) error {
+	err = locker.Do(context.Background(), "reindex", func(ctx context.Context) error {
 		for range 8 {
 			// If a renewal finds the lock lost, ctx is cancelled with cause
 			// ErrTimeout: stop before doing more work.
@@ -280,7 +292,10 @@ func ExampleAutoMigrate_mysql() {
 	if err := gormmutex.AutoMigrate(db); err != nil {
 		log.Fatal(err)
 	}
-	locker := gormmutex.New(db, gormmutex.DefaultConfig())
+	locker, err := gormmutex.New(db, gormmutex.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
 	err = locker.Do(context.Background(), "nightly-report", func(ctx context.Context) error {
 		// ... generate the report ...
 		return nil

@@ -27,41 +27,41 @@ import (
 const transientBudget = 30 * time.Second
 
 // run executes one statement and traces it.
-func (l *Locker) run(ctx context.Context, query string, args ...any) (sql.Result, error) {
+func (e *engine) run(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	start := time.Now()
 	var res sql.Result
 	var err error
-	if l.stmts != nil {
+	if e.stmts != nil {
 		var stmt *sql.Stmt
-		if stmt, err = l.stmts.get(ctx, query); err == nil {
+		if stmt, err = e.stmts.get(ctx, query); err == nil {
 			res, err = stmt.ExecContext(ctx, args...)
 		}
 	} else {
-		res, err = l.pool.ExecContext(ctx, query, args...)
+		res, err = e.pool.ExecContext(ctx, query, args...)
 	}
 	var n int64 = -1
 	if err == nil {
 		n, _ = res.RowsAffected()
 	}
-	l.trace(ctx, start, query, args, n, err)
+	e.trace(ctx, start, query, args, n, err)
 	return res, err
 }
 
 // queryID runs a statement that returns at most one integer, and traces it:
 // ok is false when it returned no row.
-func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int64, ok bool, err error) {
+func (e *engine) queryID(ctx context.Context, query string, args ...any) (id int64, ok bool, err error) {
 	start := time.Now()
-	pool, plain := l.pool.(*sql.DB)
+	pool, plain := e.pool.(*sql.DB)
 	switch {
-	case l.stmts != nil:
+	case e.stmts != nil:
 		var stmt *sql.Stmt
-		if stmt, err = l.stmts.get(ctx, query); err == nil {
+		if stmt, err = e.stmts.get(ctx, query); err == nil {
 			err = stmt.QueryRowContext(ctx, args...).Scan(&id)
 		}
 	case plain && ctx.Done() != nil:
 		id, err = queryOne(ctx, pool, query, args)
 	default:
-		err = l.pool.QueryRowContext(ctx, query, args...).Scan(&id)
+		err = e.pool.QueryRowContext(ctx, query, args...).Scan(&id)
 	}
 	ok = err == nil
 	if errors.Is(err, sql.ErrNoRows) {
@@ -71,7 +71,7 @@ func (l *Locker) queryID(ctx context.Context, query string, args ...any) (id int
 	if ok {
 		n = 1
 	}
-	l.trace(ctx, start, query, args, n, err)
+	e.trace(ctx, start, query, args, n, err)
 	return id, ok, err
 }
 
@@ -148,25 +148,25 @@ func toInt64(v driver.Value) (int64, error) {
 	return 0, fmt.Errorf("gormmutex: the driver returned %T for an id", v)
 }
 
-func (l *Locker) trace(ctx context.Context, start time.Time, query string, args []any, rows int64, err error) {
-	l.log.Trace(ctx, start, func() (string, int64) { return l.db.Dialector.Explain(query, args...), rows }, err)
+func (e *engine) trace(ctx context.Context, start time.Time, query string, args []any, rows int64, err error) {
+	e.log.Trace(ctx, start, func() (string, int64) { return e.db.Dialector.Explain(query, args...), rows }, err)
 }
 
 // exec runs one statement, retrying transient errors, and returns the
 // number of rows it affected.
-func (l *Locker) exec(ctx context.Context, d *dialect, query string, args ...any) (int64, error) {
-	_, n, err := l.execSent(ctx, d, query, args...)
+func (e *engine) exec(ctx context.Context, d *dialect, query string, args ...any) (int64, error) {
+	_, n, err := e.execSent(ctx, d, query, args...)
 	return n, err
 }
 
 // execSent is exec that also returns the local time at which the statement
 // was last sent, from which a renewal's expiry estimate counts.
-func (l *Locker) execSent(ctx context.Context, d *dialect, query string, args ...any) (time.Time, int64, error) {
+func (e *engine) execSent(ctx context.Context, d *dialect, query string, args ...any) (time.Time, int64, error) {
 	var n int64
 	var sent time.Time
-	err := l.retryOn(ctx, ctx, d, func(ctx context.Context) error {
+	err := e.retryOn(ctx, ctx, d, func(ctx context.Context) error {
 		sent = time.Now()
-		res, err := l.run(ctx, query, args...)
+		res, err := e.run(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -178,13 +178,13 @@ func (l *Locker) execSent(ctx context.Context, d *dialect, query string, args ..
 
 // retry runs f until it succeeds, fails with an error that is not
 // transient, transientBudget has passed or ctx ends.
-func (l *Locker) retry(ctx context.Context, d *dialect, f func(ctx context.Context) error) error {
-	return l.retryOn(ctx, ctx, d, f)
+func (e *engine) retry(ctx context.Context, d *dialect, f func(ctx context.Context) error) error {
+	return e.retryOn(ctx, ctx, d, f)
 }
 
 // retryOn is retry with the statements run on sctx while the waits between
 // them end with ctx.
-func (l *Locker) retryOn(ctx, sctx context.Context, d *dialect, f func(sctx context.Context) error) error {
+func (e *engine) retryOn(ctx, sctx context.Context, d *dialect, f func(sctx context.Context) error) error {
 	var start time.Time
 	b := backoff{min: time.Millisecond, max: 50 * time.Millisecond}
 	for {
@@ -209,8 +209,8 @@ func (l *Locker) retryOn(ctx, sctx context.Context, d *dialect, f func(sctx cont
 // bounds its waits), and the context is left without a deadline: a
 // context that can end makes the driver start a goroutine per statement to
 // watch it.
-func (l *Locker) detach(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	if l.d.inProcess {
+func (e *engine) detach(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if e.d.inProcess {
 		return context.WithoutCancel(ctx), func() {}
 	}
 	return context.WithTimeout(context.WithoutCancel(ctx), timeout)

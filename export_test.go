@@ -83,14 +83,17 @@ func WaitAllBackgroundPurges() {
 // by a release in another process (it marks the rows it wants, and this
 // process listens), rather than left to poll.
 func ReleasesNotify(db *gorm.DB, cfg Config) bool {
-	l := New(db, cfg)
-	return l.err == nil && l.wakerFor(l.d) != nil
+	l, err := New(db, cfg)
+	return err == nil && l.wakerFor(l.d) != nil
 }
 
 // WaitersForWakeup returns how many waiters in this process wait on db's
 // connection pool for a notification that lockID was released.
 func WaitersForWakeup(db *gorm.DB, lockID string) int {
-	l := New(db, DefaultConfig())
+	l, err := New(db, DefaultConfig())
+	if err != nil {
+		return 0
+	}
 	w := l.wakerFor(l.d)
 	if w == nil {
 		return 0
@@ -103,7 +106,10 @@ func WaitersForWakeup(db *gorm.DB, lockID string) int {
 // WakeupsDelivered returns how many wake-ups this process has handed to
 // waiters on db's connection pool.
 func WakeupsDelivered(db *gorm.DB) int64 {
-	l := New(db, DefaultConfig())
+	l, err := New(db, DefaultConfig())
+	if err != nil {
+		return 0
+	}
 	w := l.wakerFor(l.d)
 	if w == nil {
 		return 0

@@ -41,7 +41,7 @@ func layout(t *testing.T, db *gorm.DB) []string {
 func works(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	ctx := context.Background()
-	l := gormmutex.New(db, gormmutex.DefaultConfig())
+	l := newLocker(t, db, gormmutex.DefaultConfig())
 	id := testdb.LockID(t)
 	first := mustAcquire(t, l, id)
 	_, err := l.Acquire(ctx, id)

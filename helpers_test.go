@@ -86,3 +86,28 @@ func withHostPID(name string) string {
 	}
 	return fmt.Sprintf("%s (%s:%d)", name, host, os.Getpid())
 }
+
+// newLocker is gormmutex.New for a configuration the test expects to be
+// valid.
+func newLocker(t testing.TB, db *gorm.DB, cfg gormmutex.Config) *gormmutex.Locker {
+	t.Helper()
+	l, err := gormmutex.New(db, cfg)
+	require.NoError(t, err)
+	return l
+}
+
+// newSemaphore is Locker.Semaphore for a valid name and count.
+func newSemaphore(t testing.TB, l *gormmutex.Locker, name string, permits int) *gormmutex.Semaphore {
+	t.Helper()
+	s, err := l.Semaphore(name, permits)
+	require.NoError(t, err)
+	return s
+}
+
+// newElection is gormmutex.NewElection for a valid configuration.
+func newElection(t testing.TB, db *gorm.DB, name string, cfg gormmutex.Config, opts ...gormmutex.ElectionOption) *gormmutex.Election {
+	t.Helper()
+	e, err := gormmutex.NewElection(db, name, cfg, opts...)
+	require.NoError(t, err)
+	return e
+}

@@ -24,7 +24,7 @@ import (
 // have ended; call it before Release. For a lock without TTL there is
 // nothing to renew, and stop does nothing.
 func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
-	l := lk.locker
+	l := lk.eng
 	if l.cfg.TTL == nil {
 		return func() {}
 	}

@@ -20,8 +20,8 @@ func TestKeepAlive(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true, Logger: testdb.Logger(t)})
-		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true, Logger: testdb.Logger(t)})
+		rival := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		var rivalErrs []error
 		err := l.Do(context.Background(), id, func(ctx context.Context) error {
 			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); {
@@ -53,11 +53,11 @@ func TestKeepAliveLost(t *testing.T) {
 			t.Run(how, func(t *testing.T) {
 				id := testdb.LockID(t)
 				db := b.Pool(t)
-				admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+				admin := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 				const ttl = time.Second
 				var next *gormmutex.Lock
 				var lostAfter time.Duration
-				err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 					time.Sleep(100 * time.Millisecond)
 					if how == "ForceRelease" {
 						if err := admin.ForceRelease(context.Background(), id); err != nil {
@@ -83,7 +83,7 @@ func TestKeepAliveLost(t *testing.T) {
 				require.NotNil(t, next, "fn did not take the lock over after evicting its holder: Do = %v", err)
 				require.ErrorIs(t, err, gormmutex.ErrTimeout, "Do after losing the lock")
 				assert.LessOrEqual(t, lostAfter, ttl/3+time.Second, "when fn learned of the loss, want within a renewal interval (%v) plus margin", ttl/3)
-				_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+				_, err = newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 				require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the evicted holder's release")
 				require.NoError(t, next.Release(context.Background()))
 			})
@@ -105,7 +105,7 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 		admin := b.Pool(t)
 		id := testdb.LockID(t)
 		const ttl = 3 * time.Second
-		err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
+		err := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 			for i := 0; i < 2; i++ {
 				var pid int64
 				if err := db.Raw(idSQL).Scan(&pid).Error; err != nil {
@@ -120,7 +120,7 @@ func TestKeepAliveConnectionKilled(t *testing.T) {
 				case <-time.After(2 * ttl / 3):
 				}
 			}
-			_, err := gormmutex.New(admin, gormmutex.DefaultConfig()).Acquire(ctx, id)
+			_, err := newLocker(t, admin, gormmutex.DefaultConfig()).Acquire(ctx, id)
 			assert.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire by another pool after the kills")
 			return nil
 		})
@@ -145,7 +145,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 				id := testdb.LockID(t)
 				const ttl = 1500 * time.Millisecond
 				var cut, lost, estimate time.Time
-				err := gormmutex.New(bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
+				err := newLocker(t, bb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), KeepAlive: true, Logger: testdb.Logger(t)}).Do(context.Background(), id, func(ctx context.Context) error {
 					lk, _ := gormmutex.FromContext(ctx)
 					cut = time.Now()
 					if how == "cut" {
@@ -170,7 +170,7 @@ func TestKeepAliveUnreachable(t *testing.T) {
 				assert.False(t, lost.After(estimate), "fn was cancelled %v after the lease estimate", lost.Sub(estimate))
 				// The lock expires on its own for everyone else.
 				time.Sleep(ttl)
-				require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+				require.NoError(t, mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
 			})
 		}
 	})
@@ -274,8 +274,8 @@ func TestMinHold(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		const hold = 2 * time.Second
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: hold})
-		other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: hold})
+		other := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		start := time.Now()
 		lk := mustAcquire(t, l, id)
@@ -293,7 +293,7 @@ func TestMinHold(t *testing.T) {
 		require.NoError(t, next.Release(ctx))
 
 		// Released after MinHold has passed: free at once.
-		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: 200 * time.Millisecond}), id)
+		lk = mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: 200 * time.Millisecond}), id)
 		time.Sleep(400 * time.Millisecond)
 		require.NoError(t, lk.Release(ctx))
 		require.NoError(t, mustAcquire(t, other, id).Release(ctx))
@@ -308,8 +308,8 @@ func TestRefresh(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
-		rival := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+		rival := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		first, ok := lk.ExpiresAt()
@@ -330,7 +330,7 @@ func TestRefresh(t *testing.T) {
 		require.NoError(t, succ.Release(ctx))
 
 		// A lock that never expires: Refresh only checks it is held.
-		lk = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
+		lk = mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{}), id)
 		require.NoError(t, lk.Refresh(ctx))
 		_, ok = lk.ExpiresAt()
 		assert.False(t, ok, "never-expiring lock reports an expiry after Refresh")
@@ -346,11 +346,11 @@ func TestListForceRelease(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour), Holder: "worker-7 ☃"})
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Hour), Holder: "worker-7 ☃"})
 		base := testdb.LockID(t)
 		held := mustAcquire(t, l, base+"/held")
-		never := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{Holder: "forever"}), base+"/never")
-		expired := mustAcquire(t, gormmutex.New(b.Pool(t), ttl(50*time.Millisecond)), base+"/expired")
+		never := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{Holder: "forever"}), base+"/never")
+		expired := mustAcquire(t, newLocker(t, b.Pool(t), ttl(50*time.Millisecond)), base+"/expired")
 		released := mustAcquire(t, l, base+"/released")
 		require.NoError(t, released.Release(ctx))
 		time.Sleep(300 * time.Millisecond)
@@ -378,7 +378,7 @@ func TestListForceRelease(t *testing.T) {
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/held"), gormmutex.ErrNotHeld, "ForceRelease of a free lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/expired"), gormmutex.ErrNotHeld, "ForceRelease of an expired lock")
 		require.ErrorIs(t, l.ForceRelease(ctx, base+"/released"), gormmutex.ErrNotHeld, "ForceRelease of a released lock")
-		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), base+"/held")
+		next := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), base+"/held")
 		assert.Greater(t, next.Token(), held.Token(), "token after ForceRelease")
 		require.ErrorIs(t, held.Refresh(ctx), gormmutex.ErrTimeout, "evicted holder's Refresh")
 		require.ErrorIs(t, held.Release(ctx), gormmutex.ErrTimeout, "evicted holder's Release")
@@ -397,8 +397,8 @@ func TestLockKeepAlive(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		const ttl = time.Second
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: testdb.Logger(t)})
-		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: testdb.Logger(t)})
+		admin := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		lostErrs := make(chan error, 2)
@@ -424,7 +424,7 @@ func TestLockKeepAlive(t *testing.T) {
 		stop()
 		require.NoError(t, lk.Release(ctx))
 		// A lock without TTL has nothing to renew.
-		never := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{}), id)
+		never := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{}), id)
 		never.KeepAlive(nil)()
 		require.NoError(t, never.Release(ctx))
 	})

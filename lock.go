@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 	"time"
+
+	"github.com/gormmutex/gormmutex/observe"
 )
 
 // releaseTimeout bounds the release that Do runs after fn, which is detached
@@ -14,8 +16,9 @@ const releaseTimeout = 15 * time.Second
 // A Lock is a held lock, returned by [Locker.Acquire]. Its methods are safe
 // for concurrent use.
 type Lock struct {
-	locker   *Locker
-	d        *dialect // the dialect that acquired it
+	eng      *engine
+	d        *dialect         // the dialect that acquired it
+	info     observe.LockInfo // what an Observer hears it called
 	lockID   string
 	token    int64
 	acquired time.Time // local clock, read before the acquiring statement was (last) sent
@@ -55,7 +58,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if lk.released {
 		return lockErr("release", lk.lockID, ErrReleased)
 	}
-	if obs := lk.locker.cfg.Observer; obs != nil && !lk.unobserved {
+	if obs := lk.eng.cfg.Observer; obs != nil && !lk.unobserved {
 		return lk.observeRelease(ctx, obs)
 	}
 	_, err := lk.release(ctx)
@@ -65,7 +68,7 @@ func (lk *Lock) Release(ctx context.Context) error {
 // release is Release's body, under lk.mu. takenOver says the lease had
 // lapsed and its row was gone: taken over, or purged (observer.go).
 func (lk *Lock) release(ctx context.Context) (takenOver bool, err error) {
-	l, d := lk.locker, lk.d
+	l, d := lk.eng, lk.d
 	var n int64
 	if hold := l.cfg.MinHold; hold > 0 && time.Since(lk.acquired) < hold {
 		n, err = l.exec(ctx, d, d.releaseMinHold, d.duration(&hold), lk.lockID, lk.token)
@@ -95,7 +98,7 @@ func (lk *Lock) release(ctx context.Context) (takenOver bool, err error) {
 }
 
 func (lk *Lock) releaseDetached(ctx context.Context) error {
-	ctx, cancel := lk.locker.detach(ctx, releaseTimeout)
+	ctx, cancel := lk.eng.detach(ctx, releaseTimeout)
 	defer cancel()
 	return lk.Release(ctx)
 }
@@ -110,7 +113,7 @@ func (lk *Lock) Refresh(ctx context.Context) error {
 	if lk.released {
 		return lockErr("refresh", lk.lockID, ErrReleased)
 	}
-	if obs := lk.locker.cfg.Observer; obs != nil {
+	if obs := lk.eng.cfg.Observer; obs != nil {
 		return lk.observeRefresh(ctx, obs)
 	}
 	return lk.refresh(ctx)
@@ -118,7 +121,7 @@ func (lk *Lock) Refresh(ctx context.Context) error {
 
 // refresh is Refresh's body, under lk.mu.
 func (lk *Lock) refresh(ctx context.Context) error {
-	l, d := lk.locker, lk.d
+	l, d := lk.eng, lk.d
 	sent, n, err := l.execSent(ctx, d, d.refresh, d.duration(l.cfg.TTL), lk.lockID, lk.token)
 	if err != nil {
 		return lockErr("refresh", lk.lockID, d.explainErr(err))

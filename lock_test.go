@@ -27,7 +27,7 @@ func TestAcquireRelease(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		a, c := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		a, c := newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, a, id)
 		assert.Equal(t, id, lk.LockID(), "LockID()")
@@ -69,7 +69,7 @@ func TestDo(t *testing.T) {
 		require.ErrorIs(t, err, boom, "Do whose fn failed")
 		require.NotErrorIs(t, err, gormmutex.ErrTimeout, "Do whose fn failed")
 		// Locker.Do passes a context carrying the caller's values.
-		err = gormmutex.New(db, gormmutex.DefaultConfig()).Do(ctx, id, func(ctx context.Context) error {
+		err = newLocker(t, db, gormmutex.DefaultConfig()).Do(ctx, id, func(ctx context.Context) error {
 			if ctx.Value(ctxKey{}) != "carried" {
 				return errors.New("fn's context lost the caller's values")
 			}
@@ -131,7 +131,7 @@ func contend(t *testing.T, b *testdb.Backend, pools, perPool int) {
 	errs := make(chan error, pools*perPool)
 	for p := 0; p < pools; p++ {
 		db := b.Pool(t)
-		l := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute})
+		l := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -166,7 +166,7 @@ func contend(t *testing.T, b *testdb.Backend, pools, perPool int) {
 // would.
 func expiredRow(t *testing.T, b *testdb.Backend, id string) *gormmutex.Lock {
 	t.Helper()
-	lk := mustAcquire(t, gormmutex.New(b.Pool(t), ttl(50*time.Millisecond)), id)
+	lk := mustAcquire(t, newLocker(t, b.Pool(t), ttl(50*time.Millisecond)), id)
 	time.Sleep(300 * time.Millisecond)
 	return lk
 }
@@ -178,7 +178,7 @@ func TestTakeoverRace(t *testing.T) {
 		const contenders, rounds = 8, 3
 		lockers := make([]*gormmutex.Locker, contenders)
 		for i := range lockers {
-			lockers[i] = gormmutex.New(b.Pool(t), ttl(time.Minute))
+			lockers[i] = newLocker(t, b.Pool(t), ttl(time.Minute))
 		}
 		for round := 0; round < rounds; round++ {
 			id := testdb.LockID(t)
@@ -225,8 +225,8 @@ func TestExpiryFixedByAcquirer(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		never := gormmutex.New(b.Pool(t), gormmutex.Config{})
-		short := gormmutex.New(b.Pool(t), ttl(100*time.Millisecond))
+		never := newLocker(t, b.Pool(t), gormmutex.Config{})
+		short := newLocker(t, b.Pool(t), ttl(100*time.Millisecond))
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, never, id)
 		_, ok := lk.ExpiresAt()
@@ -255,8 +255,8 @@ func TestReleaseAfterExpiry(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := gormmutex.New(b.Pool(t), ttl(time.Second))
-		other := gormmutex.New(b.Pool(t), ttl(time.Minute))
+		l := newLocker(t, b.Pool(t), ttl(time.Second))
+		other := newLocker(t, b.Pool(t), ttl(time.Minute))
 
 		// No competitor: django-db-mutex would report success here.
 		id := testdb.LockID(t)
@@ -273,7 +273,7 @@ func TestReleaseAfterExpiry(t *testing.T) {
 		err := lk.Release(context.Background())
 		require.ErrorIs(t, err, gormmutex.ErrTimeout, "Release after takeover")
 		assert.Contains(t, err.Error(), fmt.Sprintf("%q", id2), "ErrTimeout message names the lock")
-		_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id2)
+		_, err = newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id2)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the late release")
 		require.NoError(t, succ.Release(context.Background()))
 	})
@@ -283,7 +283,7 @@ func TestDoReportsTimeoutAndFnError(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := gormmutex.New(b.Pool(t), ttl(time.Second))
+		l := newLocker(t, b.Pool(t), ttl(time.Second))
 		boom := errors.New("boom")
 		err := l.Do(context.Background(), testdb.LockID(t), func(context.Context) error {
 			time.Sleep(1500 * time.Millisecond)
@@ -299,11 +299,11 @@ func TestSecondRelease(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		c := &sqlcount.Counter{}
-		l := gormmutex.New(b.CountedPool(t, c), gormmutex.DefaultConfig())
+		l := newLocker(t, b.CountedPool(t, c), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		lk := mustAcquire(t, l, id)
 		require.NoError(t, lk.Release(context.Background()))
-		next := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
+		next := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id)
 		c.Reset()
 		require.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrReleased, "second Release")
 		require.ErrorIs(t, lk.Refresh(context.Background()), gormmutex.ErrReleased, "Refresh after Release")
@@ -323,8 +323,8 @@ func TestFencingToken(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		ctx := context.Background()
-		l := gormmutex.New(b.Pool(t), ttl(time.Minute))
-		short := gormmutex.New(b.Pool(t), ttl(50*time.Millisecond))
+		l := newLocker(t, b.Pool(t), ttl(time.Minute))
+		short := newLocker(t, b.Pool(t), ttl(50*time.Millisecond))
 		id := testdb.LockID(t)
 		var last int64
 		next := func(how string, lk *gormmutex.Lock) {
@@ -364,7 +364,7 @@ func TestPanicReleases(t *testing.T) {
 			}()
 			gormmutex.Do(db, id, func() error { panic("kaboom") })
 		}()
-		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+		require.NoError(t, mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
 	})
 }
 
@@ -372,7 +372,7 @@ func TestWait(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		holder := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 
 		// The waiter gets the lock once the holder releases it.
@@ -384,7 +384,7 @@ func TestWait(t *testing.T) {
 			released <- time.Now()
 			releaseErr <- lk.Release(context.Background())
 		}()
-		waiter := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second})
+		waiter := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second})
 		got, err := waiter.Acquire(context.Background(), id)
 		require.NoError(t, err, "waiting Acquire: want the lock")
 		r := <-released
@@ -392,7 +392,7 @@ func TestWait(t *testing.T) {
 		require.NoError(t, <-releaseErr, "holder's Release")
 
 		// Wait runs out: ErrLocked, after about Wait.
-		short := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 300 * time.Millisecond})
+		short := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 300 * time.Millisecond})
 		start := time.Now()
 		_, err = short.Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after Wait runs out")
@@ -413,19 +413,19 @@ func TestSuppressAcquisitionErrors(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
 		id := testdb.LockID(t)
-		lk := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
+		lk := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id)
 		releaseAtEnd(t, lk)
 		var logs bytes.Buffer
 		cfg := gormmutex.DefaultConfig()
 		cfg.SuppressAcquisitionErrors = true
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		ran := false
-		err := gormmutex.New(b.Pool(t), cfg).Do(context.Background(), id, func(context.Context) error { ran = true; return nil })
+		err := newLocker(t, b.Pool(t), cfg).Do(context.Background(), id, func(context.Context) error { ran = true; return nil })
 		require.NoError(t, err, "suppressed Do of a held lock")
 		require.False(t, ran, "suppressed Do of a held lock ran fn")
 		assert.Contains(t, logs.String(), id, "the log names the skipped lock")
 		// Errors other than "held" are still returned.
-		err = gormmutex.New(b.Pool(t), cfg).Do(context.Background(), "", func(context.Context) error { return nil })
+		err = newLocker(t, b.Pool(t), cfg).Do(context.Background(), "", func(context.Context) error { return nil })
 		require.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "suppressed Do with an invalid id")
 	})
 }
@@ -436,7 +436,7 @@ func TestLockIDs(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		c := &sqlcount.Counter{}
-		l := gormmutex.New(b.CountedPool(t, c), gormmutex.DefaultConfig())
+		l := newLocker(t, b.CountedPool(t, c), gormmutex.DefaultConfig())
 		for _, bad := range []string{"", strings.Repeat("x", gormmutex.MaxLockIDLen+1), "bad\xffutf8", "nul\x00byte"} {
 			c.Reset()
 			_, err := l.Acquire(ctx, bad)
@@ -480,7 +480,7 @@ func TestLockIDs(t *testing.T) {
 		}
 		for _, id := range hostile {
 			assert.True(t, listed[id], "List shows %q byte for byte", id)
-			_, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
+			_, err := newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, id)
 			assert.ErrorIs(t, err, gormmutex.ErrLocked, "second Acquire(%q)", id)
 		}
 		for _, lk := range held {
@@ -500,7 +500,7 @@ func TestCallerDBUntouched(t *testing.T) {
 		before := len(scoped.Statement.Clauses)
 		id := testdb.LockID(t)
 		require.NoError(t, gormmutex.Do(scoped, id, func() error { return nil }))
-		l := gormmutex.New(scoped, gormmutex.DefaultConfig())
+		l := newLocker(t, scoped, gormmutex.DefaultConfig())
 		lk := mustAcquire(t, l, id)
 		rows, err := l.List(context.Background())
 		require.NoError(t, err, "List on a scoped handle")
@@ -520,13 +520,22 @@ func TestBadInput(t *testing.T) {
 		db := b.Pool(t)
 		id := testdb.LockID(t)
 		assert.ErrorIs(t, gormmutex.Do(db, id, nil), gormmutex.ErrInvalidConfig, "Do(nil fn)")
-		for _, cfg := range []gormmutex.Config{
-			{TTL: gormmutex.Duration(0)}, {TTL: gormmutex.Duration(-time.Second)}, {Wait: -1}, {MinHold: -1},
-			{KeepAlive: true}, {Holder: strings.Repeat("h", 256)}, {Holder: "bad\xff"},
+		// An impossible Config is New's error, naming the setting, and
+		// nothing reaches the database.
+		c := &sqlcount.Counter{}
+		counted := b.CountedPool(t, c)
+		c.Reset()
+		for setting, cfg := range map[string]gormmutex.Config{
+			"TTL": {TTL: gormmutex.Duration(0)}, "TTL ": {TTL: gormmutex.Duration(-time.Second)}, "Wait": {Wait: -1},
+			"MinHold": {MinHold: -1}, "KeepAlive": {KeepAlive: true}, "Holder": {Holder: strings.Repeat("h", 256)},
+			"Holder ": {Holder: "bad\xff"},
 		} {
-			_, err := gormmutex.New(db, cfg).Acquire(ctx, id)
-			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Acquire with %+v", cfg)
+			l, err := gormmutex.New(counted, cfg)
+			require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "New with %+v", cfg)
+			assert.Contains(t, err.Error(), strings.TrimSpace(setting), "New's error names the setting")
+			assert.Nil(t, l, "New with %+v", cfg)
 		}
+		assert.Zero(t, c.Snapshot().Total(), "statements sent by constructors that failed")
 
 		// Inside a transaction: refused, and the transaction is not aborted.
 		err := db.Transaction(func(tx *gorm.DB) error {
@@ -547,7 +556,7 @@ func TestBadInput(t *testing.T) {
 		// A database error that is not a conflict is returned as itself.
 		require.NoError(t, db.Exec("CREATE TABLE IF NOT EXISTS gormmutex_test_dummy (id INTEGER)").Error)
 		// The lock was never taken, so it is free afterwards.
-		require.NoError(t, mustAcquire(t, gormmutex.New(db, gormmutex.DefaultConfig()), id).Release(ctx))
+		require.NoError(t, mustAcquire(t, newLocker(t, db, gormmutex.DefaultConfig()), id).Release(ctx))
 	})
 }
 
@@ -559,9 +568,9 @@ func TestPurge(t *testing.T) {
 		// A table of its own and a pool without background purges, so that
 		// no other purge gets there first.
 		db := quietTable(t, b)
-		short := gormmutex.New(db, ttl(50*time.Millisecond))
-		live := gormmutex.New(db, ttl(time.Hour))
-		never := gormmutex.New(db, gormmutex.Config{})
+		short := newLocker(t, db, ttl(50*time.Millisecond))
+		live := newLocker(t, db, ttl(time.Hour))
+		never := newLocker(t, db, gormmutex.Config{})
 		for i := 0; i < 5; i++ {
 			mustAcquire(t, short, fmt.Sprintf("expired/%d", i))
 		}
@@ -606,9 +615,9 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		db := quietTable(t, b)
-		released := gormmutex.New(db, ttl(time.Hour))
-		abandoned := gormmutex.New(db, ttl(100*time.Millisecond))
-		live := mustAcquire(t, gormmutex.New(db, gormmutex.Config{}), "live")
+		released := newLocker(t, db, ttl(time.Hour))
+		abandoned := newLocker(t, db, ttl(100*time.Millisecond))
+		live := mustAcquire(t, newLocker(t, db, gormmutex.Config{}), "live")
 		count := func() int64 {
 			t.Helper()
 			var n int64
@@ -658,11 +667,11 @@ func TestTimeZones(t *testing.T) {
 		testdb.SQLDB(t, far).SetMaxOpenConns(1)
 		require.NoError(t, far.Exec(b.TimeZoneSQL).Error)
 		id := testdb.LockID(t)
-		lk := mustAcquire(t, gormmutex.New(far, ttl(2*time.Second)), id)
-		_, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		lk := mustAcquire(t, newLocker(t, far, ttl(2*time.Second)), id)
+		_, err := newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire from a UTC session")
 		time.Sleep(2500 * time.Millisecond)
-		require.NoError(t, mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
+		require.NoError(t, mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id).Release(context.Background()))
 		require.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrTimeout, "late Release")
 	})
 }
@@ -675,7 +684,7 @@ func TestDatabaseClock(t *testing.T) {
 		t.Parallel()
 		db := b.Pool(t)
 		id := testdb.LockID(t)
-		lk := mustAcquire(t, gormmutex.New(db, ttl(90*time.Second)), id)
+		lk := mustAcquire(t, newLocker(t, db, ttl(90*time.Second)), id)
 		releaseAtEnd(t, lk)
 		var row gormmutex.DBMutex
 		require.NoError(t, db.Where("id = ?", lk.Token()).Take(&row).Error)
@@ -697,7 +706,7 @@ func TestLockerConcurrentUse(t *testing.T) {
 	t.Parallel()
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		t.Parallel()
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
 		shared := testdb.LockID(t)
 		var inside atomic.Int32
 		var wg sync.WaitGroup
@@ -750,10 +759,10 @@ func TestCancelledMidAcquire(t *testing.T) {
 			}
 		}})
 		id := testdb.LockID(t)
-		_, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, id)
+		_, err := newLocker(t, db, gormmutex.DefaultConfig()).Acquire(ctx, id)
 		require.ErrorIs(t, err, context.Canceled, "Acquire whose context ended mid-statement")
 		require.False(t, armed.Load(), "the context was not cancelled during the statement; the test tested nothing")
-		lk, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		lk, err := newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 		require.NoError(t, err, "Acquire after the cancelled one: it left a phantom lock")
 		require.NoError(t, lk.Release(context.Background()))
 	})
@@ -806,7 +815,7 @@ func TestAcquireOnKilledConnection(t *testing.T) {
 		db := b.Pool(t)
 		testdb.SQLDB(t, db).SetMaxOpenConns(1)
 		admin := b.Pool(t)
-		l := gormmutex.New(db, gormmutex.DefaultConfig())
+		l := newLocker(t, db, gormmutex.DefaultConfig())
 		id := testdb.LockID(t)
 		for i := 0; i < 2; i++ {
 			// Warm: the connection has run (and on MySQL prepared) the
@@ -844,7 +853,7 @@ func TestHotLockTableStaysSmall(t *testing.T) {
 			// As if autovacuum were off or behind.
 			require.NoError(t, db.Exec(b.AutovacuumOffSQL).Error)
 		}
-		l := gormmutex.New(db, gormmutex.DefaultConfig())
+		l := newLocker(t, db, gormmutex.DefaultConfig())
 		ctx := context.Background()
 		const locks = 3000
 		for i := 0; i < locks; i++ {

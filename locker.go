@@ -2,104 +2,37 @@ package gormmutex
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"github.com/gormmutex/gormmutex/observe"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
 	"unicode/utf8"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 // A Locker takes locks on one database with one [Config]. It is safe for
 // concurrent use, and cheap to create: it holds no connection of its own and
-// uses db's connection pool.
+// uses db's connection pool. Semaphores ([Locker.Semaphore]) and elections
+// ([NewElection]) work on the same machinery beside it.
 type Locker struct {
-	db     *gorm.DB         // a clean session on the caller's handle; never modified
-	pool   gorm.ConnPool    // db's connection pool, which the lock statements use directly
-	state  *poolState       // what this process keeps for the pool (pool.go); nil without a *sql.DB
-	log    logger.Interface // db's logger, quiet about retried conflicts
-	cfg    Config
-	d      *dialect // the database's dialect; a variant may replace it per pool (dialectOn)
-	holder string
-	err    error // a configuration error, returned by every method
-	// stmts are the statements prepared on the pool, where the dialect
-	// prepares and the pool is a plain *sql.DB; nil otherwise.
-	stmts *prepared
-	// noHolderLookup says an Acquire that finds the lock held does not read
-	// who holds it (acquire.go): set for a semaphore's slots.
-	noHolderLookup bool
-	// kind is what the Locker's locks are, for an Observer (observer.go):
-	// "" for locks; semaphore is the semaphore's name for its slots.
-	kind      observe.Kind
-	semaphore string
-	// countRow and count, for a semaphore's slots, make an acquire take a
-	// slot only while the semaphore's count row holds count, where the
-	// dialect can (dialect.insertCounted; semaphore.go).
-	countRow, count string
-	// announce says the lock's acquisitions and releases notify where the
-	// database can (the dialect's announcing copy): set for an election.
-	announce bool
+	*engine // the database, its statements and the Config (engine.go)
 }
 
-// New returns a Locker that takes locks through db with cfg. db must not be
-// inside a transaction. New does not touch the database; a bad db or cfg is
-// reported, wrapping [ErrInvalidConfig] or [ErrInTransaction], by every
-// method of the Locker. The caller's db is not modified, and conditions or
-// scopes on it do not reach the lock's statements.
-func New(db *gorm.DB, cfg Config) *Locker {
-	l := &Locker{cfg: cfg}
-	if l.d, l.err = dialectFor(db); l.err != nil {
-		return l
+// New returns a Locker that takes locks through db with cfg. It returns an
+// error, wrapping [ErrInvalidConfig] and naming the setting, for an
+// impossible cfg, and one wrapping [ErrInTransaction] for a db inside a
+// transaction. New does not touch the database. The caller's db is not
+// modified, and conditions or scopes on it do not reach the lock's
+// statements.
+func New(db *gorm.DB, cfg Config) (*Locker, error) {
+	e, err := newEngine(db, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if _, ok := db.Statement.ConnPool.(gorm.TxCommitter); ok {
-		l.err = ErrInTransaction
-		return l
-	}
-	if l.err = cfg.Validate(); l.err != nil {
-		return l
-	}
-	if cfg.AsyncCommit && !l.d.asyncCommit() {
-		l.err = fmt.Errorf("%w: AsyncCommit is for PostgreSQL only, not %s", ErrInvalidConfig, l.d.name)
-		return l
-	}
-	l.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
-	l.pool = l.db.Statement.ConnPool
-	if pool, ok := l.pool.(*sql.DB); ok {
-		l.state = stateOf(pool)
-		if l.d.prepare {
-			l.stmts = l.state.statements()
-		}
-	}
-	// Conflicts that retry absorbs are not errors the application should
-	// see in its GORM log.
-	l.log = quietTransient{l.db.Logger, l.d}
-	l.db.Logger = l.log
-	l.holder = holderOf(cfg.Holder)
-	return l
-}
-
-// dialectOn returns the dialect for the Locker's pool: the database's, or
-// the variant that the database's variant check found on this pool (a
-// Galera cluster, say), checked once per pool and process; for an
-// announcing Locker, its announcing copy where it has one.
-func (l *Locker) dialectOn(ctx context.Context) (*dialect, error) {
-	d := l.d
-	if d.variant != nil && l.state != nil {
-		var err error
-		if d, err = l.state.variant(ctx, d); err != nil {
-			return nil, err
-		}
-	}
-	if l.announce && d.announcing != nil {
-		d = d.announcing
-	}
-	return d, nil
+	return &Locker{e}, nil
 }
 
 // Do runs fn while holding the lock lockID, with [DefaultConfig]: it
@@ -117,7 +50,11 @@ func Do(db *gorm.DB, lockID string, fn func() error) error {
 	if fn != nil {
 		f = func(context.Context) error { return fn() }
 	}
-	return New(db, DefaultConfig()).Do(ctx, lockID, f)
+	l, err := New(db, DefaultConfig())
+	if err != nil {
+		return lockErr("do", lockID, err)
+	}
+	return l.Do(ctx, lockID, f)
 }
 
 // Do acquires the lock lockID (waiting up to Config.Wait), runs fn and
@@ -136,25 +73,26 @@ func (l *Locker) Do(ctx context.Context, lockID string, fn func(ctx context.Cont
 	if fn == nil {
 		return lockErr("do", lockID, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
+	r := l.lockRequest(lockID)
 	if obs := l.cfg.Observer; obs != nil {
-		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: l.info(nil, lockID), Wait: l.cfg.Wait},
-			func(ctx context.Context) (bool, error) { return l.do(ctx, lockID, fn) })
+		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: r.info, Wait: r.wait},
+			func(ctx context.Context) (bool, error) { return l.do(ctx, r, fn) })
 	}
-	_, err := l.do(ctx, lockID, fn)
+	_, err := l.do(ctx, r, fn)
 	return err
 }
 
 // do is Do's body; it reports whether fn ran.
-func (l *Locker) do(ctx context.Context, lockID string, fn func(ctx context.Context) error) (bool, error) {
-	lk, err := l.Acquire(ctx, lockID)
+func (e *engine) do(ctx context.Context, r request, fn func(ctx context.Context) error) (bool, error) {
+	lk, err := e.acquireObserved(ctx, r)
 	if err != nil {
-		if l.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
-			l.logger().InfoContext(ctx, "gormmutex: lock held elsewhere, skipping", "lock_id", lockID)
+		if e.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
+			e.logger().InfoContext(ctx, "gormmutex: lock held elsewhere, skipping", "lock_id", r.lockID)
 			return false, nil
 		}
 		return false, err
 	}
-	return true, lk.run(ctx, l.cfg.KeepAlive, fn)
+	return true, lk.run(ctx, e.cfg.KeepAlive, fn)
 }
 
 // run runs fn under the held lock lk and releases it: the part of Do after
@@ -223,13 +161,6 @@ func ValidateLockID(id string) error {
 
 func validText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
-}
-
-func (l *Locker) logger() *slog.Logger {
-	if l.cfg.Logger != nil {
-		return l.cfg.Logger
-	}
-	return slog.Default()
 }
 
 // defaultHolder is "hostname:pid", cut to fit the holder column.

@@ -54,8 +54,8 @@ func TestMariaDBCrash(t *testing.T) {
 	// would make the release of B survive the crash; this pool runs none.
 	db := quietPool(t, b)
 	require.NoError(t, gormmutex.AutoMigrate(db))
-	brief := gormmutex.New(db, ttl(crashTTL))
-	forever := gormmutex.New(db, gormmutex.Config{})
+	brief := newLocker(t, db, ttl(crashTTL))
+	forever := newLocker(t, db, gormmutex.Config{})
 
 	// The locks with a TTL come last, so that as little as possible of
 	// their TTL has gone by when the server is back.
@@ -85,7 +85,7 @@ func TestMariaDBCrash(t *testing.T) {
 	t.Logf("the server was killed and back in %v", time.Since(crashed).Round(time.Millisecond))
 
 	db = b.Pool(t)
-	other := gormmutex.New(db, ttl(time.Minute))
+	other := newLocker(t, db, ttl(time.Minute))
 	// held asserts that lockID is held, as it must be until expires (the
 	// local estimate, which is no later than the database's expiry). An
 	// acquire that succeeded after expires proves nothing: the server took

@@ -11,21 +11,10 @@ import (
 // This file reports to Config.Observer: the events' vocabulary is package
 // observe; what follows builds the events and classifies outcomes.
 
-// info describes the lock lockID of l to an Observer.
-func (l *Locker) info(d *dialect, lockID string) observe.LockInfo {
-	in := observe.LockInfo{Kind: l.kind, Name: lockID, LockID: lockID}
-	if in.Kind == "" {
-		in.Kind = observe.KindLock
-	}
-	if l.kind == observe.KindSemaphore {
-		in.Name = l.semaphore
-	}
-	if d != nil {
-		in.Database = d.name
-	} else if l.d != nil {
-		in.Database = l.d.name
-	}
-	return in
+// info names a lock to an Observer: kind, the name users know it by (a
+// semaphore's, for its slots) and its lock id in the table.
+func (e *engine) info(kind observe.Kind, name, lockID string) observe.LockInfo {
+	return observe.LockInfo{Kind: kind, Name: name, LockID: lockID, Database: e.d.name}
 }
 
 // acquireOutcome classifies an acquire's error.
@@ -108,12 +97,17 @@ func (st *acquireStats) waiting(ctx context.Context) {
 	}
 }
 
-// acquireObserved is Acquire with an Observer.
-func (l *Locker) acquireObserved(ctx context.Context, obs observe.Observer, lockID string) (*Lock, error) {
+// acquireObserved is acquire, reported to Config.Observer if there is one.
+func (e *engine) acquireObserved(ctx context.Context, r request) (*Lock, error) {
+	obs := e.cfg.Observer
+	if obs == nil {
+		return e.acquire(ctx, r)
+	}
 	t := time.Now()
-	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: l.info(nil, lockID), Wait: l.cfg.Wait}}
+	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: r.info, Wait: r.wait}}
 	ctx = obs.AcquireStarted(ctx, st.start)
-	lk, err := l.acquire(ctx, lockID, &st)
+	r.st = &st
+	lk, err := e.acquire(ctx, r)
 	st.done(ctx, t, lk, err)
 	return lk, err
 }
@@ -133,12 +127,12 @@ func (st *acquireStats) done(ctx context.Context, start time.Time, lk *Lock, err
 func (lk *Lock) observeRelease(ctx context.Context, obs observe.Observer) error {
 	takenOver, err := lk.release(ctx)
 	now := time.Now()
-	in := lk.locker.info(lk.d, lk.lockID)
+	in := lk.info
 	if takenOver {
 		// The lapsed row was gone: taken over, or purged. A live row with
 		// a later token tells.
-		if row, ok, err := lk.locker.lookup(ctx, lk.lockID); err == nil && ok && row.ID > lk.token {
-			obs.TakenOver(ctx, observe.TakeoverEvent{LockInfo: in, Token: lk.token, Holder: lk.locker.holder,
+		if row, ok, err := lk.eng.lookup(ctx, lk.lockID); err == nil && ok && row.ID > lk.token {
+			obs.TakenOver(ctx, observe.TakeoverEvent{LockInfo: in, Token: lk.token, Holder: lk.eng.holder,
 				Lapsed: now.Sub(lk.expires), NewHolder: row.Holder, NewToken: row.ID})
 		}
 	}
@@ -151,30 +145,28 @@ func (lk *Lock) observeRelease(ctx context.Context, obs observe.Observer) error 
 func (lk *Lock) observeRefresh(ctx context.Context, obs observe.Observer) error {
 	t := time.Now()
 	err := lk.refresh(ctx)
-	obs.Renewed(ctx, observe.RenewEvent{LockInfo: lk.locker.info(lk.d, lk.lockID), Token: lk.token,
+	obs.Renewed(ctx, observe.RenewEvent{LockInfo: lk.info, Token: lk.token,
 		Outcome: leaseOutcome(err, observe.OutcomeRenewed), Duration: time.Since(t), Err: err})
 	return err
 }
 
 // observeLost reports a lease given up for lost, if l has an Observer.
 func (lk *Lock) observeLost(err error) {
-	if obs := lk.locker.cfg.Observer; obs != nil {
-		obs.LeaseLost(context.Background(), observe.LostEvent{LockInfo: lk.locker.info(lk.d, lk.lockID), Token: lk.token,
+	if obs := lk.eng.cfg.Observer; obs != nil {
+		obs.LeaseLost(context.Background(), observe.LostEvent{LockInfo: lk.info, Token: lk.token,
 			Held: time.Since(lk.acquired), Err: err})
 	}
 }
 
 // info describes the semaphore to an Observer, before a slot is chosen.
 func (s *Semaphore) info() observe.LockInfo {
-	in := s.locker.info(nil, s.name)
-	in.Kind, in.LockID = observe.KindSemaphore, ""
-	return in
+	return s.eng.info(observe.KindSemaphore, s.name, "")
 }
 
 // acquireObserved is Semaphore.Acquire with an Observer.
 func (s *Semaphore) acquireObserved(ctx context.Context, obs observe.Observer) (*Lock, error) {
 	t := time.Now()
-	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: s.info(), Wait: s.locker.cfg.Wait}}
+	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: s.info(), Wait: s.eng.cfg.Wait}}
 	ctx = obs.AcquireStarted(ctx, st.start)
 	lk, err := s.acquire(ctx, &st)
 	st.done(ctx, t, lk, err)

@@ -109,7 +109,7 @@ func TestObserverAcquire(t *testing.T) {
 		ctx := context.Background()
 		id := testdb.LockID(t)
 		cfg, r := observed(gormmutex.DefaultConfig())
-		l := gormmutex.New(b.Pool(t), cfg)
+		l := newLocker(t, b.Pool(t), cfg)
 
 		t.Run("Do", func(t *testing.T) {
 			r.reset()
@@ -147,7 +147,7 @@ func TestObserverAcquire(t *testing.T) {
 			assert.Equal(t, observe.OutcomeReleased, one[observe.ReleaseEvent](t, r).Outcome)
 		})
 
-		holder := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
+		holder := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id)
 
 		t.Run("Locked", func(t *testing.T) {
 			r.reset()
@@ -164,7 +164,7 @@ func TestObserverAcquire(t *testing.T) {
 			c := cfg
 			c.SuppressAcquisitionErrors = true
 			r.reset()
-			require.NoError(t, gormmutex.New(b.Pool(t), c).Do(ctx, id, func(context.Context) error { return nil }))
+			require.NoError(t, newLocker(t, b.Pool(t), c).Do(ctx, id, func(context.Context) error { return nil }))
 			assert.Equal(t, observe.OutcomeLocked, one[observe.AcquireEvent](t, r).Outcome)
 			assert.Equal(t, observe.OutcomeSkipped, one[observe.DoEvent](t, r).Outcome)
 		})
@@ -173,7 +173,7 @@ func TestObserverAcquire(t *testing.T) {
 			c := cfg
 			c.Wait = 300 * time.Millisecond
 			r.reset()
-			_, err := gormmutex.New(b.Pool(t), c).Acquire(ctx, id)
+			_, err := newLocker(t, b.Pool(t), c).Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked)
 			assert.Equal(t, c.Wait, one[waiting](t, r).Wait)
 			acq := one[observe.AcquireEvent](t, r)
@@ -189,7 +189,7 @@ func TestObserverAcquire(t *testing.T) {
 			r.reset()
 			cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer cancel()
-			_, err := gormmutex.New(b.Pool(t), c).Acquire(cctx, id)
+			_, err := newLocker(t, b.Pool(t), c).Acquire(cctx, id)
 			require.ErrorIs(t, err, context.DeadlineExceeded)
 			acq := one[observe.AcquireEvent](t, r)
 			assert.Equal(t, observe.OutcomeCanceled, acq.Outcome)
@@ -205,7 +205,7 @@ func TestObserverAcquire(t *testing.T) {
 				time.Sleep(300 * time.Millisecond)
 				released <- holder.Release(ctx)
 			}()
-			lk, err := gormmutex.New(b.Pool(t), c).Acquire(ctx, id)
+			lk, err := newLocker(t, b.Pool(t), c).Acquire(ctx, id)
 			require.NoError(t, <-released)
 			require.NoError(t, err)
 			acq := one[observe.AcquireEvent](t, r)
@@ -248,11 +248,11 @@ func TestObserverLapsedRelease(t *testing.T) {
 				id := testdb.LockID(t)
 				cfg, r := observed(ttl(lease))
 				cfg.Holder = "overrunner"
-				lk := mustAcquire(t, gormmutex.New(quietPool(t, b), cfg), id)
+				lk := mustAcquire(t, newLocker(t, quietPool(t, b), cfg), id)
 				time.Sleep(lease + 500*time.Millisecond)
 				var next *gormmutex.Lock
 				if tc.takeover {
-					next = mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Holder: "successor"}), id)
+					next = mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Holder: "successor"}), id)
 					releaseAtEnd(t, next)
 				}
 				require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrTimeout)
@@ -278,9 +278,9 @@ func TestObserverLapsedRelease(t *testing.T) {
 			t.Parallel()
 			id := testdb.LockID(t)
 			cfg, r := observed(gormmutex.DefaultConfig())
-			l := gormmutex.New(b.Pool(t), cfg)
+			l := newLocker(t, b.Pool(t), cfg)
 			lk := mustAcquire(t, l, id)
-			require.NoError(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).ForceRelease(ctx, id))
+			require.NoError(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).ForceRelease(ctx, id))
 			require.ErrorIs(t, lk.Release(ctx), gormmutex.ErrForceReleased)
 			assert.Equal(t, observe.OutcomeForceReleased, one[observe.ReleaseEvent](t, r).Outcome)
 			assert.Empty(t, all[observe.TakeoverEvent](r))
@@ -298,7 +298,7 @@ func TestObserverRenewals(t *testing.T) {
 		ctx := context.Background()
 		id := testdb.LockID(t)
 		cfg, r := observed(gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true, Logger: testdb.Logger(t)})
-		l := gormmutex.New(b.Pool(t), cfg)
+		l := newLocker(t, b.Pool(t), cfg)
 
 		lk := mustAcquire(t, l, id)
 		require.NoError(t, lk.Refresh(ctx))
@@ -308,7 +308,7 @@ func TestObserverRenewals(t *testing.T) {
 		require.NoError(t, lk.Release(ctx))
 
 		r.reset()
-		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		admin := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		err := l.Do(ctx, id, func(ctx context.Context) error {
 			if err := admin.ForceRelease(ctx, id); err != nil {
 				return err
@@ -335,7 +335,7 @@ func TestObserverPurge(t *testing.T) {
 		ctx := context.Background()
 		db := quietTable(t, b)
 		cfg, r := observed(ttl(50 * time.Millisecond))
-		l := gormmutex.New(db, cfg)
+		l := newLocker(t, db, cfg)
 		mustAcquire(t, l, testdb.LockID(t))
 		time.Sleep(500 * time.Millisecond)
 		n, err := l.Purge(ctx)
@@ -359,7 +359,7 @@ func TestObserverSemaphoreAndElection(t *testing.T) {
 		ctx := context.Background()
 		name := testdb.LockID(t)
 		cfg, r := observed(gormmutex.DefaultConfig())
-		sem := gormmutex.New(b.Pool(t), cfg).Semaphore(name, 3)
+		sem := newSemaphore(t, newLocker(t, b.Pool(t), cfg), name, 3)
 		require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
 		acq := one[observe.AcquireEvent](t, r)
 		assert.Equal(t, observe.KindSemaphore, acq.Kind)
@@ -374,7 +374,7 @@ func TestObserverSemaphoreAndElection(t *testing.T) {
 
 		r.reset()
 		ecfg, er := observed(gormmutex.Config{TTL: gormmutex.Duration(time.Second), Logger: testdb.Logger(t)})
-		e := gormmutex.NewElection(b.Pool(t), name, ecfg)
+		e := newElection(t, b.Pool(t), name, ecfg)
 		rctx, cancel := context.WithCancel(ctx)
 		err := e.Run(rctx, func(ctx context.Context) error {
 			cancel()

@@ -44,7 +44,7 @@ func helperMain() int {
 	defer cancel()
 	switch mode {
 	case "hold":
-		lk, err := gormmutex.New(db, gormmutex.Config{TTL: &ttl}).Acquire(ctx, id)
+		lk, err := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: &ttl})).Acquire(ctx, id)
 		if err != nil {
 			fmt.Println("error", err)
 			return 1
@@ -52,7 +52,7 @@ func helperMain() int {
 		fmt.Println("acquired", lk.Token())
 		<-ctx.Done()
 	case "keepalive":
-		err := gormmutex.New(db, gormmutex.Config{TTL: &ttl, KeepAlive: true}).Do(ctx, id, func(ctx context.Context) error {
+		err := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: &ttl, KeepAlive: true})).Do(ctx, id, func(ctx context.Context) error {
 			lk, _ := gormmutex.FromContext(ctx)
 			// The first Do started a background purge. A test that pauses
 			// this process (SIGSTOP) right after "acquired" must not catch
@@ -137,7 +137,7 @@ func TestKilledHolder(t *testing.T) {
 		acquired := time.Now()
 		require.NoError(t, c.cmd.Process.Kill())
 		c.cmd.Wait()
-		l := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		l := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		_, err := l.Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after the holder was killed")
 		// require.Eventually polls from a goroutine of its own: the
@@ -177,7 +177,7 @@ func TestPausedHolder(t *testing.T) {
 		c := startHelper(t, b, "keepalive", id, ttl)
 		childToken, _ := strconv.ParseInt(c.line(t, "acquired", 30*time.Second), 10, 64)
 		require.NoError(t, c.cmd.Process.Signal(syscall.SIGSTOP))
-		l := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 10 * time.Second})
+		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 10 * time.Second})
 		lk, err := l.Acquire(context.Background(), id)
 		require.NoError(t, err, "Acquire while the holder is paused")
 		assert.Greater(t, lk.Token(), childToken, "competitor's token, want above the paused holder's")
@@ -185,7 +185,7 @@ func TestPausedHolder(t *testing.T) {
 		assert.Equal(t, "true", c.line(t, "cancelled", 10*time.Second), "paused holder's context cause matches ErrTimeout")
 		got := c.line(t, "done", 10*time.Second)
 		assert.True(t, strings.HasPrefix(got, "true"), "paused holder's Do error matches ErrTimeout: %s, want true", got)
-		_, err = gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		_, err = newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the paused holder's release")
 		require.NoError(t, lk.Release(context.Background()))
 	})

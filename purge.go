@@ -28,10 +28,7 @@ const (
 // and then in the background, so Purge is for operators and for tables
 // that see many one-off ids.
 func (l *Locker) Purge(ctx context.Context) (int64, error) {
-	if l.err != nil {
-		return 0, l.err
-	}
-	d, err := l.dialectOn(ctx)
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return 0, err
 	}
@@ -47,13 +44,13 @@ func (l *Locker) Purge(ctx context.Context) (int64, error) {
 // purge deletes expired rows in batches, resting pace times as long as
 // each batch took before the next one, so that a background purge of a
 // large backlog leaves the database mostly to the locks.
-func (l *Locker) purge(ctx context.Context, d *dialect, pace int) (int64, error) {
+func (e *engine) purge(ctx context.Context, d *dialect, pace int) (int64, error) {
 	var total int64
 	batches := func(q string) (int64, error) {
 		var sum int64
 		for {
 			start := time.Now()
-			n, err := l.exec(ctx, d, q, purgeBatch)
+			n, err := e.exec(ctx, d, q, purgeBatch)
 			sum += n
 			if err != nil || n < purgeBatch {
 				return sum, err
@@ -80,18 +77,18 @@ func (l *Locker) purge(ctx context.Context, d *dialect, pace int) (int64, error)
 
 // maybePurge starts a background purge if none has run on this pool in this
 // process for purgeInterval, and none is running.
-func (l *Locker) maybePurge(d *dialect) {
-	if l.state == nil {
+func (e *engine) maybePurge(d *dialect) {
+	if e.state == nil {
 		return
 	}
-	done := l.state.startPurge(time.Now())
+	done := e.state.startPurge(time.Now())
 	if done == nil {
 		return
 	}
 	// The purge is housekeeping: its failures (say, the application closed
 	// the pool meanwhile) go to the Locker's Logger at Debug level, not to
 	// GORM's logger as errors.
-	quiet := *l
+	quiet := *e
 	quiet.log = logger.Discard
 	go func() {
 		defer close(done)
@@ -99,13 +96,13 @@ func (l *Locker) maybePurge(d *dialect) {
 		defer cancel()
 		start := time.Now()
 		n, err := quiet.purge(ctx, d, purgePace)
-		if obs := l.cfg.Observer; obs != nil {
+		if obs := e.cfg.Observer; obs != nil {
 			obs.Purged(ctx, observe.PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
 		}
 		if err != nil {
-			l.logger().Debug("gormmutex: background purge failed", "err", err)
+			e.logger().Debug("gormmutex: background purge failed", "err", err)
 		} else if n > 0 {
-			l.logger().Debug("gormmutex: purged expired locks", "rows", n)
+			e.logger().Debug("gormmutex: purged expired locks", "rows", n)
 		}
 	}()
 }

@@ -32,14 +32,14 @@ func TestLostReleaseMarks(t *testing.T) {
 		// none, so that the row is there to lose its mark.
 		db, other := quietPool(t, b), quietPool(t, b)
 		id := testdb.LockID(t)
-		lk := mustAcquire(t, gormmutex.New(db, ttl(time.Second)), id)
+		lk := mustAcquire(t, newLocker(t, db, ttl(time.Second)), id)
 		require.NoError(t, lk.Release(ctx))
 		// Released: free at once.
-		again := mustAcquire(t, gormmutex.New(other, ttl(time.Second)), id)
+		again := mustAcquire(t, newLocker(t, other, ttl(time.Second)), id)
 		require.NoError(t, again.Release(ctx))
 		acquired := time.Now()
 		require.NoError(t, db.Exec("DELETE FROM "+gormmutex.ReleasesTable+" WHERE id = ?", again.Token()).Error)
-		rival := gormmutex.New(other, ttl(time.Minute))
+		rival := newLocker(t, other, ttl(time.Minute))
 		_, err := rival.Acquire(ctx, id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the release mark was lost")
 		// The condition runs on a goroutine of require.Eventually's: it
@@ -84,8 +84,8 @@ func TestReleasesTableFull(t *testing.T) {
 		}
 		require.NoError(t, c.Close())
 		require.NoError(t, gormmutex.AutoMigrate(db))
-		l := gormmutex.New(db, ttl(time.Hour))
-		other := gormmutex.New(fresh.Pool(t), ttl(time.Hour))
+		l := newLocker(t, db, ttl(time.Hour))
+		other := newLocker(t, fresh.Pool(t), ttl(time.Hour))
 		const locks = 3000
 		for i := range locks {
 			id := fmt.Sprintf("full/%d", i)

@@ -23,7 +23,7 @@ func TestRoundTrips(t *testing.T) {
 			c := &sqlcount.Counter{}
 			db := b.CountedPool(t, c)
 			testdb.SQLDB(t, db).SetMaxOpenConns(1)
-			l := gormmutex.New(db, gormmutex.DefaultConfig())
+			l := newLocker(t, db, gormmutex.DefaultConfig())
 			ctx := context.Background()
 			id := testdb.LockID(t)
 			// The first Do on a pool also starts the background purge.
@@ -32,7 +32,7 @@ func TestRoundTrips(t *testing.T) {
 			c.Reset()
 			require.NoError(t, l.Do(ctx, id, func(context.Context) error { return nil }))
 			do = c.Reset()
-			lk := mustAcquire(t, gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()), id)
+			lk := mustAcquire(t, newLocker(t, b.Pool(t), gormmutex.DefaultConfig()), id)
 			c.Reset()
 			_, err := l.Acquire(ctx, id)
 			held = c.Reset()

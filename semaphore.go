@@ -57,12 +57,10 @@ const MaxSemaphoreNameLen = MaxLockIDLen - len(semaphorePrefix) - len("/1000/999
 // database. Get one with Locker.Semaphore. It is safe for concurrent use
 // and, like a Locker, holds no connection of its own.
 type Semaphore struct {
-	locker  *Locker // the caller's Locker: Config, database, statements
-	slots   *Locker // takes one slot: locker's Config without Wait
+	eng     *engine // the Locker's: Config, database, statements
 	name    string
 	permits int
 	prefix  string // semaphorePrefix + name + "/": every slot of the name
-	err     error  // a configuration error, returned by every method
 }
 
 // Semaphore returns the counting semaphore name with permits permits, taken
@@ -79,29 +77,24 @@ type Semaphore struct {
 // While permits granted under one count are live, an Acquire under another
 // count fails with ErrPermitsMismatch, so the holders at any instant were
 // all granted under one count, and never outnumber it.
-func (l *Locker) Semaphore(name string, permits int) *Semaphore {
-	s := &Semaphore{locker: l, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}
+func (l *Locker) Semaphore(name string, permits int) (*Semaphore, error) {
 	switch {
 	case name == "" || len(name) > MaxSemaphoreNameLen || !validText(name):
-		s.err = fmt.Errorf("%w: a semaphore name is 1 to %d bytes of UTF-8 without NUL, got %d bytes",
+		return nil, fmt.Errorf("%w: a semaphore name is 1 to %d bytes of UTF-8 without NUL, got %d bytes",
 			ErrInvalidLockID, MaxSemaphoreNameLen, len(name))
 	case permits < 1 || permits > MaxPermits:
-		s.err = fmt.Errorf("%w: permits %d, want 1 to %d", ErrInvalidConfig, permits, MaxPermits)
-	case l.err != nil:
-		s.err = l.err
-	default:
-		// Waiting is the semaphore's, over all slots: one slot's Acquire
-		// makes a single attempt.
-		cfg := l.cfg
-		cfg.Wait = 0
-		cfg.SuppressAcquisitionErrors = false
-		s.slots = New(l.db, cfg)
-		s.slots.noHolderLookup = true                                 // a held slot is no answer: the next one is tried
-		s.slots.kind, s.slots.semaphore = observe.KindSemaphore, name // the Semaphore reports the acquires
-		s.slots.countRow, s.slots.count = s.countRow(), s.countText()
-		s.err = s.slots.err
+		return nil, fmt.Errorf("%w: semaphore %q: permits %d, want 1 to %d", ErrInvalidConfig, name, permits, MaxPermits)
 	}
-	return s
+	return &Semaphore{eng: l.engine, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}, nil
+}
+
+// slotRequest is the request for slot i: one attempt, which finds no
+// holder to report when the slot is held (the next one is tried), taken
+// only while the count row holds this count where the dialect can check.
+func (s *Semaphore) slotRequest(i int) request {
+	slot := s.slot(i)
+	return request{lockID: slot, countRow: s.countRow(), count: s.countText(),
+		info: s.eng.info(observe.KindSemaphore, s.name, slot)}
 }
 
 // Name returns the semaphore's name.
@@ -134,7 +127,7 @@ func (s *Semaphore) slot(i int) string {
 // Waiting polls, with the lock's jittered backoff (5 ms doubling to 250
 // ms): releases do not wake semaphore waiters.
 func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
-	if obs := s.locker.cfg.Observer; obs != nil {
+	if obs := s.eng.cfg.Observer; obs != nil {
 		return s.acquireObserved(ctx, obs)
 	}
 	return s.acquire(ctx, nil)
@@ -142,14 +135,11 @@ func (s *Semaphore) Acquire(ctx context.Context) (*Lock, error) {
 
 // acquire is Acquire's body; st, where not nil, counts for an Observer.
 func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error) {
-	if s.err != nil {
-		return nil, lockErr("acquire", s.name, s.err)
-	}
 	var deadline time.Time
-	if w := s.locker.cfg.Wait; w > 0 {
+	if w := s.eng.cfg.Wait; w > 0 {
 		deadline = time.Now().Add(w)
 	}
-	d, err := s.locker.dialectOn(ctx)
+	d, err := s.eng.dialectOn(ctx, false)
 	if err != nil {
 		return nil, lockErr("acquire", s.name, err)
 	}
@@ -181,7 +171,7 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 			rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
 		}
 		for _, i := range candidates {
-			lk, err := s.slots.Acquire(ctx, s.slot(i))
+			lk, err := s.eng.acquire(ctx, s.slotRequest(i))
 			if errors.Is(err, ErrLocked) {
 				continue // taken since the read, a live slot, or the count row changed
 			}
@@ -235,8 +225,8 @@ func isCountRow(lockID string) bool {
 // returned read says the row holds nothing, and the caller's slots fail
 // until a later attempt claims again.
 func (s *Semaphore) claim(ctx context.Context) (slotScan, error) {
-	l := s.locker
-	d, err := l.dialectOn(ctx)
+	l := s.eng
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return slotScan{}, lockErr("acquire", s.name, err)
 	}
@@ -267,8 +257,8 @@ func (s *Semaphore) claim(ctx context.Context) (slotScan, error) {
 
 // write runs one statement on the count row, retrying transient errors.
 func (s *Semaphore) write(ctx context.Context, q string, args ...any) error {
-	l := s.locker
-	d, err := l.dialectOn(ctx)
+	l := s.eng
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return lockErr("acquire", s.name, err)
 	}
@@ -347,10 +337,10 @@ func (sc slotScan) free(permits int) []int {
 // pool, not through GORM's callbacks, so that plugins such as dbresolver
 // cannot send it to a replica that lags.
 func (s *Semaphore) scan(ctx context.Context) (slotScan, error) {
-	l := s.locker
+	l := s.eng
 	lo := s.prefix
 	hi := lo[:len(lo)-1] + "0" // "0" follows "/": every id that starts with lo sorts below hi
-	d, err := l.dialectOn(ctx)
+	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return slotScan{}, lockErr("acquire", s.name, err)
 	}
@@ -442,8 +432,8 @@ func (s *Semaphore) Do(ctx context.Context, fn func(ctx context.Context) error) 
 	if fn == nil {
 		return lockErr("do", s.name, fmt.Errorf("%w: nil fn", ErrInvalidConfig))
 	}
-	if obs := s.locker.cfg.Observer; obs != nil {
-		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: s.info(), Wait: s.locker.cfg.Wait},
+	if obs := s.eng.cfg.Observer; obs != nil {
+		return observeDo(ctx, obs, observe.AcquireStart{LockInfo: s.info(), Wait: s.eng.cfg.Wait},
 			func(ctx context.Context) (bool, error) { return s.do(ctx, fn) })
 	}
 	_, err := s.do(ctx, fn)
@@ -454,11 +444,11 @@ func (s *Semaphore) Do(ctx context.Context, fn func(ctx context.Context) error) 
 func (s *Semaphore) do(ctx context.Context, fn func(ctx context.Context) error) (bool, error) {
 	lk, err := s.Acquire(ctx)
 	if err != nil {
-		if s.locker.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
-			s.locker.logger().InfoContext(ctx, "gormmutex: no permit free, skipping", "semaphore", s.name)
+		if s.eng.cfg.SuppressAcquisitionErrors && errors.Is(err, ErrLocked) {
+			s.eng.logger().InfoContext(ctx, "gormmutex: no permit free, skipping", "semaphore", s.name)
 			return false, nil
 		}
 		return false, err
 	}
-	return true, lk.run(ctx, s.locker.cfg.KeepAlive, fn)
+	return true, lk.run(ctx, s.eng.cfg.KeepAlive, fn)
 }

@@ -185,7 +185,7 @@ func TestSemaphoreNeverOverPermits(t *testing.T) {
 		var failed errs
 		var ran atomic.Int64
 		for range permits + 3 {
-			sem := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			sem := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -219,13 +219,13 @@ func TestSemaphoreFull(t *testing.T) {
 		var held []*gormmutex.Lock
 		slots := map[string]bool{}
 		for range 3 {
-			lk, err := gormmutex.New(d.pool(t), cfg).Semaphore(name, 3).Acquire(ctx)
+			lk, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3).Acquire(ctx)
 			require.NoError(t, err)
 			slots[lk.LockID()] = true
 			held = append(held, lk)
 		}
 		assert.Len(t, slots, 3, "three permits, three slots")
-		other := gormmutex.New(d.pool(t), cfg).Semaphore(name, 3)
+		other := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3)
 		_, err := other.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked)
 		var le *gormmutex.LockError
@@ -234,13 +234,13 @@ func TestSemaphoreFull(t *testing.T) {
 
 		waiting := cfg
 		waiting.Wait = 300 * time.Millisecond
-		_, err = gormmutex.New(d.pool(t), waiting).Semaphore(name, 3).Acquire(ctx)
+		_, err = newSemaphore(t, newLocker(t, d.pool(t), waiting), name, 3).Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire with Wait on a full semaphore")
 
 		ran := false
 		skip := cfg
 		skip.SuppressAcquisitionErrors = true
-		require.NoError(t, gormmutex.New(d.pool(t), skip).Semaphore(name, 3).Do(ctx, func(context.Context) error { ran = true; return nil }))
+		require.NoError(t, newSemaphore(t, newLocker(t, d.pool(t), skip), name, 3).Do(ctx, func(context.Context) error { ran = true; return nil }))
 		assert.False(t, ran, "Do with SuppressAcquisitionErrors ran fn on a full semaphore")
 
 		require.NoError(t, held[1].Release(ctx))
@@ -264,19 +264,19 @@ func TestSemaphoreWaits(t *testing.T) {
 		ctx := context.Background()
 		name := semName(t)
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second}
-		a, err := gormmutex.New(d.pool(t), cfg).Semaphore(name, 2).Acquire(ctx)
+		a, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 2).Acquire(ctx)
 		require.NoError(t, err)
-		b, err := gormmutex.New(d.pool(t), cfg).Semaphore(name, 2).Acquire(ctx)
+		b, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 2).Acquire(ctx)
 		require.NoError(t, err)
 
 		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		_, err = gormmutex.New(d.pool(t), cfg).Semaphore(name, 2).Acquire(cctx)
+		_, err = newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 2).Acquire(cctx)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 
 		got := make(chan error, 1)
 		go func() {
-			lk, err := gormmutex.New(d.pool(t), cfg).Semaphore(name, 2).Acquire(ctx)
+			lk, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 2).Acquire(ctx)
 			if err == nil {
 				err = lk.Release(ctx)
 			}
@@ -305,8 +305,8 @@ func TestSemaphorePermitsMismatch(t *testing.T) {
 		ctx := context.Background()
 		name := semName(t)
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 10 * time.Second}
-		three := gormmutex.New(d.pool(t), cfg).Semaphore(name, 3)
-		five := gormmutex.New(d.pool(t), cfg).Semaphore(name, 5)
+		three := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3)
+		five := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 5)
 
 		a, err := three.Acquire(ctx)
 		require.NoError(t, err)
@@ -352,8 +352,8 @@ func TestSemaphoreCountRow(t *testing.T) {
 		name := semName(t)
 		countRow := "gormmutex/semaphore/" + name + "/permits"
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}
-		admin := gormmutex.New(d.pool(t), cfg)
-		three := gormmutex.New(d.pool(t), cfg).Semaphore(name, 3)
+		admin := newLocker(t, d.pool(t), cfg)
+		three := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3)
 		lk, err := three.Acquire(ctx)
 		require.NoError(t, err)
 		row, ok, err := admin.Lookup(ctx, countRow)
@@ -373,7 +373,7 @@ func TestSemaphoreCountRow(t *testing.T) {
 
 		// Refused while a permit of three is live; the row goes back to
 		// three, so that its holders need not claim it again.
-		_, err = gormmutex.New(d.pool(t), cfg).Semaphore(name, 5).Acquire(ctx)
+		_, err = newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 5).Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrPermitsMismatch)
 		row, _, err = admin.Lookup(ctx, countRow)
 		require.NoError(t, err)
@@ -417,14 +417,14 @@ func TestSemaphoreAsyncCommit(t *testing.T) {
 		ctx := context.Background()
 		name := semName(t)
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), AsyncCommit: true}
-		two := gormmutex.New(d.pool(t), cfg).Semaphore(name, 2)
+		two := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 2)
 		a, err := two.Acquire(ctx)
 		require.NoError(t, err)
 		b, err := two.Acquire(ctx)
 		require.NoError(t, err)
 		_, err = two.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "two permits held")
-		_, err = gormmutex.New(d.pool(t), cfg).Semaphore(name, 3).Acquire(ctx)
+		_, err = newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3).Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrPermitsMismatch)
 		require.NoError(t, a.Release(ctx))
 		c, err := two.Acquire(ctx)
@@ -457,7 +457,7 @@ func TestSemaphorePermitsMismatchRace(t *testing.T) {
 			if w%2 == 1 {
 				permits, other = 4, 2
 			}
-			sem := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			sem := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -511,7 +511,7 @@ func TestSemaphoreCountSwitches(t *testing.T) {
 			if w%2 == 1 {
 				permits, other = 2, 1
 			}
-			sem := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			sem := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -557,20 +557,24 @@ func TestSemaphoreInvalid(t *testing.T) {
 	t.Parallel()
 	semEachDB(t, func(t *testing.T, d semDB) {
 		ctx := context.Background()
-		l := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
+		l := newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
 		for _, name := range []string{"", strings.Repeat("n", gormmutex.MaxSemaphoreNameLen+1), "bad\x00name", "\xff"} {
-			_, err := l.Semaphore(name, 2).Acquire(ctx)
+			s, err := l.Semaphore(name, 2)
 			assert.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "name of %d bytes", len(name))
+			assert.Contains(t, err.Error(), "semaphore name")
+			assert.Nil(t, s)
 		}
 		for _, n := range []int{0, -1, gormmutex.MaxPermits + 1} {
-			err := l.Semaphore("ok", n).Do(ctx, func(context.Context) error { return nil })
+			s, err := l.Semaphore("ok", n)
 			assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "permits %d", n)
+			assert.Contains(t, err.Error(), "permits")
+			assert.Nil(t, s)
 		}
 		long := semName(t)
 		long += strings.Repeat("é", (gormmutex.MaxSemaphoreNameLen-len(long))/2)
 		long += strings.Repeat("x", gormmutex.MaxSemaphoreNameLen-len(long))
 		require.Len(t, long, gormmutex.MaxSemaphoreNameLen)
-		sem := l.Semaphore(long, gormmutex.MaxPermits)
+		sem := newSemaphore(t, l, long, gormmutex.MaxPermits)
 		var ids []string
 		for range 3 {
 			lk, err := sem.Acquire(ctx)
@@ -580,7 +584,7 @@ func TestSemaphoreInvalid(t *testing.T) {
 			defer lk.Release(ctx)
 		}
 		require.NoError(t, gormmutex.ValidateLockID(ids[0]))
-		_, err := gormmutex.New(d.pool(t), gormmutex.DefaultConfig()).Acquire(ctx, ids[0])
+		_, err := newLocker(t, d.pool(t), gormmutex.DefaultConfig()).Acquire(ctx, ids[0])
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "the permit's slot as a lock id")
 	})
 }
@@ -592,19 +596,19 @@ func TestSemaphoreNamesNest(t *testing.T) {
 	semEachDB(t, func(t *testing.T, d semDB) {
 		ctx := context.Background()
 		name := semName(t)
-		l := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
+		l := newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
 		var held []*gormmutex.Lock
 		for _, n := range []string{name + "/2", name + "/2/1", name + "/"} {
-			lk, err := l.Semaphore(n, 3).Acquire(ctx)
+			lk, err := newSemaphore(t, l, n, 3).Acquire(ctx)
 			require.NoError(t, err, n)
 			held = append(held, lk)
 		}
 		for range 2 {
-			lk, err := l.Semaphore(name, 2).Acquire(ctx)
+			lk, err := newSemaphore(t, l, name, 2).Acquire(ctx)
 			require.NoError(t, err, "a semaphore of 2 beside longer names")
 			held = append(held, lk)
 		}
-		_, err := l.Semaphore(name, 2).Acquire(ctx)
+		_, err := newSemaphore(t, l, name, 2).Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked)
 		for _, lk := range held {
 			require.NoError(t, lk.Release(ctx))
@@ -620,8 +624,8 @@ func TestSemaphoreTimeout(t *testing.T) {
 	semEachDB(t, func(t *testing.T, d semDB) {
 		ctx := context.Background()
 		name := semName(t)
-		short := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}).Semaphore(name, 1)
-		next := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}).Semaphore(name, 1)
+		short := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}), name, 1)
+		next := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}), name, 1)
 		var taken *gormmutex.Lock
 		err := short.Do(ctx, func(ctx context.Context) error {
 			lk, ok := gormmutex.FromContext(ctx)
@@ -635,7 +639,7 @@ func TestSemaphoreTimeout(t *testing.T) {
 		})
 		require.ErrorIs(t, err, gormmutex.ErrTimeout)
 		require.NotNil(t, taken, "the next holder got no permit")
-		_, err = gormmutex.New(d.pool(t), gormmutex.DefaultConfig()).Semaphore(name, 1).Acquire(ctx)
+		_, err = newSemaphore(t, newLocker(t, d.pool(t), gormmutex.DefaultConfig()), name, 1).Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "the late release freed the next holder's permit")
 		require.NoError(t, taken.Release(ctx))
 	})
@@ -649,8 +653,8 @@ func TestSemaphoreKeepAliveMinHold(t *testing.T) {
 	semEachDB(t, func(t *testing.T, d semDB) {
 		ctx := context.Background()
 		name := semName(t)
-		probe := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(name, 1)
-		kept := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true}).Semaphore(name, 1)
+		probe := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), name, 1)
+		kept := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true}), name, 1)
 		var during error
 		err := kept.Do(ctx, func(ctx context.Context) error {
 			time.Sleep(2500 * time.Millisecond) // over two TTLs
@@ -660,14 +664,14 @@ func TestSemaphoreKeepAliveMinHold(t *testing.T) {
 		require.NoError(t, err, "Do with KeepAlive past its TTL")
 		require.ErrorIs(t, during, gormmutex.ErrLocked, "Acquire while a kept-alive permit runs past its TTL")
 
-		held := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: time.Second}).Semaphore(name, 1)
+		held := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), MinHold: time.Second}), name, 1)
 		start := time.Now()
 		require.NoError(t, held.Do(ctx, func(context.Context) error { return nil }))
 		_, err = probe.Acquire(ctx)
 		if time.Since(start) < 900*time.Millisecond {
 			require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after an early release under MinHold")
 		}
-		waiting := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}).Semaphore(name, 1)
+		waiting := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 20 * time.Second}), name, 1)
 		lk, err := waiting.Acquire(ctx)
 		require.NoError(t, err, "Acquire after MinHold")
 		assert.GreaterOrEqual(t, time.Since(start), time.Second-50*time.Millisecond, "the permit freed before MinHold")
@@ -681,7 +685,7 @@ func TestSemaphorePanic(t *testing.T) {
 	t.Parallel()
 	semEachDB(t, func(t *testing.T, d semDB) {
 		ctx := context.Background()
-		sem := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(semName(t), 1)
+		sem := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), semName(t), 1)
 		assert.PanicsWithValue(t, "boom", func() {
 			_ = sem.Do(ctx, func(context.Context) error { panic("boom") })
 		})
@@ -710,7 +714,7 @@ func TestSemaphoreBypassesCallbacks(t *testing.T) {
 		require.NoError(t, cb.Create().Before("gorm:create").Register("test:count", count))
 		require.NoError(t, cb.Update().Before("gorm:update").Register("test:count", count))
 		require.NoError(t, cb.Delete().Before("gorm:delete").Register("test:count", count))
-		sem := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(semName(t), 2)
+		sem := newSemaphore(t, newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), semName(t), 2)
 		var held []*gormmutex.Lock
 		for range 2 {
 			lk, err := sem.Acquire(ctx)
@@ -759,7 +763,7 @@ func semHelper(mode string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cfg := gormmutex.Config{TTL: &ttl, KeepAlive: mode == "keepalive"}
-	l := gormmutex.New(db, cfg)
+	l := testdb.Must(gormmutex.New(db, cfg))
 	// The first acquire on a pool starts a background purge. A test that
 	// pauses this process must not catch it mid-statement (on SQLite a
 	// paused writer locks the whole file), so it runs first, on a lock of
@@ -771,7 +775,7 @@ func semHelper(mode string) int {
 	}
 	_ = warm.Release(ctx)
 	time.Sleep(300 * time.Millisecond)
-	s := l.Semaphore(sem, permits)
+	s := testdb.Must(l.Semaphore(sem, permits))
 	switch mode {
 	case "hold":
 		lk, err := s.Acquire(ctx)
@@ -863,7 +867,7 @@ func TestSemaphoreKilledHolder(t *testing.T) {
 
 		require.NoError(t, victim.cmd.Process.Kill())
 		_ = victim.cmd.Wait()
-		sem := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(name, 2)
+		sem := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), name, 2)
 		_, err := sem.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after the holder was killed")
 		for {
@@ -913,7 +917,7 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		var wg sync.WaitGroup
 		var failed errs
 		for range permits + 1 {
-			sem := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			sem := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -948,14 +952,14 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		// The paused permit has expired: the others can hold all of them.
 		var held []*gormmutex.Lock
 		for range permits {
-			lk, err := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits).Acquire(ctx)
+			lk, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits).Acquire(ctx)
 			require.NoError(t, err, "Acquire while the holder is paused past its TTL")
 			held = append(held, lk)
 			if lk.LockID() == got[0] {
 				assert.Greater(t, lk.Token(), childToken, "token of the paused holder's slot")
 			}
 		}
-		full := gormmutex.New(d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}).Semaphore(name, permits)
+		full := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), name, permits)
 		_, err = full.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked)
 
@@ -988,7 +992,7 @@ func TestSemaphoreRoundTrips(t *testing.T) {
 			sqlDB, err := db.DB()
 			require.NoError(t, err)
 			sqlDB.SetMaxOpenConns(1)
-			sem := gormmutex.New(db, cfg).Semaphore(name, permits)
+			sem := newSemaphore(t, newLocker(t, db, cfg), name, permits)
 			// The first Do on a pool prepares its statements (MySQL,
 			// SQLite) and starts a background purge: let both finish.
 			require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
@@ -997,7 +1001,7 @@ func TestSemaphoreRoundTrips(t *testing.T) {
 			require.NoError(t, sem.Do(ctx, func(context.Context) error { return nil }))
 			do := c.Reset()
 
-			other := gormmutex.New(d.pool(t), cfg).Semaphore(name, permits)
+			other := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, permits)
 			var held []*gormmutex.Lock
 			for range permits {
 				lk, err := other.Acquire(ctx)
@@ -1052,11 +1056,17 @@ func ExampleLocker_Semaphore() {
 	db, cleanup := openDB()
 	defer cleanup()
 
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:  gormmutex.Duration(time.Minute),
 		Wait: 30 * time.Second,
 	})
-	exports := locker.Semaphore("exports", 2)
+	if err != nil {
+		panic(err)
+	}
+	exports, err := locker.Semaphore("exports", 2)
+	if err != nil {
+		panic(err)
+	}
 
 	var running, most atomic.Int64
 	var wg sync.WaitGroup

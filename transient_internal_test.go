@@ -24,7 +24,9 @@ func TestTransientErrors(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
 		testdb.Need(t, b.Deadlocks, "SQLite has no deadlocks; busy is covered by TestSQLiteBusyRetried")
 		t.Parallel()
-		d := New(b.Pool(t), DefaultConfig()).d
+		l, err := New(b.Pool(t), DefaultConfig())
+		require.NoError(t, err)
+		d := l.d
 		db := b.Pool(t)
 		table := fmt.Sprintf("gm_deadlock_%d", time.Now().UnixNano())
 		require.NoError(t, db.Exec("CREATE TABLE "+table+" (id INTEGER PRIMARY KEY, v INTEGER)").Error)

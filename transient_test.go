@@ -40,7 +40,7 @@ func TestSQLiteBusyRetried(t *testing.T) {
 			_, err := conn.ExecContext(context.Background(), "COMMIT")
 			committed <- err
 		}()
-		lk, err := gormmutex.New(nb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)}).Acquire(context.Background(), testdb.LockID(t))
+		lk, err := newLocker(t, nb.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(ttl)}).Acquire(context.Background(), testdb.LockID(t))
 		require.NoError(t, err, "Acquire while the database was busy: want the lock once it is free")
 		require.NoError(t, <-committed, "the blocker's COMMIT")
 		exp, _ := lk.ExpiresAt()

@@ -34,7 +34,7 @@ func (lk *Lock) ExpiresAt() (time.Time, bool) {
 // renewed moves the estimate after a renewal that was sent at sent. The
 // caller holds lk.mu.
 func (lk *Lock) renewed(sent time.Time) {
-	if ttl := lk.locker.cfg.TTL; ttl != nil {
+	if ttl := lk.eng.cfg.TTL; ttl != nil {
 		lk.expires = sent.Add(*ttl)
 	}
 }

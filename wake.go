@@ -47,14 +47,14 @@ var errNoNotifications = errors.New("gormmutex: driver cannot wait for notificat
 // wakerFor returns the waker of l's pool for dialect d, or nil where
 // waiters poll: the database cannot notify, the pool goes through a
 // transaction pooler, or it is too small to spare a connection.
-func (l *Locker) wakerFor(d *dialect) *waker {
-	if d.wake == nil || l.cfg.TransactionPooling || l.state == nil {
+func (e *engine) wakerFor(d *dialect) *waker {
+	if d.wake == nil || e.cfg.TransactionPooling || e.state == nil {
 		return nil
 	}
-	if max := l.state.pool.Stats().MaxOpenConnections; max > 0 && max < 3 {
+	if max := e.state.pool.Stats().MaxOpenConnections; max > 0 && max < 3 {
 		return nil // the listener would take a connection the locks need
 	}
-	return l.state.wakerOf(d)
+	return e.state.wakerOf(d)
 }
 
 // waker fans notifications for one pool out to the waiters of this process.

@@ -27,10 +27,10 @@ func TestWakeOnRelease(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		id := testdb.LockID(t)
-		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+		holder := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		waitersDB := b.Pool(t)
 		waitCfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, TransactionPooling: b.TransactionPooling}
-		waiters := gormmutex.New(waitersDB, waitCfg)
+		waiters := newLocker(t, waitersDB, waitCfg)
 		lk := mustAcquire(t, holder, id)
 		const n = 3
 		got := make(chan *gormmutex.Lock, n)
@@ -88,7 +88,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		t.Parallel()
 		ctx := context.Background()
 		holderDB := b.Pool(t)
-		holder := gormmutex.New(holderDB, gormmutex.DefaultConfig())
+		holder := newLocker(t, holderDB, gormmutex.DefaultConfig())
 		if !b.Notifies {
 			cfg := gormmutex.Config{Wait: time.Second, TransactionPooling: b.TransactionPooling}
 			require.False(t, gormmutex.ReleasesNotify(holderDB, cfg), "%s releases notify, but it cannot wake waiters", b.Name)
@@ -101,13 +101,13 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		// Nobody waits; a fail-fast caller in another pool finds it held.
 		// Locks with a TTL and without one are released by different
 		// statements.
-		forever := gormmutex.New(b.Pool(t), gormmutex.Config{})
+		forever := newLocker(t, b.Pool(t), gormmutex.Config{})
 		for _, h := range []struct {
 			name string
 			l    *gormmutex.Locker
 		}{{"with a TTL", holder}, {"without a TTL", forever}} {
 			lk := mustAcquire(t, h.l, id)
-			other := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
+			other := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 			_, err := other.Acquire(ctx, id)
 			require.ErrorIs(t, err, gormmutex.ErrLocked, "fail-fast Acquire of a held lock")
 			require.NoError(t, lk.Release(ctx))
@@ -119,7 +119,7 @@ func TestNotifyOnlyWhenWaited(t *testing.T) {
 		for _, async := range []bool{false, true} {
 			require.NoError(t, admin.Exec("UPDATE "+gormmutex.TableName+" SET wanted_until = NULL WHERE lock_id = ?", id).Error)
 			lk := mustAcquire(t, holder, id)
-			waiter := gormmutex.New(b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
+			waiter := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second, AsyncCommit: async})
 			got := acquireRelease(ctx, waiter, id)
 			// The condition runs on require.Eventually's goroutine: it
 			// must not fail the test itself, so a query error counts as
@@ -172,8 +172,8 @@ func TestWakeAfterListenerLost(t *testing.T) {
 			}
 			return pid
 		}
-		holder := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
-		waiter := gormmutex.New(waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
+		holder := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
+		waiter := newLocker(t, waitersDB, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 30 * time.Second})
 		lk := mustAcquire(t, holder, id)
 		// Two waiters: one may poll its way in before a notification
 		// arrives (seen once through PgBouncer), and then the other is
@@ -208,7 +208,7 @@ func BenchmarkHandoff(b *testing.B) {
 			ctx := context.Background()
 			id := testdb.LockID(b)
 			cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute}
-			a, c := gormmutex.New(be.Pool(b), cfg), gormmutex.New(be.Pool(b), cfg)
+			a, c := newLocker(b, be.Pool(b), cfg), newLocker(b, be.Pool(b), cfg)
 			var lat []time.Duration
 			var mu sync.Mutex
 			lk := mustAcquire(b, a, id)

@@ -105,9 +105,19 @@ func newGM(dbs []*gorm.DB, c *sqlcount.Counter, async bool, obs observe.Observer
 	wcfg.Wait = waitFor
 	g := &gmContender{c: c}
 	for _, db := range dbs {
-		g.pools = append(g.pools, gmPool{db: db, fast: gormmutex.New(db, cfg), wait: gormmutex.New(db, wcfg)})
+		g.pools = append(g.pools, gmPool{db: db, fast: mustLocker(db, cfg), wait: mustLocker(db, wcfg)})
 	}
 	return g
+}
+
+// mustLocker is gormmutex.New for the bench's own configurations, which
+// are valid: an error is a bug in the bench.
+func mustLocker(db *gorm.DB, cfg gormmutex.Config) *gormmutex.Locker {
+	l, err := gormmutex.New(db, cfg)
+	if err != nil {
+		panic(err)
+	}
+	return l
 }
 
 func (g *gmContender) counts() sqlcount.Counts { return g.c.Snapshot() }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // TestFloorObserverReportsTheMinimum: the floor contender's Observer, on
@@ -37,7 +38,7 @@ func TestFloorObserverReportsTheMinimum(t *testing.T) {
 
 	cfg := gormmutex.DefaultConfig()
 	cfg.Observer = floor
-	l := gormmutex.New(db, cfg)
+	l := testdb.Must(gormmutex.New(db, cfg))
 	const dos = 3
 	for range dos {
 		require.NoError(t, l.Do(ctx, "floor", func(context.Context) error { return nil }))

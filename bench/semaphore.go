@@ -33,7 +33,7 @@ func newSem(db *gorm.DB, c *sqlcount.Counter, b *backend) *semContender {
 	cfg := gormmutex.DefaultConfig()
 	wcfg := cfg
 	wcfg.Wait = waitFor
-	return &semContender{db: db, c: c, b: b, fast: gormmutex.New(db, cfg), wait: gormmutex.New(db, wcfg), permits: 1}
+	return &semContender{db: db, c: c, b: b, fast: mustLocker(db, cfg), wait: mustLocker(db, wcfg), permits: 1}
 }
 
 func (s *semContender) counts() sqlcount.Counts { return s.c.Snapshot() }
@@ -69,7 +69,10 @@ func (w *semWorker) do(ctx context.Context, key string, wait bool) error {
 		if wait {
 			l = w.s.wait
 		}
-		sem = l.Semaphore(key, w.permits)
+		var err error
+		if sem, err = l.Semaphore(key, w.permits); err != nil {
+			return err
+		}
 		w.sems[key] = sem
 	}
 	err := sem.Do(ctx, w.fn)

@@ -77,7 +77,7 @@ func testShutdown(t *testing.T, bin, dsn string) {
 	require.NoError(t, err)
 	defer exampledb.Close(db)
 	require.NoError(t, gormmutex.AutoMigrate(db))
-	locker := gormmutex.New(db, gormmutex.DefaultConfig())
+	locker := testdb.Must(gormmutex.New(db, gormmutex.DefaultConfig()))
 
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()

@@ -25,7 +25,11 @@
 //	}
 //	cfg := gormmutex.DefaultConfig()
 //	cfg.MinHold = 30 * time.Second // about half the shortest job interval; see below
-//	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(gocronlock.New(db, cfg)))
+//	locker, err := gocronlock.New(db, cfg)
+//	if err != nil {
+//		return err
+//	}
+//	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
 //	if err != nil {
 //		return err
 //	}

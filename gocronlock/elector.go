@@ -43,11 +43,16 @@ type Elector struct {
 // gocron.WithDistributedElector. cfg.TTL is the lease and is required;
 // cfg.Holder names this scheduler in gormmutex.Election.Leader. opts set
 // the renew deadline and retry period (gormmutex.NewElection has the
-// rules). A bad db, name or cfg is returned by every IsLeader. Call Close
+// rules). A bad db, name or cfg is NewElector's error, as
+// gormmutex.NewElection returns it, and nothing is started. Call Close
 // when the scheduler shuts down, so that another one takes over at once.
-func NewElector(db *gorm.DB, name string, cfg gormmutex.Config, opts ...gormmutex.ElectionOption) *Elector {
+func NewElector(db *gorm.DB, name string, cfg gormmutex.Config, opts ...gormmutex.ElectionOption) (*Elector, error) {
+	e, err := gormmutex.NewElection(db, name, cfg, opts...)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	el := &Elector{e: gormmutex.NewElection(db, name, cfg, opts...), cancel: cancel, done: make(chan struct{})}
+	el := &Elector{e: e, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(el.done)
 		err := el.e.Run(ctx, func(ctx context.Context) error {
@@ -60,7 +65,7 @@ func NewElector(db *gorm.DB, name string, cfg gormmutex.Config, opts ...gormmute
 			el.mu.Unlock()
 		}
 	}()
-	return el
+	return el, nil
 }
 
 // IsLeader returns nil while this scheduler leads, by the election's

@@ -2,7 +2,6 @@ package gocronlock_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"sort"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // skewedClock is the real clock read as if it were off by skew: a host
@@ -68,7 +68,7 @@ func TestElectorSchedulers(t *testing.T) {
 		for i := range starts {
 			time.Sleep(time.Until(t0.Add(starts[i])))
 			pools[i] = open()
-			electors[i] = gocronlock.NewElector(pools[i], name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: quiet})
+			electors[i] = testdb.Must(gocronlock.NewElector(pools[i], name, gormmutex.Config{TTL: gormmutex.Duration(ttl), Logger: quiet}))
 			t.Cleanup(func() { electors[i].Close() })
 			s, err := gocron.NewScheduler(gocron.WithDistributedElector(electors[i]), gocron.WithClock(skewedClock{clockwork.NewRealClock(), skews[i]}))
 			require.NoError(t, err)
@@ -150,10 +150,10 @@ func TestElectorClose(t *testing.T) {
 	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
 		name := uniqueKey(t)
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(10 * time.Second)}
-		a := gocronlock.NewElector(open(), name, cfg)
+		a := testdb.Must(gocronlock.NewElector(open(), name, cfg))
 		t.Cleanup(func() { a.Close() })
 		require.Eventually(t, func() bool { return a.IsLeader(context.Background()) == nil }, 30*time.Second, 10*time.Millisecond, "A never leads")
-		b := gocronlock.NewElector(open(), name, cfg)
+		b := testdb.Must(gocronlock.NewElector(open(), name, cfg))
 		t.Cleanup(func() { b.Close() })
 		time.Sleep(300 * time.Millisecond)
 		assert.ErrorIs(t, b.IsLeader(context.Background()), gocronlock.ErrNotLeader, "B.IsLeader while A leads")
@@ -163,10 +163,9 @@ func TestElectorClose(t *testing.T) {
 		require.Eventually(t, func() bool { return b.IsLeader(context.Background()) == nil }, 5*time.Second, 10*time.Millisecond, "B does not take over after A closed")
 		t.Logf("B leads %v after A closed", time.Since(closedAt).Round(time.Millisecond))
 
-		bad := gocronlock.NewElector(open(), name, gormmutex.Config{}) // no lease
-		t.Cleanup(func() { bad.Close() })
-		require.Eventually(t, func() bool {
-			return errors.Is(bad.IsLeader(context.Background()), gormmutex.ErrInvalidConfig)
-		}, 5*time.Second, 10*time.Millisecond, "IsLeader of an Elector without a lease")
+		bad, err := gocronlock.NewElector(open(), name, gormmutex.Config{}) // no lease
+		require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "NewElector without a lease")
+		assert.Contains(t, err.Error(), "Config.TTL", "NewElector's error names the setting")
+		assert.Nil(t, bad)
 	})
 }

@@ -38,7 +38,11 @@ func ExampleTask() {
 
 	cfg := gormmutex.DefaultConfig()
 	cfg.KeepAlive = true
-	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(gocronlock.New(db, cfg)))
+	locker, err := gocronlock.New(db, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -26,7 +26,11 @@ func ExampleNew() {
 	cfg := gormmutex.DefaultConfig()
 	cfg.MinHold = 30 * time.Second // about half the interval: short runs are not repeated by late schedulers
 
-	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(gocronlock.New(db, cfg)))
+	locker, err := gocronlock.New(db, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
 	if err != nil {
 		log.Fatal(err)
 	}

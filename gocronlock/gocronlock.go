@@ -42,16 +42,20 @@ type Locker struct {
 // package documentation explains; keep cfg.Wait at 0.
 // cfg.SuppressAcquisitionErrors is ignored: a scheduler that does not get
 // the lock always skips the run. Like gormmutex.New, New does not touch the
-// database: a nil db, a db inside a transaction or an invalid cfg is
-// reported by every call of Lock. The lock table must exist: see
+// database, and returns its error for a nil db, a db inside a transaction
+// or an impossible cfg. The lock table must exist: see
 // gormmutex.AutoMigrate.
-func New(db *gorm.DB, cfg gormmutex.Config) *Locker {
+func New(db *gorm.DB, cfg gormmutex.Config) (*Locker, error) {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
 	cfg.SuppressAcquisitionErrors = false
-	return &Locker{m: gormmutex.New(db, cfg), logger: logger}
+	m, err := gormmutex.New(db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Locker{m: m, logger: logger}, nil
 }
 
 // taskFuncName is the name gocron gives a job whose task is made with Task

@@ -91,7 +91,7 @@ func eachDB(t *testing.T, f func(t *testing.T, open func() *gorm.DB)) {
 func warmUp(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	ctx := context.Background()
-	lk, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, uniqueKey(t)+"/warm-up")
+	lk, err := testdb.Must(gormmutex.New(db, gormmutex.DefaultConfig())).Acquire(ctx, uniqueKey(t)+"/warm-up")
 	require.NoError(t, err, "warm-up Acquire")
 	require.NoError(t, lk.Release(ctx), "warm-up Release")
 }
@@ -149,8 +149,8 @@ func (b *logBuffer) String() string {
 func TestLockContract(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
-		a := gocronlock.New(open(), gormmutex.DefaultConfig())
-		b := gocronlock.New(open(), gormmutex.DefaultConfig())
+		a := testdb.Must(gocronlock.New(open(), gormmutex.DefaultConfig()))
+		b := testdb.Must(gocronlock.New(open(), gormmutex.DefaultConfig()))
 		key, other := uniqueKey(t), uniqueKey(t)
 
 		lk := mustLock(t, a, key)
@@ -175,8 +175,8 @@ func TestLockContract(t *testing.T) {
 func TestUnlockCancelledContext(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
-		a := gocronlock.New(open(), gormmutex.DefaultConfig())
-		b := gocronlock.New(open(), gormmutex.DefaultConfig())
+		a := testdb.Must(gocronlock.New(open(), gormmutex.DefaultConfig()))
+		b := testdb.Must(gocronlock.New(open(), gormmutex.DefaultConfig()))
 		key := uniqueKey(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		lk, err := a.Lock(ctx, key)
@@ -196,7 +196,7 @@ func TestMinHold(t *testing.T) {
 	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
 		cfg := gormmutex.DefaultConfig()
 		cfg.MinHold = hold
-		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		a, b := testdb.Must(gocronlock.New(open(), cfg)), testdb.Must(gocronlock.New(open(), cfg))
 		key := uniqueKey(t)
 
 		start := time.Now()
@@ -236,7 +236,7 @@ func TestExpiredWithoutKeepAlive(t *testing.T) {
 		var logs logBuffer
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(300 * time.Millisecond)}
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		a, b := testdb.Must(gocronlock.New(open(), cfg)), testdb.Must(gocronlock.New(open(), cfg))
 		key := uniqueKey(t)
 
 		lk := mustLock(t, a, key)
@@ -259,7 +259,7 @@ func TestKeepAlive(t *testing.T) {
 		var logs logBuffer
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(1500 * time.Millisecond), KeepAlive: true}
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		a, b := gocronlock.New(open(), cfg), gocronlock.New(open(), cfg)
+		a, b := testdb.Must(gocronlock.New(open(), cfg)), testdb.Must(gocronlock.New(open(), cfg))
 		key := uniqueKey(t)
 
 		lk := mustLock(t, a, key)
@@ -273,20 +273,27 @@ func TestKeepAlive(t *testing.T) {
 	})
 }
 
-// TestInvalid checks that configuration errors and bad keys surface from
-// Lock without touching a database.
+// TestInvalid checks that configuration errors are New's, and bad keys
+// surface from Lock, without touching a database.
 func TestInvalid(t *testing.T) {
 	t.Parallel()
-	_, err := gocronlock.New(nil, gormmutex.DefaultConfig()).Lock(context.Background(), "job")
-	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Lock on a nil db")
+	l, err := gocronlock.New(nil, gormmutex.DefaultConfig())
+	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "New on a nil db")
+	assert.Nil(t, l)
 	// A database never migrated: the errors come before any SQL.
 	db, err := testdb.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "x.db"), nil)
 	require.NoError(t, err)
 	defer testdb.Close(db)
-	_, err = gocronlock.New(db, gormmutex.DefaultConfig()).Lock(context.Background(), "")
+	_, err = testdb.Must(gocronlock.New(db, gormmutex.DefaultConfig())).Lock(context.Background(), "")
 	assert.ErrorIs(t, err, gormmutex.ErrInvalidLockID, "Lock with an empty key")
-	_, err = gocronlock.New(db, gormmutex.Config{MinHold: -time.Second}).Lock(context.Background(), "job")
-	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "Lock with a negative MinHold")
+	for setting, cfg := range map[string]gormmutex.Config{
+		"MinHold":   {MinHold: -time.Second},
+		"KeepAlive": {KeepAlive: true}, // without a TTL: nothing to renew
+	} {
+		_, err = gocronlock.New(db, cfg)
+		assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "New with a bad %s", setting)
+		assert.Contains(t, err.Error(), setting, "New's error names the setting")
+	}
 }
 
 // TestSchedulers runs one short job on three gocron schedulers, each with
@@ -412,7 +419,7 @@ func runSchedulers(t *testing.T, open func() *gorm.DB, offsets []time.Duration) 
 	r := &schedLog{period: period, offsets: offsets, runs: map[int][]int{}, lastWon: make([]int, len(offsets))}
 	scheds := make([]gocron.Scheduler, len(offsets))
 	for i := range scheds {
-		locker := recordingLocker{inner: gocronlock.New(open(), cfg), sched: i, log: r}
+		locker := recordingLocker{inner: testdb.Must(gocronlock.New(open(), cfg)), sched: i, log: r}
 		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
 		require.NoError(t, err, "NewScheduler")
 		t.Cleanup(func() { _ = s.Shutdown() })

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // taskRun is what a task made with gocronlock.Task saw.
@@ -37,10 +38,10 @@ func TestTaskLockFromContext(t *testing.T) {
 		var logs logBuffer
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true}
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-		operator := gormmutex.New(open(), gormmutex.DefaultConfig())
+		operator := testdb.Must(gormmutex.New(open(), gormmutex.DefaultConfig()))
 		name := uniqueKey(t)
 
-		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(gocronlock.New(open(), cfg)))
+		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(testdb.Must(gocronlock.New(open(), cfg))))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = s.Shutdown() })
 
@@ -137,7 +138,7 @@ func TestTaskWithoutLocker(t *testing.T) {
 		for _, withLocker := range []bool{false, true} {
 			var opts []gocron.SchedulerOption
 			if withLocker {
-				opts = append(opts, gocron.WithDistributedLocker(gocronlock.New(open(), gormmutex.DefaultConfig())))
+				opts = append(opts, gocron.WithDistributedLocker(testdb.Must(gocronlock.New(open(), gormmutex.DefaultConfig()))))
 			}
 			s, err := gocron.NewScheduler(opts...)
 			require.NoError(t, err)

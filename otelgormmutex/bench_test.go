@@ -40,7 +40,7 @@ func BenchmarkDoObserver(b *testing.B) {
 				be.Use(b)
 				cfg := gormmutex.DefaultConfig()
 				cfg.Observer = v.obs
-				l := gormmutex.New(be.Pool(b), cfg)
+				l := testdb.Must(gormmutex.New(be.Pool(b), cfg))
 				id := "bench/" + testdb.LockID(b)
 				ctx := context.Background()
 				noop := func(context.Context) error { return nil }

@@ -60,7 +60,7 @@ func TestSpans(t *testing.T) {
 			token = lk.Token()
 			return nil
 		}))
-		holder, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
+		holder, err := testdb.Must(gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())).Acquire(context.Background(), id)
 		require.NoError(t, err)
 		require.ErrorIs(t, l.Do(ctx, id, func(context.Context) error { return nil }), gormmutex.ErrLocked)
 		require.NoError(t, holder.Release(context.Background()))
@@ -108,7 +108,7 @@ func TestMetrics(t *testing.T) {
 		cfg := gormmutex.DefaultConfig()
 		cfg.Observer = obs
 		cfg.Wait = time.Minute
-		l := gormmutex.New(b.Pool(t), cfg)
+		l := testdb.Must(gormmutex.New(b.Pool(t), cfg))
 		id := testdb.LockID(t)
 
 		holder, err := l.Acquire(ctx, id)
@@ -185,5 +185,5 @@ func tracedLocker(t *testing.T, b *testdb.Backend) (*gormmutex.Locker, *sdktrace
 	require.NoError(t, err)
 	cfg := gormmutex.DefaultConfig()
 	cfg.Observer = obs
-	return gormmutex.New(b.Pool(t), cfg), tp, sr
+	return testdb.Must(gormmutex.New(b.Pool(t), cfg)), tp, sr
 }

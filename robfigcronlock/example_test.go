@@ -56,8 +56,16 @@ func ExampleLocker_Wrapper() {
 	}
 	// In each process: c.AddJob("* * * * *", cron.NewChain(locker.Wrapper("report")).Then(job)).
 	// Here the wrapped jobs are run by hand, as their Cron would at a tick.
-	jobA := cron.NewChain(robfigcronlock.New(a, cfg, robfigcronlock.WithLogger(cronLog)).Wrapper("report")).Then(report("process A"))
-	jobB := cron.NewChain(robfigcronlock.New(b, cfg, robfigcronlock.WithLogger(cronLog)).Wrapper("report")).Then(report("process B"))
+	lockerA, err := robfigcronlock.New(a, cfg, robfigcronlock.WithLogger(cronLog))
+	if err != nil {
+		panic(err)
+	}
+	lockerB, err := robfigcronlock.New(b, cfg, robfigcronlock.WithLogger(cronLog))
+	if err != nil {
+		panic(err)
+	}
+	jobA := cron.NewChain(lockerA.Wrapper("report")).Then(report("process A"))
+	jobB := cron.NewChain(lockerB.Wrapper("report")).Then(report("process B"))
 	jobA.Run()
 	jobB.Run() // the same tick, a little later
 

@@ -61,7 +61,7 @@ func closePool(t *testing.T, db *gorm.DB) {
 func warmUp(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	ctx := context.Background()
-	lk, err := gormmutex.New(db, gormmutex.DefaultConfig()).Acquire(ctx, uniqueID(t)+"/warm-up")
+	lk, err := testdb.Must(gormmutex.New(db, gormmutex.DefaultConfig())).Acquire(ctx, uniqueID(t)+"/warm-up")
 	require.NoError(t, err)
 	require.NoError(t, lk.Release(ctx))
 }

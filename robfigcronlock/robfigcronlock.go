@@ -12,10 +12,13 @@
 //	}
 //	cfg := gormmutex.DefaultConfig()
 //	cfg.MinHold = 30 * time.Second // about half the shortest interval
-//	locker := robfigcronlock.New(db, cfg, robfigcronlock.WithLogger(logger))
+//	locker, err := robfigcronlock.New(db, cfg, robfigcronlock.WithLogger(logger))
+//	if err != nil {
+//		return err
+//	}
 //
 //	c := cron.New(cron.WithLogger(logger), cron.WithChain(cron.Recover(logger)))
-//	_, err := c.AddJob("*/1 * * * *", cron.NewChain(locker.Wrapper("send-report")).Then(job))
+//	_, err = c.AddJob("*/1 * * * *", cron.NewChain(locker.Wrapper("send-report")).Then(job))
 //
 // # One lock id per job
 //
@@ -107,17 +110,21 @@ func WithContext(ctx context.Context) Option {
 // New returns a Locker that takes locks through db with cfg (see the
 // package documentation for the settings; cfg.Wait and
 // cfg.SuppressAcquisitionErrors are overridden). Like gormmutex.New, New
-// does not touch the database: a nil db, a db inside a transaction or an
-// invalid cfg is logged as an error at each tick, and the job does not
-// run. The lock table must exist: see gormmutex.AutoMigrate.
-func New(db *gorm.DB, cfg gormmutex.Config, opts ...Option) *Locker {
+// does not touch the database, and returns its error for a nil db, a db
+// inside a transaction or an impossible cfg. The lock table must exist: see
+// gormmutex.AutoMigrate.
+func New(db *gorm.DB, cfg gormmutex.Config, opts ...Option) (*Locker, error) {
 	cfg.Wait = 0
 	cfg.SuppressAcquisitionErrors = false
-	l := &Locker{m: gormmutex.New(db, cfg), logger: cron.DefaultLogger, ctx: context.Background()}
+	m, err := gormmutex.New(db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &Locker{m: m, logger: cron.DefaultLogger, ctx: context.Background()}
 	for _, opt := range opts {
 		opt(l)
 	}
-	return l
+	return l, nil
 }
 
 // Wrapper returns a cron.JobWrapper that runs the wrapped job, at each

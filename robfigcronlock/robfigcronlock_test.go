@@ -19,6 +19,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/robfigcronlock"
 )
 
@@ -55,7 +56,7 @@ func startCluster(t *testing.T, open func() *gorm.DB, offsets []time.Duration) *
 	cfg.TTL = gormmutex.Duration(time.Minute)
 	cfg.MinHold = period / 2
 	for i, off := range offsets {
-		locker := robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(c.log))
+		locker := testdb.Must(robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(c.log)))
 		cr := cron.New(cron.WithLogger(c.log), cron.WithChain(cron.Recover(c.log)))
 		job := robfigcronlock.FuncJob(func(ctx context.Context) error {
 			tick := int64(math.Round(float64(time.Now().Add(-off).UnixNano()) / float64(period)))
@@ -209,8 +210,8 @@ func TestContextJob(t *testing.T) {
 	eachDB(t, func(t *testing.T, open func() *gorm.DB) {
 		log := &cronLog{}
 		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Second), KeepAlive: true}
-		locker := robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(log))
-		operator := gormmutex.New(open(), gormmutex.DefaultConfig())
+		locker := testdb.Must(robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(log)))
+		operator := testdb.Must(gormmutex.New(open(), gormmutex.DefaultConfig()))
 		lockID := uniqueID(t)
 
 		tokens := make(chan int64, 1)
@@ -262,7 +263,7 @@ func TestNotRunWithoutLock(t *testing.T) {
 	require.NoError(t, gormmutex.AutoMigrate(db))
 	log := &cronLog{}
 	var ran atomic.Bool
-	robfigcronlock.New(db, gormmutex.DefaultConfig(), robfigcronlock.WithLogger(log)).
+	testdb.Must(robfigcronlock.New(db, gormmutex.DefaultConfig(), robfigcronlock.WithLogger(log))).
 		Wrapper("")(cron.FuncJob(func() { ran.Store(true) })).Run()
 	assert.False(t, ran.Load(), "the job ran without a lock")
 	assert.Equal(t, 1, log.count("ERROR lock not taken", gormmutex.ErrInvalidLockID.Error()), "log:\n%s", log)
@@ -301,7 +302,7 @@ func TestContextEnded(t *testing.T) {
 	cancel()
 	log := &cronLog{}
 	var ran atomic.Bool
-	robfigcronlock.New(db, gormmutex.DefaultConfig(), robfigcronlock.WithLogger(log), robfigcronlock.WithContext(ctx)).
+	testdb.Must(robfigcronlock.New(db, gormmutex.DefaultConfig(), robfigcronlock.WithLogger(log), robfigcronlock.WithContext(ctx))).
 		Wrapper(uniqueID(t))(cron.FuncJob(func() { ran.Store(true) })).Run()
 	assert.False(t, ran.Load(), "the job ran after the Locker's context ended")
 	assert.Equal(t, 1, log.count("INFO skip", "context ended"), "log:\n%s", log)
@@ -328,7 +329,7 @@ func TestHungHolderTakenOver(t *testing.T) {
 		)
 		crons := make([]*cron.Cron, len(offsets))
 		for i, off := range offsets {
-			locker := robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(log))
+			locker := testdb.Must(robfigcronlock.New(open(), cfg, robfigcronlock.WithLogger(log)))
 			crons[i] = cron.New(cron.WithLogger(log))
 			crons[i].Schedule(shifted{cron.Every(period), off}, cron.NewChain(locker.Wrapper(lockID)).Then(cron.FuncJob(func() {
 				tick := int64(math.Round(float64(time.Now().Add(-off).UnixNano()) / float64(period)))
@@ -378,4 +379,28 @@ func TestHungHolderTakenOver(t *testing.T) {
 		// The hung job returned long after its lock expired: reported.
 		assert.Equal(t, 1, log.count("ERROR job ran under lock", gormmutex.ErrTimeout.Error()), "log:\n%s", log)
 	})
+}
+
+// TestNewInvalid: an impossible setting is New's error, naming the setting,
+// and nothing is sent to the database (a closed pool would fail any
+// statement).
+func TestNewInvalid(t *testing.T) {
+	t.Parallel()
+	db, err := openPool(filepath.Join(t.TempDir(), "locks.db"))
+	require.NoError(t, err)
+	sqlDB, err := db.DB()
+	require.NoError(t, err)
+	require.NoError(t, sqlDB.Close())
+	for setting, cfg := range map[string]gormmutex.Config{
+		"MinHold":   {MinHold: -time.Second},
+		"KeepAlive": {KeepAlive: true}, // without a TTL: nothing to renew
+		"TTL":       {TTL: gormmutex.Duration(-time.Second)},
+	} {
+		l, err := robfigcronlock.New(db, cfg)
+		require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, setting)
+		assert.Contains(t, err.Error(), setting, "New's error names the setting")
+		assert.Nil(t, l)
+	}
+	_, err = robfigcronlock.New(nil, gormmutex.DefaultConfig())
+	assert.ErrorIs(t, err, gormmutex.ErrInvalidConfig, "New on a nil db")
 }

@@ -190,8 +190,18 @@ func measure(ctx context.Context, name, dsn string, ttl, window time.Duration, k
 	rctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	leading := make(chan struct{})
+	leaderE, err := gormmutex.NewElection(ldb, election, cfg)
+	if err != nil {
+		stop()
+		return "", err
+	}
+	candidateE, err := gormmutex.NewElection(cdb, election, cfg)
+	if err != nil {
+		stop()
+		return "", err
+	}
 	wg.Go(func() {
-		_ = gormmutex.NewElection(ldb, election, cfg).Run(rctx, func(ctx context.Context) error {
+		_ = leaderE.Run(rctx, func(ctx context.Context) error {
 			close(leading)
 			<-ctx.Done()
 			return nil
@@ -204,7 +214,7 @@ func measure(ctx context.Context, name, dsn string, ttl, window time.Duration, k
 		return "", fmt.Errorf("no leader within 30 s")
 	}
 	wg.Go(func() {
-		_ = gormmutex.NewElection(cdb, election, cfg).Run(rctx, func(ctx context.Context) error { return nil })
+		_ = candidateE.Run(rctx, func(ctx context.Context) error { return nil })
 	})
 	time.Sleep(ttl) // past the first purge and the candidate's first attempts
 	lt.set(true)
@@ -337,7 +347,11 @@ func child() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	e := gormmutex.NewElection(db, os.Getenv("ELECT_NAME"), gormmutex.Config{TTL: &ttl, Logger: quiet})
+	e, err := gormmutex.NewElection(db, os.Getenv("ELECT_NAME"), gormmutex.Config{TTL: &ttl, Logger: quiet})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	err = e.Run(context.Background(), func(ctx context.Context) error {
 		fmt.Printf("lead %d\n", time.Now().UnixNano())
 		<-ctx.Done()

@@ -492,7 +492,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stderr: stderr,
 	}
 	if cmd.name != "run" {
-		e.locker = gormmutex.New(db, gormmutex.Config{})
+		if e.locker, err = gormmutex.New(db, gormmutex.Config{}); err != nil {
+			return fail(err)
+		}
 	}
 	if err := cmd.run(ctx, e, rest); err != nil {
 		var f *failure

@@ -106,7 +106,7 @@ func sharedPool(tb *testdb.Backend) (*gorm.DB, error) {
 		}
 		ctx := context.Background()
 		var lk *gormmutex.Lock
-		lk, p.err = gormmutex.New(p.db, gormmutex.Config{}).Acquire(ctx, fmt.Sprintf("cli-test-warmup/%d/%d", os.Getpid(), time.Now().UnixNano()))
+		lk, p.err = testdb.Must(gormmutex.New(p.db, gormmutex.Config{})).Acquire(ctx, fmt.Sprintf("cli-test-warmup/%d/%d", os.Getpid(), time.Now().UnixNano()))
 		if p.err == nil {
 			p.err = lk.Release(ctx)
 		}
@@ -250,7 +250,7 @@ func storedHolder(t *testing.T) string {
 // it when the test ends, whatever became of it.
 func (b *backend) acquire(t *testing.T, id string, ttl *time.Duration) *gormmutex.Lock {
 	t.Helper()
-	l := gormmutex.New(b.db, gormmutex.Config{TTL: ttl, Holder: holder(t)})
+	l := testdb.Must(gormmutex.New(b.db, gormmutex.Config{TTL: ttl, Holder: holder(t)}))
 	lk, err := l.Acquire(context.Background(), id)
 	require.NoError(t, err, "Acquire(%q)", id)
 	t.Cleanup(func() { _ = l.ForceRelease(context.Background(), id) })
@@ -276,7 +276,7 @@ func (b *backend) rowExists(t *testing.T, id string) bool {
 // live returns the live lock id as List sees it, and whether there is one.
 func (b *backend) live(t *testing.T, id string) (gormmutex.DBMutex, bool) {
 	t.Helper()
-	rows, err := gormmutex.New(b.db, gormmutex.Config{}).List(context.Background())
+	rows, err := testdb.Must(gormmutex.New(b.db, gormmutex.Config{})).List(context.Background())
 	require.NoError(t, err, "List")
 	for _, r := range rows {
 		if r.LockID == id {
@@ -529,7 +529,7 @@ func TestRelease(t *testing.T) {
 		want(t, r, 0, "release")
 		assert.Contains(t, r.stdout, strconv.Quote(id), "release output should name the lock")
 		// The lock is free, and its evicted holder finds out.
-		other := gormmutex.New(b.db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute), Holder: holder(t)})
+		other := testdb.Must(gormmutex.New(b.db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute), Holder: holder(t)}))
 		lk2, err := other.Acquire(context.Background(), id)
 		require.NoError(t, err, "Acquire after release")
 		assert.ErrorIs(t, lk.Release(context.Background()), gormmutex.ErrTimeout, "evicted holder's Release")

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
 // The run tests start real gormmutex processes running real shell
@@ -251,7 +252,7 @@ touch "$1"; wait`, ready, got, child)...)...)
 func TestRunLostLease(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, b *backend) {
-		locker := gormmutex.New(b.db, gormmutex.Config{})
+		locker := testdb.Must(gormmutex.New(b.db, gormmutex.Config{}))
 		for _, c := range []struct {
 			name   string
 			flags  []string
@@ -356,7 +357,7 @@ func TestRunMinHold(t *testing.T) {
 		want(t, b.run(t, "run", id, "--", "true"), 1, "run within the first's -min-hold")
 		_, ok := b.live(t, id)
 		assert.True(t, ok, "list should show the lock kept by -min-hold")
-		require.NoError(t, gormmutex.New(b.db, gormmutex.Config{}).ForceRelease(context.Background(), id))
+		require.NoError(t, testdb.Must(gormmutex.New(b.db, gormmutex.Config{})).ForceRelease(context.Background(), id))
 	})
 }
 

@@ -51,8 +51,11 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	ttl := ro.ttl
 	// The library's log lines (renewal retries, the lost lease) would only
 	// repeat what run reports itself, and break -json's one object.
-	l := gormmutex.New(e.db, gormmutex.Config{TTL: &ttl, Wait: ro.wait, MinHold: ro.minHold,
+	l, err := gormmutex.New(e.db, gormmutex.Config{TTL: &ttl, Wait: ro.wait, MinHold: ro.minHold,
 		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fail(exitRunFailed, "error", err)
+	}
 	lk, err := acquire(ctx, l, id, sigs)
 	var sig *interrupted
 	switch {

@@ -78,7 +78,14 @@ func run(dsn string) error {
 	ctx := context.Background()
 	cfg := gormmutex.DefaultConfig()
 	cfg.Wait = 10 * time.Second
-	holder, waiter := gormmutex.New(db, cfg), gormmutex.New(other, cfg)
+	holder, err := gormmutex.New(db, cfg)
+	if err != nil {
+		return err
+	}
+	waiter, err := gormmutex.New(other, cfg)
+	if err != nil {
+		return err
+	}
 
 	lk, err := holder.Acquire(ctx, lockID)
 	if err != nil {

@@ -55,12 +55,15 @@ func (DeployTask) TableName() string { return "deployonce_example_tasks_" + suff
 // runOnce runs task unless a replica has already run it, and reports who
 // did. Create the marker table at start-up, before this (see main).
 func runOnce(ctx context.Context, db *gorm.DB, name, replica string, task func(ctx context.Context) error) (doneBy string, err error) {
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:       gormmutex.Duration(time.Minute),
 		KeepAlive: true,             // the task may take longer than the TTL
 		Wait:      10 * time.Minute, // replicas starting together wait for the first
 		Holder:    replica,
 	})
+	if err != nil {
+		return "", err
+	}
 	err = locker.Do(ctx, "deploy-task/"+name, func(ctx context.Context) error {
 		var done DeployTask
 		err := db.WithContext(ctx).Where("name = ?", name).Take(&done).Error

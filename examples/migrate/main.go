@@ -58,11 +58,14 @@ func migrate(ctx context.Context, db *gorm.DB) (created bool, err error) {
 	if err := gormmutex.AutoMigrate(db); err != nil {
 		return false, err
 	}
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:       gormmutex.Duration(time.Minute), // renewed while migrating, so a long migration keeps it
 		KeepAlive: true,                            // a crashed replica frees it within a minute
 		Wait:      5 * time.Minute,                 // the others wait for the first, then find nothing to do
 	})
+	if err != nil {
+		return false, err
+	}
 	err = locker.Do(ctx, "schema-migration/"+suffix, func(ctx context.Context) error {
 		created = !db.Migrator().HasTable(&Order{})
 		return db.WithContext(ctx).AutoMigrate(&Customer{}, &Order{})

@@ -237,11 +237,14 @@ func worker(args []string) error {
 
 	// MinHold keeps each tick's lock taken for most of the interval after
 	// the winner's short job has finished, so no late worker runs it again.
-	locker := gormmutex.New(db, gormmutex.Config{
+	locker, err := gormmutex.New(db, gormmutex.Config{
 		TTL:     gormmutex.Duration(time.Minute),
 		MinHold: *interval / 2,
 		Holder:  fmt.Sprintf("nonoverlapping worker %d", *id),
 	})
+	if err != nil {
+		return err
+	}
 	for t := 1; t <= *ticks; t++ {
 		time.Sleep(time.Until(first.Add(time.Duration(t-1) * *interval)))
 		lockID := fmt.Sprintf("nightly-report/%s/%d", *runID, t)
@@ -254,7 +257,10 @@ func worker(args []string) error {
 
 	// The last round: a job that takes longer than its lock's TTL, without
 	// KeepAlive to renew it.
-	overrun := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(overrunTTL)})
+	overrun, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(overrunTTL)})
+	if err != nil {
+		return err
+	}
 	time.Sleep(time.Until(first.Add(time.Duration(*ticks) * *interval)))
 	err = overrun.Do(ctx, "nightly-report/"+*runID+"/overrun", func(ctx context.Context) error {
 		time.Sleep(overrunJob)

@@ -47,7 +47,10 @@ func main() {
 	if err := gormmutex.AutoMigrate(db); err != nil {
 		log.Fatal(err)
 	}
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute)})
+	locker, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute)})
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	// Every goroutine that calls Do is counted, and main waits for them.
 	var inFlight sync.WaitGroup
@@ -62,7 +65,10 @@ func main() {
 	inFlight.Wait() // every Do has returned: its lock is released
 
 	// Another process could take the lock now, without waiting for a TTL.
-	other := gormmutex.New(db, gormmutex.DefaultConfig())
+	other, err := gormmutex.New(db, gormmutex.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
 	lk, err := other.Acquire(context.Background(), *lockID)
 	if err != nil {
 		log.Fatalf("main: the lock is still held: %v", err)

@@ -120,3 +120,13 @@ func envOr(key, def string) string {
 	}
 	return def
 }
+
+// Must returns v, and panics on err: for a constructor that a test or a
+// helper process gives a valid configuration, where a failure is a bug in
+// the test.
+func Must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/internal/topology"
 	"github.com/gormmutex/gormmutex/topology/scenario"
 	"github.com/stretchr/testify/assert"
@@ -75,8 +76,8 @@ func TestDBResolverSendsLockStatementsToSource(t *testing.T) {
 	ctx := context.Background()
 	const id = "topo-dbresolver"
 	cfg := gormmutex.Config{TTL: gormmutex.Duration(30 * time.Second)}
-	locker := gormmutex.New(db, cfg)
-	onPrimary := gormmutex.New(direct, cfg)
+	locker := testdb.Must(gormmutex.New(db, cfg))
+	onPrimary := testdb.Must(gormmutex.New(direct, cfg))
 
 	lk, err := locker.Acquire(ctx, id)
 	require.NoError(t, err)
@@ -113,7 +114,7 @@ type acked struct {
 func trial(t *testing.T, pair *topology.Pair, n int) (all, lost []acked, maxTok, next int64, promote time.Duration) {
 	t.Helper()
 	db := scenario.Postgres(t, pair.Primary.DSN(""), 8)
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute)})
+	locker := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(10 * time.Minute)}))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var crashed atomic.Bool
@@ -144,7 +145,7 @@ func trial(t *testing.T, pair *topology.Pair, n int) (all, lost []acked, maxTok,
 	require.NoError(t, err)
 	wg.Wait()
 
-	promoted := gormmutex.New(scenario.Postgres(t, pair.Standby.DSN(""), 2), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
+	promoted := testdb.Must(gormmutex.New(scenario.Postgres(t, pair.Standby.DSN(""), 2), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}))
 	ctx := context.Background()
 	rows, err := promoted.List(ctx)
 	require.NoError(t, err)
@@ -224,7 +225,7 @@ func TestMultiHostAcquireRetriesThroughFailover(t *testing.T) {
 	pair := startPair(t, false)
 	db := scenario.Postgres(t, pair.MultiHostDSN(""), 4)
 	require.NoError(t, gormmutex.AutoMigrate(db))
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
+	locker := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}))
 	ctx := context.Background()
 	// Leave idle connections to the primary in the pool.
 	lk, err := locker.Acquire(ctx, "topo-multihost-warm")
@@ -259,7 +260,7 @@ func TestMultiHostAcquireRetriesThroughFailover(t *testing.T) {
 func historyLockers(open func() *gorm.DB, ttl time.Duration) []*gormmutex.Locker {
 	var ls []*gormmutex.Locker
 	for i := 0; i < 6; i++ {
-		ls = append(ls, gormmutex.New(open(), gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond}))
+		ls = append(ls, testdb.Must(gormmutex.New(open(), gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond})))
 	}
 	return ls
 }
@@ -320,7 +321,7 @@ func TestKeepAliveCancelsByLeaseEstimate(t *testing.T) {
 	pair := startPair(t, false)
 	db := scenario.Postgres(t, pair.MultiHostDSN(""), 4)
 	require.NoError(t, gormmutex.AutoMigrate(db))
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(2 * time.Second), KeepAlive: true})
+	locker := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(2 * time.Second), KeepAlive: true}))
 
 	type seen struct {
 		cancelled, estimate time.Time

@@ -83,8 +83,8 @@ func node(t *testing.T, i int) *gorm.DB {
 // go test -run TestReleaseFreesOnEveryNode ./galera
 func TestReleaseFreesOnEveryNode(t *testing.T) {
 	cfg := gormmutex.Config{TTL: gormmutex.Duration(60 * time.Second)}
-	n1 := gormmutex.New(node(t, 0), cfg)
-	n2 := gormmutex.New(node(t, 1), cfg)
+	n1 := testdb.Must(gormmutex.New(node(t, 0), cfg))
+	n2 := testdb.Must(gormmutex.New(node(t, 1), cfg))
 	ctx := context.Background()
 	const id = "topo-galera-release"
 
@@ -125,8 +125,8 @@ func TestContentionAcrossNodes(t *testing.T) {
 	locked := make([]atomic.Int64, 6)
 	stop := time.Now().Add(10 * time.Second)
 	for p := 0; p < 6; p++ {
-		locker := gormmutex.New(scenario.MySQL(t, g.Nodes[p%3].DSN(), 4), gormmutex.Config{
-			TTL: gormmutex.Duration(30 * time.Second), Wait: 2 * time.Second})
+		locker := testdb.Must(gormmutex.New(scenario.MySQL(t, g.Nodes[p%3].DSN(), 4), gormmutex.Config{
+			TTL: gormmutex.Duration(30 * time.Second), Wait: 2 * time.Second}))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -171,7 +171,7 @@ func TestContentionAcrossNodes(t *testing.T) {
 func TestTakeoverRaceAcrossNodes(t *testing.T) {
 	var lockers []*gormmutex.Locker
 	for i := 0; i < 3; i++ {
-		lockers = append(lockers, gormmutex.New(node(t, i), gormmutex.Config{TTL: gormmutex.Duration(time.Second)}))
+		lockers = append(lockers, testdb.Must(gormmutex.New(node(t, i), gormmutex.Config{TTL: gormmutex.Duration(time.Second)})))
 	}
 	race := func(id string) (winners []*gormmutex.Lock, winnerNodes []int, err error) {
 		var mu sync.Mutex
@@ -231,9 +231,9 @@ func TestKilledNodeLockFreesAtExpiry(t *testing.T) {
 	const ttl = 12 * time.Second // longer than the ~6 s eviction stall
 	const id = "topo-galera-killed"
 	ctx := context.Background()
-	n3 := gormmutex.New(node(t, 2), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
-	n1 := gormmutex.New(node(t, 0), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
-	n2 := gormmutex.New(node(t, 1), gormmutex.Config{TTL: gormmutex.Duration(ttl)})
+	n3 := testdb.Must(gormmutex.New(node(t, 2), gormmutex.Config{TTL: gormmutex.Duration(ttl)}))
+	n1 := testdb.Must(gormmutex.New(node(t, 0), gormmutex.Config{TTL: gormmutex.Duration(ttl)}))
+	n2 := testdb.Must(gormmutex.New(node(t, 1), gormmutex.Config{TTL: gormmutex.Duration(ttl)}))
 
 	lk, err := n3.Acquire(ctx, id)
 	require.NoError(t, err)
@@ -332,7 +332,7 @@ func TestAutoMigrateWithoutDDLPrivileges(t *testing.T) {
 		dsn := fmt.Sprintf("topo_app@tcp(127.0.0.1:%d)/test?parseTime=true&interpolateParams=true", nd.Port)
 		db := scenario.MySQL(t, dsn, 4)
 		assert.NoError(t, gormmutex.AutoMigrate(db), "node %d", i+1)
-		l := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)})
+		l := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}))
 		lk, err := l.Acquire(context.Background(), fmt.Sprintf("topo-galera-app-%d", i))
 		if assert.NoError(t, err, "node %d", i+1) {
 			assert.NoError(t, lk.Release(context.Background()), "node %d", i+1)
@@ -346,8 +346,8 @@ func TestAutoMigrateWithoutDDLPrivileges(t *testing.T) {
 // increase.
 func TestFailedAttemptsBurnTokens(t *testing.T) {
 	cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}
-	n1 := gormmutex.New(node(t, 0), cfg)
-	n2 := gormmutex.New(node(t, 1), cfg)
+	n1 := testdb.Must(gormmutex.New(node(t, 0), cfg))
+	n2 := testdb.Must(gormmutex.New(node(t, 1), cfg))
 	ctx := context.Background()
 	const id = "topo-galera-burn"
 	lk, err := n1.Acquire(ctx, id)
@@ -375,8 +375,8 @@ func TestHistoryGalera(t *testing.T) {
 	h := &scenario.History{TTL: time.Second}
 	var lockers []*gormmutex.Locker
 	for p := 0; p < 6; p++ {
-		lockers = append(lockers, gormmutex.New(scenario.MySQL(t, g.Nodes[p%3].DSN(), 3),
-			gormmutex.Config{TTL: gormmutex.Duration(h.TTL), Wait: 500 * time.Millisecond}))
+		lockers = append(lockers, testdb.Must(gormmutex.New(scenario.MySQL(t, g.Nodes[p%3].DSN(), 3),
+			gormmutex.Config{TTL: gormmutex.Duration(h.TTL), Wait: 500 * time.Millisecond})))
 	}
 	errs := scenario.Workload(lockers, "topo-galera-history", h, 5*time.Second)
 	t.Logf("history on Galera: %d holdings, %d errors", h.Len(), errs)
@@ -410,8 +410,8 @@ func TestHistoryMariaDBDirect(t *testing.T) {
 	h := &scenario.History{TTL: time.Second}
 	var lockers []*gormmutex.Locker
 	for p := 0; p < 6; p++ {
-		lockers = append(lockers, gormmutex.New(scenario.MySQL(t, dsn, 3),
-			gormmutex.Config{TTL: gormmutex.Duration(h.TTL), Wait: 500 * time.Millisecond}))
+		lockers = append(lockers, testdb.Must(gormmutex.New(scenario.MySQL(t, dsn, 3),
+			gormmutex.Config{TTL: gormmutex.Duration(h.TTL), Wait: 500 * time.Millisecond})))
 	}
 	errs := scenario.Workload(lockers, fmt.Sprintf("topo-history-mariadb-%d", time.Now().UnixNano()), h, 5*time.Second)
 	t.Logf("history on MariaDB: %d holdings, %d errors", h.Len(), errs)

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/internal/topology"
 	"github.com/gormmutex/gormmutex/topology/scenario"
 	"github.com/stretchr/testify/assert"
@@ -95,8 +96,8 @@ func contend(t *testing.T, dsn, lockID string, pools int, d time.Duration) *scen
 	var wg sync.WaitGroup
 	stop := time.Now().Add(d)
 	for p := 0; p < pools; p++ {
-		locker := gormmutex.New(scenario.Postgres(t, dsn, 2), gormmutex.Config{
-			TTL: gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second})
+		locker := testdb.Must(gormmutex.New(scenario.Postgres(t, dsn, 2), gormmutex.Config{
+			TTL: gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second}))
 		for w := 0; w < 2; w++ {
 			wg.Add(1)
 			go func() {
@@ -142,8 +143,8 @@ func TestTransactionPoolingDefaultQueryMode(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := time.Now().Add(3 * time.Second)
 	for p := 0; p < 4; p++ {
-		locker := gormmutex.New(scenario.Postgres(t, txPool.DSN(""), 2), gormmutex.Config{
-			TTL: gormmutex.Duration(2 * time.Second), Wait: 5 * time.Second})
+		locker := testdb.Must(gormmutex.New(scenario.Postgres(t, txPool.DSN(""), 2), gormmutex.Config{
+			TTL: gormmutex.Duration(2 * time.Second), Wait: 5 * time.Second}))
 		for w := 0; w < 2; w++ {
 			wg.Add(1)
 			go func() {
@@ -260,9 +261,9 @@ func handoff(t *testing.T, dsn, lockID string, pools, n int, txPooling bool) []t
 	for p := 0; p < pools; p++ {
 		// Four connections: gormmutex keeps one of them LISTENing while
 		// waiters wait, and does not with fewer than three.
-		locker := gormmutex.New(scenario.Postgres(t, dsn, 4), gormmutex.Config{
+		locker := testdb.Must(gormmutex.New(scenario.Postgres(t, dsn, 4), gormmutex.Config{
 			TransactionPooling: txPooling,
-			TTL:                gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second})
+			TTL:                gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second}))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/internal/topology"
 	"github.com/gormmutex/gormmutex/topology/scenario"
 	"github.com/stretchr/testify/assert"
@@ -36,8 +37,8 @@ func TestPostgres18Exclusion(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := time.Now().Add(3 * time.Second)
 	for p := 0; p < 6; p++ {
-		locker := gormmutex.New(scenario.Postgres(t, pg.DSN(""), 4), gormmutex.Config{
-			TTL: gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second})
+		locker := testdb.Must(gormmutex.New(scenario.Postgres(t, pg.DSN(""), 4), gormmutex.Config{
+			TTL: gormmutex.Duration(30 * time.Second), Wait: 10 * time.Second}))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -75,7 +75,10 @@ func worker(name string) error {
 	if err != nil {
 		return err
 	}
-	locker := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond})
+	locker, err := gormmutex.New(db, gormmutex.Config{TTL: gormmutex.Duration(ttl), Wait: 500 * time.Millisecond})
+	if err != nil {
+		return err
+	}
 	id := os.Getenv(workerLock)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -117,7 +117,11 @@ func run(dsn string, n, ticks int, minHold, skew time.Duration) error {
 		defer closeDB(db)
 		c := cfg
 		c.Holder = names[i] // shown in the lock table's holder column
-		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(gocronlock.New(db, c)))
+		locker, err := gocronlock.New(db, c)
+		if err != nil {
+			return err
+		}
+		s, err := gocron.NewScheduler(gocron.WithDistributedLocker(locker))
 		if err != nil {
 			return err
 		}

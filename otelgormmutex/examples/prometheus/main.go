@@ -78,7 +78,10 @@ func run(ctx context.Context, addr, file string) error {
 	cfg := gormmutex.DefaultConfig()
 	cfg.KeepAlive = true
 	cfg.Observer = obs
-	locker := gormmutex.New(db, cfg)
+	locker, err := gormmutex.New(db, cfg)
+	if err != nil {
+		return err
+	}
 	tick := time.NewTicker(3 * time.Second)
 	defer tick.Stop()
 	for {

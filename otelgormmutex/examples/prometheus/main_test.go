@@ -48,7 +48,7 @@ func TestScrape(t *testing.T) {
 
 		cfg := gormmutex.DefaultConfig()
 		cfg.Observer = obs
-		locker := gormmutex.New(b.Pool(t), cfg)
+		locker := testdb.Must(gormmutex.New(b.Pool(t), cfg))
 		suffix := "/" + testdb.LockID(t)
 
 		// A few locks: series named "invoice" by the default lock name.
@@ -59,10 +59,10 @@ func TestScrape(t *testing.T) {
 		// A takeover: a one-second lease overrun, taken over, released late.
 		short := cfg
 		short.TTL = gormmutex.Duration(time.Second)
-		late, err := gormmutex.New(b.Pool(t), short).Acquire(ctx, "report"+suffix)
+		late, err := testdb.Must(gormmutex.New(b.Pool(t), short)).Acquire(ctx, "report"+suffix)
 		require.NoError(t, err)
 		time.Sleep(1500 * time.Millisecond)
-		next, err := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()).Acquire(ctx, "report"+suffix)
+		next, err := testdb.Must(gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())).Acquire(ctx, "report"+suffix)
 		require.NoError(t, err)
 		require.ErrorIs(t, late.Release(ctx), gormmutex.ErrTimeout)
 		require.NoError(t, next.Release(ctx))
@@ -70,8 +70,8 @@ func TestScrape(t *testing.T) {
 		// A lost lease: a KeepAlive holder whose lock an operator frees.
 		keep := short
 		keep.KeepAlive = true
-		admin := gormmutex.New(b.Pool(t), gormmutex.DefaultConfig())
-		err = gormmutex.New(b.Pool(t), keep).Do(ctx, "sync"+suffix, func(ctx context.Context) error {
+		admin := testdb.Must(gormmutex.New(b.Pool(t), gormmutex.DefaultConfig()))
+		err = testdb.Must(gormmutex.New(b.Pool(t), keep)).Do(ctx, "sync"+suffix, func(ctx context.Context) error {
 			if err := admin.ForceRelease(ctx, "sync"+suffix); err != nil {
 				return err
 			}

@@ -88,7 +88,10 @@ func scheduler(name, path string) {
 	cfg := gormmutex.DefaultConfig()
 	cfg.TTL = gormmutex.Duration(30 * time.Second) // a killed holder blocks the job for at most this long
 	cfg.MinHold = period / 2                       // later processes do not repeat a tick that finished early
-	locker := robfigcronlock.New(db, cfg, robfigcronlock.WithLogger(cronLog))
+	locker, err := robfigcronlock.New(db, cfg, robfigcronlock.WithLogger(cronLog))
+	if err != nil {
+		panic(err)
+	}
 
 	c := cron.New(cron.WithLogger(cronLog), cron.WithChain(cron.Recover(cronLog)))
 	job := robfigcronlock.FuncJob(func(ctx context.Context) error {

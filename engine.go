@@ -1,0 +1,98 @@
+package gormmutex
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// An engine is the machinery that [Locker], [Semaphore] and [Election]
+// share: the database's dialect and its statements (dialect.go and the
+// database's file), the statement runner (exec.go), what this process keeps
+// per connection pool (pool.go), the waker (wake.go) and the Config. Each
+// of the three asks it for locks with an explicit [request] (acquire.go);
+// none of them configures another.
+type engine struct {
+	db    *gorm.DB         // a clean session on the caller's handle; never modified
+	pool  gorm.ConnPool    // db's connection pool, which the lock statements use directly
+	state *poolState       // what this process keeps for the pool (pool.go); nil without a *sql.DB
+	log   logger.Interface // db's logger, quiet about retried conflicts
+	cfg   Config
+	d     *dialect // the database's dialect; a variant may replace it per pool (dialectOn)
+	// holder is what the rows of this engine's locks say of their holder.
+	holder string
+	// stmts are the statements prepared on the pool, where the dialect
+	// prepares and the pool is a plain *sql.DB; nil otherwise.
+	stmts *prepared
+}
+
+// newEngine checks db and cfg and returns the engine for them. It does not
+// touch the database.
+func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
+	d, err := dialectFor(db)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := db.Statement.ConnPool.(gorm.TxCommitter); ok {
+		return nil, ErrInTransaction
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.AsyncCommit && !d.asyncCommit() {
+		return nil, fmt.Errorf("%w: AsyncCommit is for PostgreSQL only, not %s", ErrInvalidConfig, d.name)
+	}
+	e := &engine{cfg: cfg, d: d}
+	e.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
+	e.pool = e.db.Statement.ConnPool
+	if pool, ok := e.pool.(*sql.DB); ok {
+		e.state = stateOf(pool)
+		if d.prepare {
+			e.stmts = e.state.statements()
+		}
+	}
+	// Conflicts that retry absorbs are not errors the application should
+	// see in its GORM log.
+	e.log = quietTransient{e.db.Logger, d}
+	e.db.Logger = e.log
+	e.holder = holderOf(cfg.Holder)
+	return e, nil
+}
+
+// with returns a copy of e that uses cfg, on the same database and pool.
+func (e *engine) with(cfg Config) *engine {
+	c := *e
+	c.cfg = cfg
+	c.holder = holderOf(cfg.Holder)
+	return &c
+}
+
+// dialectOn returns the dialect for the engine's pool: the database's, or
+// the variant that the database's variant check found on this pool (a
+// Galera cluster, say), checked once per pool and process; for an
+// announcing request (an election's), its announcing copy where it has one.
+func (e *engine) dialectOn(ctx context.Context, announce bool) (*dialect, error) {
+	d := e.d
+	if d.variant != nil && e.state != nil {
+		var err error
+		if d, err = e.state.variant(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	if announce && d.announcing != nil {
+		d = d.announcing
+	}
+	return d, nil
+}
+
+// logger returns Config.Logger, or slog.Default().
+func (e *engine) logger() *slog.Logger {
+	if e.cfg.Logger != nil {
+		return e.cfg.Logger
+	}
+	return slog.Default()
+}
