@@ -3,8 +3,11 @@ package gormmutex
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/gormmutex/gormmutex/observe"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Waiting for a held lock starts at waitMin between attempts and doubles up
@@ -63,6 +66,21 @@ func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
 	return l.acquireObserved(ctx, l.lockRequest(lockID))
 }
 
+// acquireObserved is acquire, reported to Config.Observer if there is one.
+func (e *engine) acquireObserved(ctx context.Context, r request) (*Lock, error) {
+	obs := e.cfg.Observer
+	if obs == nil {
+		return e.acquire(ctx, r)
+	}
+	t := time.Now()
+	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: r.info, Wait: r.wait}}
+	ctx = obs.AcquireStarted(ctx, st.start)
+	r.st = &st
+	lk, err := e.acquire(ctx, r)
+	st.done(ctx, t, lk, err)
+	return lk, err
+}
+
 // acquire takes the lock that r asks for.
 func (e *engine) acquire(ctx context.Context, r request) (*Lock, error) {
 	if err := ValidateLockID(r.lockID); err != nil {
@@ -117,6 +135,21 @@ func (e *engine) acquire(ctx context.Context, r request) (*Lock, error) {
 	}
 }
 
+// ValidateLockID reports whether id can name a lock: 1 to [MaxLockIDLen]
+// bytes of valid UTF-8 without NUL (PostgreSQL cannot store NUL in text).
+// The error matches [ErrInvalidLockID]. Every method that takes a lock id
+// applies it before any SQL runs; call it to check ids up front.
+func ValidateLockID(id string) error {
+	if id == "" || len(id) > MaxLockIDLen || !validText(id) {
+		return fmt.Errorf("%w: want 1 to %d bytes of UTF-8 without NUL, got %d bytes", ErrInvalidLockID, MaxLockIDLen, len(id))
+	}
+	return nil
+}
+
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
 // held returns err, or where it is ErrLocked and r asks for it, a HeldError
 // that says who holds the lock, read with one more statement (best effort).
 func (e *engine) held(ctx context.Context, err error, r request) error {
@@ -161,6 +194,21 @@ func (e *engine) tryAcquire(ctx context.Context, d *dialect, r request, waiting 
 		return nil, err
 	}
 	return lk, nil
+}
+
+// acquireStatement returns the insert for a caller that will wait or not,
+// with an asynchronous commit or not.
+func (d *dialect) acquireStatement(waiting, async bool) string {
+	waiting = waiting && d.wake != nil
+	switch {
+	case waiting && async:
+		return d.insertWaitingAsync
+	case waiting:
+		return d.insertWaiting
+	case async:
+		return d.insertAsync
+	}
+	return d.insert
 }
 
 // insert runs the dialect's insert, which also takes a free row of the

@@ -134,21 +134,6 @@ type dialect struct {
 // asyncCommit says the database supports Config.AsyncCommit.
 func (d *dialect) asyncCommit() bool { return d.insertAsync != "" }
 
-// acquireStatement returns the insert for a caller that will wait or not,
-// with an asynchronous commit or not.
-func (d *dialect) acquireStatement(waiting, async bool) string {
-	waiting = waiting && d.wake != nil
-	switch {
-	case waiting && async:
-		return d.insertWaitingAsync
-	case waiting:
-		return d.insertWaiting
-	case async:
-		return d.insertAsync
-	}
-	return d.insert
-}
-
 // explainErr applies the dialect's explain, if any.
 func (d *dialect) explainErr(err error) error {
 	if err == nil || d.explain == nil {

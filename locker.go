@@ -148,21 +148,6 @@ func FromContext(ctx context.Context) (*Lock, bool) {
 	return lk, ok
 }
 
-// ValidateLockID reports whether id can name a lock: 1 to [MaxLockIDLen]
-// bytes of valid UTF-8 without NUL (PostgreSQL cannot store NUL in text).
-// The error matches [ErrInvalidLockID]. Every method that takes a lock id
-// applies it before any SQL runs; call it to check ids up front.
-func ValidateLockID(id string) error {
-	if id == "" || len(id) > MaxLockIDLen || !validText(id) {
-		return fmt.Errorf("%w: want 1 to %d bytes of UTF-8 without NUL, got %d bytes", ErrInvalidLockID, MaxLockIDLen, len(id))
-	}
-	return nil
-}
-
-func validText(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
-}
-
 // defaultHolder is "hostname:pid", cut to fit the holder column.
 var defaultHolder = sync.OnceValue(func() string {
 	host, err := os.Hostname()

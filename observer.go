@@ -97,21 +97,6 @@ func (st *acquireStats) waiting(ctx context.Context) {
 	}
 }
 
-// acquireObserved is acquire, reported to Config.Observer if there is one.
-func (e *engine) acquireObserved(ctx context.Context, r request) (*Lock, error) {
-	obs := e.cfg.Observer
-	if obs == nil {
-		return e.acquire(ctx, r)
-	}
-	t := time.Now()
-	st := acquireStats{obs: obs, start: observe.AcquireStart{LockInfo: r.info, Wait: r.wait}}
-	ctx = obs.AcquireStarted(ctx, st.start)
-	r.st = &st
-	lk, err := e.acquire(ctx, r)
-	st.done(ctx, t, lk, err)
-	return lk, err
-}
-
 // done reports the acquire's end.
 func (st *acquireStats) done(ctx context.Context, start time.Time, lk *Lock, err error) {
 	e := observe.AcquireEvent{LockInfo: st.start.LockInfo, Outcome: acquireOutcome(err), Duration: time.Since(start),
