@@ -339,6 +339,14 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 	b := backoff{min: 10 * time.Millisecond, max: max(e.retryPeriod/4, 10*time.Millisecond)}
 	t := time.NewTimer(e.retryPeriod)
 	defer t.Stop()
+	defer func() {
+		// However the loss was found: here also this process's own
+		// estimate running out, while it was paused say, before any
+		// renewal tried (the lease's context ends by itself then).
+		if cause := lc.cause(); errors.Is(cause, ErrTimeout) {
+			lk.lostLease(cause, "gormmutex: leadership lost: the lease ran out before it was renewed", "election", e.name)
+		}
+	}()
 	for {
 		select {
 		case <-stop:
@@ -370,14 +378,12 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 			if !errors.Is(err, ErrTimeout) {
 				err = lockErr("lead", e.name, errors.Join(ErrTimeout, err))
 			}
-			e.logger().Warn("gormmutex: leadership lost", "election", e.name, "term", lk.Token(), "err", err)
-			lk.observeLost(err)
+			lk.lostLease(err, "gormmutex: leadership lost", "election", e.name)
 			lc.stop(err)
 			return
 		case lc.Err() != nil:
-			e.logger().Warn("gormmutex: leadership lost: the lease could not be renewed in time", "election", e.name, "term", lk.Token(), "err", err)
 			if cause := lc.cause(); errors.Is(cause, ErrTimeout) {
-				lk.observeLost(cause)
+				lk.lostLease(cause, "gormmutex: leadership lost: the lease could not be renewed in time", "election", e.name, "renewal_err", err)
 			}
 			return
 		default:

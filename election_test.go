@@ -31,6 +31,7 @@ import (
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 	"github.com/gormmutex/gormmutex/internal/testdb"
+	"github.com/gormmutex/gormmutex/observe"
 )
 
 // The election tests run on every database (see testdb.Each); on SQLite
@@ -683,6 +684,8 @@ func init() {
 //	lead TERM T0     lead was called; T0 read before its first check
 //	act TERM T1 T2   lead's context was not done at a moment between T1 and T2
 //	end TERM T TO    lead saw its context done at T; TO: the cause matches ErrTimeout
+//	lost TERM        the Observer heard that the lease of TERM was lost
+//	log TEXT         a line the library logged at WARN or above
 //
 // Times are wall-clock nanoseconds, comparable across the processes of
 // one machine.
@@ -711,7 +714,10 @@ func electionChild() int {
 		defer mu.Unlock()
 		fmt.Printf(format+"\n", args...)
 	}
-	e := testdb.Must(gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"), Logger: quietLogger},
+	warnings := slog.New(slog.NewTextHandler(lineWriter(func(line string) { emit("log %s", line) }), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	obs := lostObserver{f: func(e observe.LostEvent) { emit("lost %d", e.Token) }}
+	e := testdb.Must(gormmutex.NewElection(db, env("NAME"), gormmutex.Config{TTL: gormmutex.Duration(dur("TTL")), Holder: env("HOLDER"),
+		Logger: warnings, Observer: obs},
 		gormmutex.WithRenewDeadline(dur("RENEW")), gormmutex.WithRetryPeriod(dur("RETRY"))))
 	err = e.Run(ctx, func(ctx context.Context) error {
 		lk, _ := gormmutex.FromContext(ctx)
@@ -739,6 +745,22 @@ func electionChild() int {
 	}
 	return 0
 }
+
+// lineWriter calls itself with each line written to it.
+type lineWriter func(line string)
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	w(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// lostObserver calls f for every LeaseLost event.
+type lostObserver struct {
+	observe.Noop
+	f func(observe.LostEvent)
+}
+
+func (o lostObserver) LeaseLost(_ context.Context, e observe.LostEvent) { o.f(e) }
 
 // quietLogger drops the election's log lines (lost leaderships and failed
 // renewals are what these tests cause on purpose).
@@ -813,6 +835,8 @@ func parseElectEvent(i int, line string) electEvent {
 		ev.term, ev.t1 = num(1), num(2)
 		ev.t2 = ev.t1
 		ev.timedOut = len(f) > 3 && f[3] == "true"
+	case "lost":
+		ev.term = num(1)
 	}
 	return ev
 }
@@ -971,7 +995,29 @@ func TestElectionProcesses(t *testing.T) {
 			}
 		}
 		checkLeaderships(t, log.all)
+		checkLossesReported(t, log.all)
 	})
+}
+
+// checkLossesReported checks that every leadership that ended because its
+// lease was lost (the paused one, at least) was logged at WARN and reported
+// to the Observer once, and that no other one was.
+func checkLossesReported(t *testing.T, events []electEvent) {
+	t.Helper()
+	lost, reported, warned := 0, 0, 0
+	for _, ev := range events {
+		switch {
+		case ev.kind == "end" && ev.timedOut:
+			lost++
+		case ev.kind == "lost":
+			reported++
+		case ev.kind == "log" && strings.Contains(ev.text, "leadership lost"):
+			warned++
+		}
+	}
+	require.Positive(t, lost, "no leadership ended by a lost lease")
+	assert.Equal(t, lost, reported, "lost leases reported to the Observer")
+	assert.Equal(t, lost, warned, "lost leases logged at WARN")
 }
 
 // checkLeaderships checks that the leaderships recorded in events, each

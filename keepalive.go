@@ -47,8 +47,7 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 		once.Do(func() {
 			rcancel()
 			err = lockErr("keep-alive", lk.lockID, err)
-			l.logger().Warn("gormmutex: lock lost while held", "lock_id", lk.lockID, "err", err)
-			lk.observeLost(err)
+			lk.lostLease(err, "gormmutex: lock lost while held")
 			if lost != nil {
 				lost(err)
 			}

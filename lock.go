@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gormmutex/gormmutex/observe"
@@ -25,6 +26,9 @@ type Lock struct {
 	// unobserved says an Observer never heard of the lock as acquired, so
 	// hears nothing of its release either.
 	unobserved bool
+	// lostReported says the loss of the lease was logged and reported
+	// (lostLease): once per Lock.
+	lostReported atomic.Bool
 
 	mu       sync.Mutex // guards the fields below
 	released bool
@@ -58,10 +62,15 @@ func (lk *Lock) Release(ctx context.Context) error {
 	if lk.released {
 		return lockErr("release", lk.lockID, ErrReleased)
 	}
+	var err error
 	if obs := lk.eng.cfg.Observer; obs != nil && !lk.unobserved {
-		return lk.observeRelease(ctx, obs)
+		err = lk.observeRelease(ctx, obs)
+	} else {
+		_, err = lk.release(ctx)
 	}
-	_, err := lk.release(ctx)
+	if errors.Is(err, ErrTimeout) {
+		lk.lostLease(err, "gormmutex: lock found lost at its release")
+	}
 	return err
 }
 

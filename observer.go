@@ -135,9 +135,17 @@ func (lk *Lock) observeRefresh(ctx context.Context, obs observe.Observer) error 
 	return err
 }
 
-// observeLost reports a lease given up for lost, if l has an Observer.
-func (lk *Lock) observeLost(err error) {
-	if obs := lk.eng.cfg.Observer; obs != nil {
+// lostLease logs, at WARN, a lease given up for lost or found lost, and
+// reports it to the Observer: once per Lock, however the loss was found (a
+// renewal that found the row gone, no renewal answered in time, this
+// process's own estimate running out while it was paused, or a release
+// that found the lease lapsed). attrs are added to the log line.
+func (lk *Lock) lostLease(err error, msg string, attrs ...any) {
+	if !lk.lostReported.CompareAndSwap(false, true) {
+		return
+	}
+	lk.eng.logger().Warn(msg, append([]any{"lock_id", lk.lockID, "token", lk.token, "err", err}, attrs...)...)
+	if obs := lk.eng.cfg.Observer; obs != nil && !lk.unobserved {
 		obs.LeaseLost(context.Background(), observe.LostEvent{LockInfo: lk.info, Token: lk.token,
 			Held: time.Since(lk.acquired), Err: err})
 	}

@@ -52,9 +52,12 @@ type Observer interface {
 	// Renewed is called after every Refresh, the renewals of KeepAlive and
 	// of an election included.
 	Renewed(ctx context.Context, e RenewEvent)
-	// LeaseLost is called when a KeepAlive or an elected leader gives a
-	// held lease up for lost: a renewal found it expired or force-released,
-	// or none got through before it could run out.
+	// LeaseLost is called once for every lease lost while held, however
+	// the loss was found: a renewal (KeepAlive's or an elected leader's)
+	// found it expired or force-released, none got through before it could
+	// run out, the holder's own estimate ran out while its process was
+	// paused, or its Release found it lapsed. The same loss is logged at
+	// WARN through Config.Logger.
 	LeaseLost(ctx context.Context, e LostEvent)
 	// TakenOver is called when this process learns that a lock it held
 	// lapsed and was taken over (see [TakeoverEvent] for what is detected).
