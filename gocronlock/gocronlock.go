@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-co-op/gocron/v2"
 	"gorm.io/gorm"
@@ -33,7 +34,10 @@ var ErrNoLock = errors.New("gocronlock: task ran without a gocronlock lock")
 // shared by several schedulers and jobs of one process.
 type Locker struct {
 	m      *gormmutex.Locker
+	db     *gorm.DB
+	cfg    gormmutex.Config
 	logger *slog.Logger
+	byHold sync.Map // time.Duration -> *gormmutex.Locker with that MinHold, for TickLocker
 }
 
 // New returns a Locker that takes locks through db with cfg; pass it to
@@ -51,7 +55,19 @@ func New(db *gorm.DB, cfg gormmutex.Config) *Locker {
 		logger = slog.Default()
 	}
 	cfg.SuppressAcquisitionErrors = false
-	return &Locker{m: gormmutex.New(db, cfg), logger: logger}
+	return &Locker{m: gormmutex.New(db, cfg), db: db, cfg: cfg, logger: logger}
+}
+
+// holding returns a gormmutex.Locker with the Locker's configuration and
+// MinHold hold, made once per hold.
+func (l *Locker) holding(hold time.Duration) *gormmutex.Locker {
+	if m, ok := l.byHold.Load(hold); ok {
+		return m.(*gormmutex.Locker)
+	}
+	cfg := l.cfg
+	cfg.MinHold = hold
+	m, _ := l.byHold.LoadOrStore(hold, gormmutex.New(l.db, cfg))
+	return m.(*gormmutex.Locker)
 }
 
 // taskFuncName is the name gocron gives a job whose task is made with Task
@@ -73,10 +89,17 @@ var taskFuncName = runtime.FuncForPC(reflect.ValueOf(Task(nil)).Pointer()).Name(
 // gormmutex.FromContext, and a context cancelled when KeepAlive finds the
 // lock lost.
 func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	if key == taskFuncName {
-		return nil, &gormmutex.LockError{LockID: key, Op: "acquire", Err: fmt.Errorf(
+	return l.lock(ctx, l.m, key, key)
+}
+
+// lock takes the lock lockID with m for the job named job: Lock's body,
+// which TickLocker shares.
+func (l *Locker) lock(ctx context.Context, m *gormmutex.Locker, job, lockID string) (gocron.Lock, error) {
+	if job == taskFuncName {
+		return nil, &gormmutex.LockError{LockID: lockID, Op: "acquire", Err: fmt.Errorf(
 			"%w: a job whose task is made with gocronlock.Task needs a name (gocron.WithName)", gormmutex.ErrInvalidConfig)}
 	}
+	key := lockID
 	h := &lock{
 		jobCtx: ctx,
 		key:    key,
@@ -86,7 +109,7 @@ func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
 	}
 	started := make(chan context.Context, 1)
 	go func() {
-		h.done <- l.m.Do(ctx, key, func(runCtx context.Context) error {
+		h.done <- m.Do(ctx, key, func(runCtx context.Context) error {
 			started <- runCtx
 			select {
 			case <-h.unlock:
