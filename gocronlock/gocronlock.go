@@ -40,10 +40,12 @@ type Locker struct {
 	byHold sync.Map // time.Duration -> *gormmutex.Locker with that MinHold, for TickLocker
 }
 
-// New returns a Locker that takes locks through db with cfg; pass it to
-// gocron.WithDistributedLocker or gocron.WithDistributedJobLocker. Start
-// from gormmutex.DefaultConfig and set cfg.MinHold for short jobs, as the
-// package documentation explains; keep cfg.Wait at 0.
+// New returns a Locker that takes locks through db with cfg. For a job
+// with a schedule, pass gocron.WithDistributedJobLocker the lock per run
+// that [Locker.Ticks] makes, and set cfg.MinHold to the clock skew to
+// tolerate; the Locker itself, passed to gocron.WithDistributedLocker,
+// locks by job name only, with the limits the package documentation
+// describes. Start from gormmutex.DefaultConfig; keep cfg.Wait at 0.
 // cfg.SuppressAcquisitionErrors is ignored: a scheduler that does not get
 // the lock always skips the run. Like gormmutex.New, New does not touch the
 // database: a nil db, a db inside a transaction or an invalid cfg is
@@ -75,7 +77,10 @@ func (l *Locker) holding(hold time.Duration) *gormmutex.Locker {
 // Task is never inlined (an inlined closure is named after its caller).
 var taskFuncName = runtime.FuncForPC(reflect.ValueOf(Task(nil)).Pointer()).Name()
 
-// Lock takes the lock named key, which gocron sets to the job's name. When
+// Lock takes the lock named key, which gocron sets to the job's name, for
+// every run of the job: a run late for its tick takes it too, and with
+// MinHold can then keep the next tick from running ([Locker.Ticks] locks
+// each tick instead). When
 // another scheduler holds it, Lock returns at once (after Config.Wait, if
 // set) with an error matching gormmutex.ErrLocked, and gocron skips the run.
 // Other errors (a database that cannot be reached, an invalid key or
