@@ -49,7 +49,7 @@ type schedulerParams struct {
 	backend, dsn, job string
 	sched             int
 	skew              time.Duration // the child's clock reads real time plus skew
-	t0                time.Time     // tick k is due at t0 + k*period, by each child's own clock
+	t0                time.Time     // tick k is due at t0 + k*period, by each child's own clock; sent on stdin
 	period, minHold   time.Duration
 	ticks             int
 }
@@ -59,7 +59,7 @@ func (p schedulerParams) env() []string {
 		schedulerEnv + "=1",
 		"SCHED_BACKEND=" + p.backend, "SCHED_DSN=" + p.dsn, "SCHED_JOB=" + p.job,
 		"SCHED_INDEX=" + strconv.Itoa(p.sched), "SCHED_SKEW=" + p.skew.String(),
-		"SCHED_T0=" + strconv.FormatInt(p.t0.UnixNano(), 10), "SCHED_PERIOD=" + p.period.String(),
+		"SCHED_PERIOD=" + p.period.String(),
 		"SCHED_MINHOLD=" + p.minHold.String(), "SCHED_TICKS=" + strconv.Itoa(p.ticks),
 	}
 }
@@ -85,18 +85,15 @@ func paramsFromEnv() (schedulerParams, error) {
 	}
 	p.sched, p.ticks = atoi("SCHED_INDEX"), atoi("SCHED_TICKS")
 	p.skew, p.period, p.minHold = dur("SCHED_SKEW"), dur("SCHED_PERIOD"), dur("SCHED_MINHOLD")
-	t0, e := strconv.ParseInt(get("SCHED_T0"), 10, 64)
-	if e != nil && err == nil {
-		err = e
-	}
-	p.t0 = time.Unix(0, t0)
 	return p, err
 }
 
 // schedulerMain is the child: a gocron scheduler whose clock is skewed,
 // running one short job every period from t0 (by its clock) for the given
 // number of ticks, through gocronlock on the database. Each run records
-// itself in tickRun. It prints "ready" once the scheduler has started, a
+// itself in tickRun. It prints "waiting" when it is ready to schedule the
+// job, reads t0 (Unix nanoseconds) from stdin, prints "ready" once the
+// scheduler has started, a
 // "lock" line for every Lock call, and exits after its last tick.
 func schedulerMain() int {
 	p, err := paramsFromEnv()
@@ -133,6 +130,13 @@ func schedulerMain() int {
 		defer out.Unlock()
 		fmt.Printf("lock tick %d at %d ms: %s\n", tickOf(clock.Now()), time.Since(p.t0).Milliseconds(), s)
 	}}
+	fmt.Println("waiting")
+	var t0 int64
+	if _, err := fmt.Scan(&t0); err != nil {
+		fmt.Println("error reading t0:", err)
+		return 1
+	}
+	p.t0 = time.Unix(0, t0)
 	s, err := gocron.NewScheduler(gocron.WithClock(clock))
 	if err != nil {
 		fmt.Println("error", err)
@@ -193,11 +197,13 @@ func (pl printingLocker) Lock(ctx context.Context, key string) (gocron.Lock, err
 
 // schedulerChild is a running child and the lines it printed.
 type schedulerChild struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	ready chan struct{}
-	exit  chan struct{} // closed when stdout is at its end
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	lines   []string
+	stdin   io.WriteCloser
+	waiting chan struct{}
+	ready   chan struct{}
+	exit    chan struct{} // closed when stdout is at its end
 }
 
 func startScheduler(t *testing.T, p schedulerParams) *schedulerChild {
@@ -206,9 +212,11 @@ func startScheduler(t *testing.T, p schedulerParams) *schedulerChild {
 	cmd.Env = append(os.Environ(), p.env()...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
 	cmd.Stderr = testdb.LogWriter(t)
 	require.NoError(t, cmd.Start())
-	c := &schedulerChild{cmd: cmd, ready: make(chan struct{}), exit: make(chan struct{})}
+	c := &schedulerChild{cmd: cmd, stdin: stdin, waiting: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
 	go func() {
 		defer close(c.exit)
 		s := bufio.NewScanner(out)
@@ -217,7 +225,10 @@ func startScheduler(t *testing.T, p schedulerParams) *schedulerChild {
 			c.mu.Lock()
 			c.lines = append(c.lines, line)
 			c.mu.Unlock()
-			if line == "ready" {
+			switch line {
+			case "waiting":
+				close(c.waiting)
+			case "ready":
 				close(c.ready)
 			}
 		}
@@ -269,22 +280,35 @@ func TestPausedScheduler(t *testing.T) {
 		require.NoError(t, db.AutoMigrate(&tickRun{}), "AutoMigrate of the runs table")
 		job := uniqueKey(t)
 
-		// Three seconds to start the children, on a busy machine.
-		t0 := time.Now().Truncate(period).Add(4 * period)
 		children := make([]*schedulerChild, len(skews))
 		for i, skew := range skews {
 			children[i] = startScheduler(t, schedulerParams{
 				backend: b.Name, dsn: b.NextDSN(), job: job, sched: i, skew: skew,
-				t0: t0, period: period, minHold: period / 2, ticks: ticks,
+				period: period, minHold: period / 2, ticks: ticks,
 			})
+		}
+		for i, c := range children {
+			select {
+			case <-c.waiting:
+			case <-c.exit:
+				t.Fatalf("scheduler %d exited before it was ready:\n%s", i, c.output())
+			case <-time.After(time.Minute):
+				t.Fatalf("scheduler %d not ready after a minute:\n%s", i, c.output())
+			}
+		}
+		// The children are up: the first tick is one to two periods away.
+		t0 := time.Now().Truncate(period).Add(2 * period)
+		for i, c := range children {
+			_, err := fmt.Fprintln(c.stdin, t0.UnixNano())
+			require.NoError(t, err, "sending t0 to scheduler %d", i)
 		}
 		for i, c := range children {
 			select {
 			case <-c.ready:
 			case <-c.exit:
-				t.Fatalf("scheduler %d exited before it was ready:\n%s", i, c.output())
+				t.Fatalf("scheduler %d exited before it started:\n%s", i, c.output())
 			case <-time.After(time.Until(t0)):
-				t.Fatalf("scheduler %d not ready at the first tick:\n%s", i, c.output())
+				t.Fatalf("scheduler %d not started at the first tick:\n%s", i, c.output())
 			}
 		}
 
