@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-co-op/gocron/v2"
 	"gorm.io/gorm"
@@ -33,13 +34,18 @@ var ErrNoLock = errors.New("gocronlock: task ran without a gocronlock lock")
 // shared by several schedulers and jobs of one process.
 type Locker struct {
 	m      *gormmutex.Locker
+	db     *gorm.DB
+	cfg    gormmutex.Config
 	logger *slog.Logger
+	byHold sync.Map // time.Duration -> *gormmutex.Locker with that MinHold, for TickLocker
 }
 
-// New returns a Locker that takes locks through db with cfg; pass it to
-// gocron.WithDistributedLocker or gocron.WithDistributedJobLocker. Start
-// from gormmutex.DefaultConfig and set cfg.MinHold for short jobs, as the
-// package documentation explains; keep cfg.Wait at 0.
+// New returns a Locker that takes locks through db with cfg. For a job
+// with a schedule, pass gocron.WithDistributedJobLocker the lock per run
+// that [Locker.Ticks] makes, and set cfg.MinHold to the clock skew to
+// tolerate; the Locker itself, passed to gocron.WithDistributedLocker,
+// locks by job name only, with the limits the package documentation
+// describes. Start from gormmutex.DefaultConfig; keep cfg.Wait at 0.
 // cfg.SuppressAcquisitionErrors is ignored: a scheduler that does not get
 // the lock always skips the run. Like gormmutex.New, New does not touch the
 // database, and returns its error for a nil db, a db inside a transaction
@@ -55,7 +61,23 @@ func New(db *gorm.DB, cfg gormmutex.Config) (*Locker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Locker{m: m, logger: logger}, nil
+	return &Locker{m: m, db: db, cfg: cfg, logger: logger}, nil
+}
+
+// holding returns a gormmutex.Locker with the Locker's configuration and
+// MinHold hold, made once per hold.
+func (l *Locker) holding(hold time.Duration) (*gormmutex.Locker, error) {
+	if m, ok := l.byHold.Load(hold); ok {
+		return m.(*gormmutex.Locker), nil
+	}
+	cfg := l.cfg
+	cfg.MinHold = hold
+	nm, err := gormmutex.New(l.db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := l.byHold.LoadOrStore(hold, nm)
+	return m.(*gormmutex.Locker), nil
 }
 
 // taskFuncName is the name gocron gives a job whose task is made with Task
@@ -63,7 +85,10 @@ func New(db *gorm.DB, cfg gormmutex.Config) (*Locker, error) {
 // Task is never inlined (an inlined closure is named after its caller).
 var taskFuncName = runtime.FuncForPC(reflect.ValueOf(Task(nil)).Pointer()).Name()
 
-// Lock takes the lock named key, which gocron sets to the job's name. When
+// Lock takes the lock named key, which gocron sets to the job's name, for
+// every run of the job: a run late for its tick takes it too, and with
+// MinHold can then keep the next tick from running ([Locker.Ticks] locks
+// each tick instead). When
 // another scheduler holds it, Lock returns at once (after Config.Wait, if
 // set) with an error matching gormmutex.ErrLocked, and gocron skips the run.
 // Other errors (a database that cannot be reached, an invalid key or
@@ -77,10 +102,17 @@ var taskFuncName = runtime.FuncForPC(reflect.ValueOf(Task(nil)).Pointer()).Name(
 // gormmutex.FromContext, and a context cancelled when KeepAlive finds the
 // lock lost.
 func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
-	if key == taskFuncName {
-		return nil, &gormmutex.LockError{LockID: key, Op: "acquire", Err: fmt.Errorf(
+	return l.lock(ctx, l.m, key, key)
+}
+
+// lock takes the lock lockID with m for the job named job: Lock's body,
+// which TickLocker shares.
+func (l *Locker) lock(ctx context.Context, m *gormmutex.Locker, job, lockID string) (gocron.Lock, error) {
+	if job == taskFuncName {
+		return nil, &gormmutex.LockError{LockID: lockID, Op: "acquire", Err: fmt.Errorf(
 			"%w: a job whose task is made with gocronlock.Task needs a name (gocron.WithName)", gormmutex.ErrInvalidConfig)}
 	}
+	key := lockID
 	h := &lock{
 		jobCtx: ctx,
 		key:    key,
@@ -90,7 +122,7 @@ func (l *Locker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
 	}
 	started := make(chan context.Context, 1)
 	go func() {
-		h.done <- l.m.Do(ctx, key, func(runCtx context.Context) error {
+		h.done <- m.Do(ctx, key, func(runCtx context.Context) error {
 			started <- runCtx
 			select {
 			case <-h.unlock:

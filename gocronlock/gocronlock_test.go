@@ -31,6 +31,9 @@ import (
 // process.
 
 func TestMain(m *testing.M) {
+	if os.Getenv(schedulerEnv) != "" {
+		os.Exit(schedulerMain())
+	}
 	os.Exit(testdb.Main(m, testdb.Options{
 		Suite:   "gocronlock test",
 		Migrate: func(db *gorm.DB) error { return gormmutex.AutoMigrate(db) },
