@@ -78,6 +78,7 @@ func TestEvents(t *testing.T) {
 	var points []string
 	for _, sm := range rm.ScopeMetrics {
 		assert.Equal(t, otelgormmutex.ScopeName, sm.Scope.Name)
+		assert.Equal(t, otelgormmutex.Version, sm.Scope.Version, "every series carries the scope's version")
 		for _, m := range sm.Metrics {
 			switch d := m.Data.(type) {
 			case metricdata.Histogram[float64]:

@@ -71,9 +71,11 @@ package otelgormmutex
 import (
 	"context"
 	"errors"
-	"github.com/gormmutex/gormmutex/observe"
+	"runtime/debug"
 	"sync"
 	"time"
+
+	"github.com/gormmutex/gormmutex/observe"
 
 	"github.com/gormmutex/gormmutex"
 	"go.opentelemetry.io/otel"
@@ -85,6 +87,24 @@ import (
 
 // ScopeName is the instrumentation scope of the meter and tracer.
 const ScopeName = "github.com/gormmutex/gormmutex/otelgormmutex"
+
+// Version is this module's release, the instrumentation scope's version
+// when the build does not record one (a build inside this repository, or
+// one with a replace directive). RELEASING.md bumps it with each tag.
+const Version = "v0.1.0"
+
+// scopeVersion is the instrumentation scope's version: the module's
+// version as the build records it, or Version.
+func scopeVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == ScopeName && m.Replace == nil && m.Version != "" && m.Version != "(devel)" {
+				return m.Version
+			}
+		}
+	}
+	return Version
+}
 
 // Attribute keys.
 const (
@@ -189,8 +209,9 @@ func New(opts ...Option) (*Observer, error) {
 	if s.lockName == nil {
 		s.lockName = func(string) string { return "" }
 	}
-	m := s.mp.Meter(ScopeName)
-	o := &Observer{tracer: s.tp.Tracer(ScopeName), lockName: s.lockName, locks: map[lockKey]*lockAttrs{}}
+	version := scopeVersion()
+	m := s.mp.Meter(ScopeName, metric.WithInstrumentationVersion(version))
+	o := &Observer{tracer: s.tp.Tracer(ScopeName, trace.WithInstrumentationVersion(version)), lockName: s.lockName, locks: map[lockKey]*lockAttrs{}}
 	var err error
 	hist := func(name, desc string) metric.Float64Histogram {
 		if err != nil {
