@@ -76,6 +76,10 @@ type Election struct {
 	ttl  time.Duration
 	electionSettings
 
+	// campaign and renewals log the failures of the campaign's attempts
+	// and of the leader's renewals once while they repeat (repeat.go).
+	campaign, renewals repeated
+
 	mu      sync.Mutex // guards the fields below
 	running bool       // Run is running
 	current *term      // the leadership held now; nil while not leading
@@ -247,10 +251,11 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 			holdOff = e.nextAttempt()
 			continue
 		case err != nil:
-			e.logger().Warn("gormmutex: election campaign failed, retrying", "election", e.name, "err", err)
+			e.campaign.fail(e.logger(), "gormmutex: election campaign failed, retrying", err, "election", e.name)
 			holdOff = e.nextAttempt()
 			continue
 		}
+		e.campaign.ok(e.logger(), "gormmutex: election campaign works again", "election", e.name)
 		if e.serve(ctx, lk, lead) {
 			holdOff = e.ttl
 		}
@@ -371,6 +376,7 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 				return
 			}
 			b.cur = 0
+			e.renewals.ok(e.logger(), "gormmutex: lease renewals work again", "election", e.name, "term", lk.Token())
 			t.Reset(e.retryPeriod)
 		case errors.Is(err, ErrTimeout) || errors.Is(err, ErrReleased):
 			// Taken over or force-released; or lead released the lease
@@ -387,7 +393,7 @@ func (e *Election) renew(lc *leaseCtx, lk *Lock, stop <-chan struct{}) {
 			}
 			return
 		default:
-			e.logger().Info("gormmutex: lease renewal failed, retrying", "election", e.name, "term", lk.Token(), "err", err)
+			e.renewals.fail(e.logger(), "gormmutex: lease renewal failed, retrying", err, "election", e.name, "term", lk.Token())
 			t.Reset(b.next())
 		}
 	}
@@ -498,6 +504,7 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		}
 		var last Leader
 		first := true
+		var failures repeated
 		for {
 			// The listener is active before the read, so that a change
 			// the read misses is notified; a signal left from before is
@@ -515,9 +522,12 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 			ld, _, err := e.Leader(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil:
-				e.logger().Info("gormmutex: reading the leader failed, retrying", "election", e.name, "err", err)
+				failures.fail(e.logger(), "gormmutex: reading the leader failed, retrying", err, "election", e.name)
 				wait = e.retryPeriod
-			case err == nil && (first || ld.Term != last.Term):
+			case err == nil:
+				failures.ok(e.logger(), "gormmutex: reading the leader works again", "election", e.name)
+			}
+			if err == nil && (first || ld.Term != last.Term) {
 				select {
 				case ch <- ld:
 					last, first = ld, false

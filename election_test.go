@@ -762,10 +762,6 @@ type lostObserver struct {
 
 func (o lostObserver) LeaseLost(_ context.Context, e observe.LostEvent) { o.f(e) }
 
-// quietLogger drops the election's log lines (lost leaderships and failed
-// renewals are what these tests cause on purpose).
-var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // electChild is a running candidate process.
 type electChild struct {
 	i     int
@@ -1103,4 +1099,51 @@ func ExampleElection() {
 	// IsLeader: true
 	// Run: context canceled
 	// IsLeader: false
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestElectionObserveRepeatedFailure: a failure that recurs in Observe's
+// loop (here the lock table is gone, then back) is logged at WARN once, not
+// once per retry, and its end once.
+func TestElectionObserveRepeatedFailure(t *testing.T) {
+	t.Parallel()
+	db, err := openElectDB("sqlite", testdb.SQLite(filepath.Join(t.TempDir(), "observe.db")))
+	require.NoError(t, err)
+	defer closeElectDB(db)
+	require.NoError(t, gormmutex.AutoMigrate(db))
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e := newElection(t, db, "observed", gormmutex.Config{TTL: gormmutex.Duration(time.Second), Logger: logger},
+		gormmutex.WithRetryPeriod(20*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leaders := e.Observe(ctx)
+	<-leaders // nobody leads
+	require.NoError(t, db.Exec("ALTER TABLE db_mutexes RENAME TO db_mutexes_away").Error)
+	// About 50 reads fail meanwhile, one per retry period.
+	time.Sleep(time.Second)
+	require.NoError(t, db.Exec("ALTER TABLE db_mutexes_away RENAME TO db_mutexes").Error)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "works again") }, 10*time.Second, 10*time.Millisecond,
+		"no line when reading the leader works again; logs:\n%s", logs.String())
+	out := logs.String()
+	assert.Equal(t, 1, strings.Count(out, "level=WARN msg=\"gormmutex: reading the leader failed, retrying\""), "WARN lines for one repeated failure:\n%s", out)
+	assert.Equal(t, 1, strings.Count(out, "works again"), "lines for the recovery:\n%s", out)
+	assert.Equal(t, 2, strings.Count(out, "\n"), "log lines in all:\n%s", out)
 }

@@ -63,14 +63,6 @@ func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
 	return e, nil
 }
 
-// with returns a copy of e that uses cfg, on the same database and pool.
-func (e *engine) with(cfg Config) *engine {
-	c := *e
-	c.cfg = cfg
-	c.holder = holderOf(cfg.Holder)
-	return &c
-}
-
 // dialectOn returns the dialect for the engine's pool: the database's, or
 // the variant that the database's variant check found on this pool (a
 // Galera cluster, say), checked once per pool and process; for an

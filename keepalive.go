@@ -42,6 +42,8 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 		once    sync.Once
 		errMu   sync.Mutex
 		lastErr error // the last renewal's failure, for the message
+		// failures logs the renewals' failures once while they repeat.
+		failures repeated
 	)
 	report := func(err error) {
 		once.Do(func() {
@@ -98,6 +100,7 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 				return
 			case err == nil:
 				b.cur = 0
+				failures.ok(l.logger(), "gormmutex: lock renewals work again", "lock_id", lk.lockID)
 				select { // keep only the newest
 				case <-renewed:
 				default:
@@ -119,7 +122,7 @@ func (lk *Lock) KeepAlive(lost func(err error)) (stop func()) {
 				errMu.Lock()
 				lastErr = err
 				errMu.Unlock()
-				l.logger().Info("gormmutex: lock renewal failed, retrying", "lock_id", lk.lockID, "err", err)
+				failures.fail(l.logger(), "gormmutex: lock renewal failed, retrying", err, "lock_id", lk.lockID)
 				t.Reset(max(0, min(b.next(), time.Until(giveUp))))
 			}
 		}

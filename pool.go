@@ -28,6 +28,9 @@ type poolState struct {
 	// nanoseconds (math.MaxInt64: never). Every acquire reads it, so it is
 	// read without mu; it is written under mu.
 	nextPurge atomic.Int64
+	// purgeFailures logs the background purge's failures once while they
+	// repeat (repeat.go).
+	purgeFailures repeated
 
 	mu       sync.Mutex // guards the fields below
 	purging  chan struct{}

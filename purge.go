@@ -85,9 +85,8 @@ func (e *engine) maybePurge(d *dialect) {
 	if done == nil {
 		return
 	}
-	// The purge is housekeeping: its failures (say, the application closed
-	// the pool meanwhile) go to the Locker's Logger at Debug level, not to
-	// GORM's logger as errors.
+	// The purge is housekeeping: its failures go to the Locker's Logger,
+	// at WARN once while they repeat (repeat.go), not to GORM's logger.
 	quiet := *e
 	quiet.log = logger.Discard
 	go func() {
@@ -100,8 +99,11 @@ func (e *engine) maybePurge(d *dialect) {
 			obs.Purged(ctx, observe.PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
 		}
 		if err != nil {
-			e.logger().Debug("gormmutex: background purge failed", "err", err)
-		} else if n > 0 {
+			e.state.purgeFailures.fail(e.logger(), "gormmutex: background purge of expired locks failed; it is tried again later", err)
+			return
+		}
+		e.state.purgeFailures.ok(e.logger(), "gormmutex: background purge of expired locks works again")
+		if n > 0 {
 			e.logger().Debug("gormmutex: purged expired locks", "rows", n)
 		}
 	}()
