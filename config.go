@@ -86,7 +86,7 @@ type Config struct {
 	// poll instead of LISTENing for releases: a LISTEN would stay on
 	// whichever server connection ran it, for other clients to receive.
 	// Nothing else changes: every lock statement is a transaction of its
-	// own. Default false. See the README's Deploying section for the DSN
+	// own. Default false. See docs/deploying.md for the DSN
 	// settings such a pooler needs.
 	TransactionPooling bool `json:"transaction_pooling" yaml:"transaction_pooling"`
 

@@ -244,7 +244,7 @@ func postgresExplain(err error) error {
 	var pg interface{ SQLState() string }
 	if errors.As(err, &pg) && (pg.SQLState() == "42P05" || pg.SQLState() == "26000") {
 		return fmt.Errorf("%w (the connection seems to go through a transaction pooler, where prepared statements do not"+
-			" survive from one transaction to the next: add default_query_exec_mode=exec to the DSN; see the README, Deploying)", err)
+			" survive from one transaction to the next: add default_query_exec_mode=exec to the DSN; see docs/deploying.md)", err)
 	}
 	return err
 }

@@ -55,7 +55,7 @@
 // expires: if its holder dies, it stays until Locker.ForceRelease.
 //
 // Behind a transaction pooler (PgBouncer in transaction mode), set
-// Config.TransactionPooling; the README's Deploying section covers poolers,
+// Config.TransactionPooling; docs/deploying.md covers poolers,
 // replicas, failover and Galera clusters.
 //
 // Locks live in the table named by TableName, created by AutoMigrate. Pass

@@ -204,7 +204,7 @@ func (e *Election) Name() string { return e.name }
 // lead must stop at once when its context is done: Run does not resign,
 // and does not campaign again, before lead has returned, but another
 // process may lead by then. Where an overlap must never corrupt data,
-// fence the writes with the term (README, "Leader election").
+// fence the writes with the term (docs/election.md, "What an election is").
 //
 // When lead returns, or the leadership is lost or resigned (Resign), Run
 // gives the lease up if it still can, and campaigns again: after a loss at
@@ -269,8 +269,8 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context) error
 // 100% of the retry period, at random, so that candidates that started
 // together do not keep trying together. It is never more than the retry
 // period, which bounds how long the leadership stays vacant after a lease
-// ends (README: "a dead leader is replaced within the lease plus one retry
-// period"). Polling is the only way a candidate learns of a vacancy, on
+// ends (docs/election.md, "What it promises": a dead leader is replaced
+// within the lease plus one retry period). Polling is the only way a candidate learns of a vacancy, on
 // every database; this is the one place that paces it. On PostgreSQL a
 // resignation notifies (for Observe), but a candidate does not listen for
 // it: that would keep a connection of every campaigning process's pool

@@ -54,8 +54,8 @@ func (lk *Lock) Token() int64 { return lk.token }
 // Config.MinHold, a lock released early stays unavailable to others until
 // MinHold after its acquisition. The release of a lock with a TTL does not
 // wait for the disk, so a database crash right after it can bring the lock
-// back until its expiry (the README's Durability section says how, per
-// database).
+// back until its expiry (docs/design-and-choices.md, "Durability", says how,
+// per database).
 func (lk *Lock) Release(ctx context.Context) error {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()

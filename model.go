@@ -24,7 +24,7 @@ const MaxLockIDLen = 255
 // passing DBMutex to db.AutoMigrate (as applications do with all their
 // models) leaves the table that AutoMigrate made as it is, and a table that
 // GORM's migrator made first is completed by AutoMigrate. On PostgreSQL the
-// table has one more column, wanted_until, for waking waiters (README,
+// table has one more column, wanted_until, for waking waiters (docs/design-and-choices.md,
 // "How it works").
 type DBMutex struct {
 	// ID is the lock's fencing token (see [Lock.Token]). Every acquisition,

@@ -65,7 +65,7 @@
 // a real Do on PostgreSQL (the bench's bench/observer.sh) the metrics cost
 // about 3% of an uncontended Do's throughput, and sampled spans cost what
 // the SDK charges for any two spans: 5% to 16% of a Do that takes 0.6 ms,
-// 2% of one that takes 6 ms. The README has the table.
+// 2% of one that takes 6 ms. docs/observability.md, "What it costs", has the table.
 package otelgormmutex
 
 import (

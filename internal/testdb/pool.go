@@ -320,7 +320,7 @@ func anyFileOpenIn(dir string) (bool, error) {
 // its sequences): an application user of a deployment that keeps DDL for a
 // separate migration user. Grants cover, on PostgreSQL, the tables and
 // sequences that exist now and, on MySQL, the tables that exist now by name
-// (as the README's grants), or the database's rows where it has none. The user is dropped when the test ends. It
+// (as docs/deploying.md's grants), or the database's rows where it has none. The user is dropped when the test ends. It
 // skips t where there are no users (SQLite) or no schema of the test's own.
 func (b *Backend) WithAppUser(t testing.TB) *Backend {
 	t.Helper()

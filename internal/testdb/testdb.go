@@ -49,7 +49,7 @@ func PostgresDSNs() []string {
 }
 
 // MySQL returns the first MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, by
-// default the local server's, with the options the README asks for (see
+// default the local server's, with the options docs/deploying.md asks for (see
 // WithMySQLOptions).
 func MySQL() string { return MySQLDSNs()[0] }
 

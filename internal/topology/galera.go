@@ -234,7 +234,7 @@ func (nd *GaleraNode) State() (string, error) {
 // parameters as SET): reads, updates, deletes and inserts then wait until
 // the node has applied what the cluster committed before them, so that an
 // acquire through one node sees a release made through another a moment
-// before (README, Deploying).
+// before (docs/deploying.md).
 func (nd *GaleraNode) DSN() string {
 	return fmt.Sprintf("root@tcp(127.0.0.1:%d)/test?parseTime=true&interpolateParams=true&wsrep_sync_wait=7", nd.Port)
 }
