@@ -22,9 +22,16 @@ test:
 	cd otelgormmutex && $(GO) test -race -count=1 -timeout 10m ./...
 	cd bench && $(GO) test -race -count=1 -timeout 10m ./...
 
-# The examples on an embedded SQLite file: no server needed.
+# Each capability once, on a SQLite file in a temporary folder: no server
+# needed. A lock, an election handing over, a semaphore capping, a gocron
+# job that runs once per tick across schedulers, the OpenTelemetry
+# Observer's metrics; then the other examples.
 demo:
 	$(GO) run ./examples/basic
+	$(GO) run ./examples/election
+	$(GO) run ./examples/semaphore
+	cd gocronlock && $(GO) run ./examples/schedulers -ticks 3
+	cd otelgormmutex && $(GO) run ./examples/prometheus -addr 127.0.0.1:0 -print 3
 	$(GO) run ./examples/nonoverlapping
 	$(GO) run ./examples/shutdown -stop-after 2s
 	$(GO) run ./examples/migrate

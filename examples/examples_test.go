@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ import (
 )
 
 // programs are the example commands, by directory.
-var programs = []string{"basic", "nonoverlapping"}
+var programs = []string{"basic", "nonoverlapping", "election", "semaphore"}
 
 // TestMain finds the databases (see internal/testdb); the programs create
 // the lock table themselves.
@@ -65,6 +66,29 @@ func TestExamples(t *testing.T) {
 				"the job that outlived its TTL reported ErrTimeout")
 			assert.NotContains(t, out, "FAIL", "the program's own check")
 			assert.Contains(t, out, "OK: every tick ran exactly once\n", "the program's own check")
+		})
+		t.Run("election", func(t *testing.T) {
+			t.Parallel()
+			out := run(t, bin, "election", dsn)
+			assert.Contains(t, out, "database: "+b.Name+"\n", "the output")
+			for term := 1; term <= 3; term++ {
+				assert.Regexp(t, fmt.Sprintf(`(?m)^term %d: candidate [123] leads\nterm %d: candidate [123] steps down$`, term, term), out,
+					"term %d began and ended before the next one", term)
+			}
+			leaders := regexp.MustCompile(`(?m)^term \d+: candidate (\d) leads$`).FindAllStringSubmatch(out, -1)
+			for i := 1; i < len(leaders); i++ {
+				assert.NotEqual(t, leaders[i-1][1], leaders[i][1],
+					"term %d: the candidate that stepped down led again at once instead of handing over", i+1)
+			}
+			assert.Contains(t, out, "OK: 3 terms, one leader at a time, each term larger than the last\n", "the program's own check")
+		})
+		t.Run("semaphore", func(t *testing.T) {
+			t.Parallel()
+			out := run(t, bin, "semaphore", dsn)
+			assert.Contains(t, out, "database: "+b.Name+"\n", "the output")
+			assert.Equal(t, 6, strings.Count(out, ": exporting ("), "every worker exported once")
+			assert.NotContains(t, out, "(3 of 2 permits", "more exports than permits ran at once")
+			assert.Contains(t, out, "OK: 6 exports, at most 2 at once\n", "the program's own check")
 		})
 	})
 }
