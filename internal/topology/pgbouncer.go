@@ -140,13 +140,31 @@ func (b *PgBouncer) Log() string {
 func (b *PgBouncer) Pid() int { return b.proc.Pid() }
 
 // Stop stops PgBouncer (SIGTERM, immediate shutdown) and removes its folder.
+// If PgBouncer had exited before Stop, which is never what a test wants
+// (PgBouncer 1.18 exits on some cancel requests, see docs/deploying.md),
+// Stop returns an error with how it exited and the last lines of its log,
+// since the folder that held them is gone afterwards.
 func (b *PgBouncer) Stop() error {
 	var err error
 	if b.proc != nil {
-		err = b.proc.signal(syscall.SIGTERM, 10*time.Second)
+		if b.proc.exited() {
+			err = fmt.Errorf("topology: %s had exited before it was stopped (%v); the end of its log:\n%s",
+				b.proc.name, b.proc.err, lastLines(b.Log(), 20))
+		} else {
+			err = b.proc.signal(syscall.SIGTERM, 10*time.Second)
+		}
 	}
 	b.removeDir()
 	return err
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (b *PgBouncer) removeDir() { os.RemoveAll(b.dir) }
