@@ -87,9 +87,11 @@ func mysqlStatements(fastRelease bool) *dialect {
 		// reused, so none of these can free a lock.
 		d.tidy = "DELETE FROM " + mysqlReleases + " WHERE id NOT IN (SELECT id FROM " + TableName + ") LIMIT ?"
 	}
+	// A takeover also starts the row's version again (DBMutex.Version);
+	// the fencing token is id, not version.
 	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
 	update := " ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
-		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder")
+		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder") + ", version = IF(id = VALUES(id), 0, version)"
 	d.insert = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
 		" VALUES (?, " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
 	// A semaphore's slot is taken only while its count row holds the
