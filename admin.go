@@ -2,13 +2,22 @@ package gormmutex
 
 import (
 	"context"
-	"database/sql"
+	"fmt"
 	"slices"
+	"strconv"
 	"time"
 )
 
-// rowColumns are the columns that List and Lookup read, in DBMutex's order.
-const rowColumns = "id, lock_id, created_at, expires_at, holder, version"
+// rowColumns returns the columns that List and Lookup read, in DBMutex's
+// order; readTime, where not nil, is the dialect's expression for each time
+// column (see dialect.readTime).
+func rowColumns(readTime func(col string) string) string {
+	created, expires := "created_at", "expires_at"
+	if readTime != nil {
+		created, expires = readTime(created), readTime(expires)
+	}
+	return "id, lock_id, " + created + ", " + expires + ", holder, version"
+}
 
 // List returns the live locks (held, or released early under MinHold and
 // not yet free), ordered by lock id, with their holder, acquisition time and
@@ -83,13 +92,13 @@ func (e *engine) readRows(ctx context.Context, d *dialect, query string, args ..
 		if err == nil {
 			for rows.Next() {
 				var r DBMutex
-				var expires sql.NullTime
-				if err = rows.Scan(&r.ID, &r.LockID, &r.CreatedAt, &expires, &r.Holder, &r.Version); err != nil {
+				var created, expires dbTime
+				if err = rows.Scan(&r.ID, &r.LockID, &created, &expires, &r.Holder, &r.Version); err != nil {
 					break
 				}
-				if expires.Valid {
-					t := expires.Time
-					r.ExpiresAt = &t
+				r.CreatedAt = created.t
+				if expires.valid {
+					r.ExpiresAt = &expires.t
 				}
 				out = append(out, r)
 			}
@@ -104,4 +113,38 @@ func (e *engine) readRows(ctx context.Context, d *dialect, query string, args ..
 		return err
 	})
 	return out, err
+}
+
+// dbTime scans a time column of rowColumns: a time.Time where the driver
+// makes one, or, where the dialect's readTime selects it, the microseconds
+// since the Unix epoch in UTC, as an integer or its decimal digits (which a
+// driver returns depends on its protocol). NULL leaves it not valid. The
+// microseconds make List and Lookup independent of what a MySQL DSN says
+// of parseTime and loc.
+type dbTime struct {
+	t     time.Time
+	valid bool
+}
+
+// Scan implements [database/sql.Scanner].
+func (dt *dbTime) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*dt = dbTime{}
+	case time.Time:
+		*dt = dbTime{t: v, valid: true}
+	case int64:
+		*dt = dbTime{t: time.UnixMicro(v).UTC(), valid: true}
+	case []byte:
+		return dt.Scan(string(v))
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("gormmutex: reading a time: %w", err)
+		}
+		return dt.Scan(n)
+	default:
+		return fmt.Errorf("gormmutex: reading a time: unexpected %T", v)
+	}
+	return nil
 }

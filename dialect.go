@@ -90,6 +90,11 @@ type dialect struct {
 	// list reads the live rows, ordered by lock id; lookup reads the live
 	// row of one lock id (lockID). Both return rowColumns (admin.go).
 	list, lookup string
+	// readTime, where set, is what list and lookup select for the time
+	// column col instead of the column itself: the microseconds since the
+	// Unix epoch, UTC, as an integer (see dbTime, admin.go), where what the
+	// driver makes of the column depends on the DSN.
+	readTime func(col string) string
 	// slots reads the lock ids and holders of the live rows in a half-open
 	// range of ids (from, to), in byte order: a semaphore's permits and its
 	// count row (semaphore.go).
@@ -215,8 +220,9 @@ func build(d *dialect, now string, plus func(string) string) *dialect {
 	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", TableName, own)
 	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus(now), own, unexpired)
 	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
-	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", rowColumns, TableName, d.live)
-	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", rowColumns, TableName, d.live)
+	columns := rowColumns(d.readTime)
+	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", columns, TableName, d.live)
+	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", columns, TableName, d.live)
 	d.slots = fmt.Sprintf("SELECT lock_id, holder FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
 	d.swapCount = fmt.Sprintf("UPDATE %s SET holder = ?, version = version + 1 WHERE lock_id = ? AND holder = ?", TableName)
 	if d.purge == nil {

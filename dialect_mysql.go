@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -49,6 +48,15 @@ const mysqlNow = "UTC_TIMESTAMP(6)"
 
 func mysqlPlus(t string) string { return t + " + INTERVAL ? MICROSECOND" }
 
+// mysqlReadTime reads a DATETIME column as the microseconds since the Unix
+// epoch, which the column's UTC time is. The driver returns a DATETIME as a
+// time.Time only with parseTime=true, in the DSN's loc, which must then be
+// UTC; an integer needs neither. It is DATETIME arithmetic, so the session
+// time zone does not enter it either, as it would UNIX_TIMESTAMP's.
+func mysqlReadTime(col string) string {
+	return "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', " + col + ")"
+}
+
 // mysqlStatements builds the statements; fastRelease says TTL locks are
 // released through mysqlReleases.
 func mysqlStatements(fastRelease bool) *dialect {
@@ -64,13 +72,8 @@ func mysqlStatements(fastRelease bool) *dialect {
 			return d.Microseconds()
 		},
 		transient: mysqlTransient,
-		explain: func(err error) error {
-			if strings.Contains(err.Error(), "time.Time") {
-				return fmt.Errorf("%w (the MySQL DSN needs parseTime=true)", err)
-			}
-			return err
-		},
-		schema: mysqlSchema(),
+		readTime:  mysqlReadTime,
+		schema:    mysqlSchema(),
 	}
 	d.purge = []string{"DELETE FROM " + TableName + " WHERE expires_at <= " + mysqlNow + " LIMIT ?"}
 	if fastRelease {
@@ -84,9 +87,11 @@ func mysqlStatements(fastRelease bool) *dialect {
 		// reused, so none of these can free a lock.
 		d.tidy = "DELETE FROM " + mysqlReleases + " WHERE id NOT IN (SELECT id FROM " + TableName + ") LIMIT ?"
 	}
+	// A takeover also starts the row's version again (DBMutex.Version);
+	// the fencing token is id, not version.
 	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
 	update := " ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
-		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder")
+		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder") + ", version = IF(id = VALUES(id), 0, version)"
 	d.insert = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
 		" VALUES (?, " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
 	// A semaphore's slot is taken only while its count row holds the

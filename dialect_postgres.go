@@ -47,8 +47,10 @@ var postgresDialect = func() *dialect {
 	const (
 		values   = "(lock_id, created_at, expires_at, holder) VALUES (?, now(), now() + make_interval(secs => ?), ?)"
 		selected = "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM async_commit"
+		// A takeover starts the row's version again (DBMutex.Version);
+		// the fencing token is id, not version.
 		takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
-			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder" +
+			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder, version = 0" +
 			" WHERE " + TableName + ".expires_at <= now() RETURNING id"
 		// set_config(..., true) lasts until the end of the statement's own
 		// transaction, so the commit right after it does not wait for the

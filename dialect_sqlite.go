@@ -31,8 +31,10 @@ var sqliteDialect = func() *dialect {
 		return "strftime('%Y-%m-%d %H:%M:%f', " + t + ", ?)"
 	}
 	const nextID = "(SELECT seq + 1 FROM " + sqliteSequence + " WHERE name = '" + TableName + "')"
+	// A takeover starts the row's version again (DBMutex.Version); the
+	// fencing token is id, not version.
 	const takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at," +
-		" expires_at = excluded.expires_at, holder = excluded.holder" +
+		" expires_at = excluded.expires_at, holder = excluded.holder, version = 0" +
 		" WHERE " + TableName + ".expires_at <= " + now + " RETURNING id"
 	return build(&dialect{
 		name:      "SQLite",

@@ -279,10 +279,11 @@ func ExampleAutoMigrate_postgres() {
 	}
 }
 
-// ExampleAutoMigrate_mysql sets up gormmutex on MySQL or MariaDB. The DSN
-// needs parseTime=true; interpolateParams=true saves your other queries a
-// round trip each (the lock's own statements are prepared). It needs a
-// server, so it is compiled but not run.
+// ExampleAutoMigrate_mysql sets up gormmutex on MySQL or MariaDB. gormmutex
+// needs no DSN option; parseTime=true lets GORM read your own time
+// columns, and interpolateParams=true saves your other queries a round trip
+// each (the lock's own statements are prepared). It needs a server, so it
+// is compiled but not run.
 func ExampleAutoMigrate_mysql() {
 	dsn := "app:secret@tcp(localhost:3306)/app?parseTime=true&interpolateParams=true"
 	db, err := gorm.Open(mysql.Open(dsn), &gorm.Config{})

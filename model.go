@@ -46,7 +46,9 @@ type DBMutex struct {
 	// followed by it in parentheses.
 	Holder string `gorm:"column:holder;-:migration"`
 	// Version counts the updates of the row since it was acquired: each
-	// renewal (Refresh, KeepAlive) and an early release under MinHold.
+	// renewal (Refresh, KeepAlive) and an early release under MinHold. It
+	// is 0 for a new holder, also one that took over the row of a released
+	// or expired lock. It is not a fencing token: ID is.
 	Version int64 `gorm:"column:version;-:migration"`
 }
 

@@ -237,6 +237,15 @@ func (b *Backend) WithoutInterpolateParams(t testing.TB) *Backend {
 	return b.mapMySQL(t, func(cfg *gomysql.Config) { cfg.InterpolateParams = false })
 }
 
+// WithMySQLConfig returns a MySQL backend whose DSNs are changed by f
+// (parseTime, loc, the session's variables). It skips t on the other
+// databases.
+func (b *Backend) WithMySQLConfig(t testing.TB, f func(cfg *gomysql.Config)) *Backend {
+	t.Helper()
+	Need(t, b.Name == "mysql", "only a MySQL DSN has these options")
+	return b.mapMySQL(t, f)
+}
+
 // ServerAddr returns the host:port of the server behind the backend's
 // first DSN. It skips t for an in-process database.
 func (b *Backend) ServerAddr(t testing.TB) string {
