@@ -203,7 +203,7 @@ import (
 	"github.com/gormmutex/gormmutex"
 	"gorm.io/gorm"
 
-	"github.com/gormmutex/gormmutex/internal/dsn"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
 const usage = `Usage: gormmutex [flags] command [arguments]
@@ -351,7 +351,7 @@ func init() {
 // env is what a command works with.
 type env struct {
 	db     *gorm.DB
-	kind   dsn.Kind
+	kind   dbopen.Kind
 	locker *gormmutex.Locker
 	opts   *options
 	json   bool
@@ -473,8 +473,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	rep.secrets = t.secrets
-	db, err := t.open(ctx, o.connectTimeout, cmd.conns)
+	rep.secrets = append(rep.secrets, t.Secrets...)
+	db, err := openDB(ctx, t, o.connectTimeout, cmd.conns)
 	if err != nil {
 		return fail(err)
 	}
@@ -485,7 +485,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 	e := &env{
 		db:     db,
-		kind:   t.kind,
+		kind:   t.Kind,
 		opts:   &o,
 		json:   o.json,
 		stdout: stdout,
