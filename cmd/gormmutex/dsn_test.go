@@ -96,3 +96,20 @@ func TestDSNUnknownScheme(t *testing.T) {
 		}
 	}
 }
+
+// TestDSNURLRefused checks that a mysql:// URL to a port nothing listens
+// on fails as the driver's own DSN does: exit 1, the database named, the
+// password (percent-encoded in the URL) never shown.
+func TestDSNURLRefused(t *testing.T) {
+	t.Parallel()
+	const secret = "S3c/r3t@pw"
+	port := closedPort(t)
+	for _, scheme := range []string{"mysql", "mariadb"} {
+		dsn := fmt.Sprintf("%s://root:%s@127.0.0.1:%d/test", scheme, url.QueryEscape(secret), port)
+		r := gm(t, nil, "-dsn", dsn, "list")
+		want(t, r, 1, "list with a refused "+scheme+":// URL")
+		assert.Contains(t, r.stderr, fmt.Sprintf(`cannot connect to MySQL database "test" on 127.0.0.1:%d as user "root"`, port))
+		assert.NotContains(t, r.stderr, secret)
+		assert.NotContains(t, r.stderr, url.QueryEscape(secret))
+	}
+}

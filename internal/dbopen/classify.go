@@ -30,8 +30,9 @@ const Accepted = "postgres:// or postgresql:// URLs, key=value PostgreSQL DSNs (
 //   - "file:..." or "sqlite:..." is SQLite;
 //   - "key=value ..." with "host=" or "dbname=" is a PostgreSQL key=value
 //     DSN (even if its password holds "@tcp(");
-//   - anything with "@tcp(" or "@unix(", or starting with "tcp(" or
-//     "unix(", is a MySQL DSN in the form of go-sql-driver/mysql;
+//   - anything with "@tcp(", "@unix(" or "@/" (the default address), or
+//     starting with "tcp(" or "unix(", is a MySQL DSN in the form of
+//     go-sql-driver/mysql;
 //   - anything else with "host=" or "dbname=" is a PostgreSQL DSN too;
 //   - anything else that starts with a URL scheme ("foo://") is Unknown:
 //     such a string is never taken for a file name;
@@ -55,7 +56,7 @@ func Classify(s string) Kind {
 		return SQLite
 	case pgKV && leadingKey.MatchString(s):
 		return Postgres
-	case strings.Contains(s, "@tcp("), strings.Contains(s, "@unix("),
+	case strings.Contains(s, "@tcp("), strings.Contains(s, "@unix("), strings.Contains(s, "@/"),
 		strings.HasPrefix(s, "tcp("), strings.HasPrefix(s, "unix("):
 		return MySQL
 	case pgKV:

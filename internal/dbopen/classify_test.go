@@ -37,6 +37,7 @@ func TestClassify(t *testing.T) {
 		"MariaDB://u:p@h/db?tls=true":                  dsn.MySQL,
 		"file:///abs/x.db":                             dsn.SQLite,
 		"foo://x/y":                                    dsn.Unknown,
+		"root:pw@/app?parseTime=true":                  dsn.MySQL,
 		"redis://h:6379/0":                             dsn.Unknown,
 		"sqlserver://u@h/db":                           dsn.Unknown,
 	} {
