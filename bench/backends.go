@@ -17,14 +17,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/mattn/go-sqlite3"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 
 	"github.com/gormmutex/gormmutex/internal/testdb"
@@ -249,16 +247,7 @@ func (b *backend) openGorm(o poolOpts) (*gorm.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	var dial gorm.Dialector
-	switch b.name {
-	case "postgres":
-		dial = postgres.New(postgres.Config{Conn: sqlDB})
-	case "mysql":
-		dial = mysql.New(mysql.Config{Conn: sqlDB})
-	case "sqlite":
-		dial = sqlite.New(sqlite.Config{Conn: sqlDB})
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard, TranslateError: o.translate})
+	db, err := dbopen.Gorm(dbopen.Kind(b.name), sqlDB, &gorm.Config{Logger: logger.Discard, TranslateError: o.translate})
 	if err != nil {
 		sqlDB.Close()
 		return nil, err

@@ -27,13 +27,11 @@ import (
 	"syscall"
 	"time"
 
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
@@ -97,27 +95,11 @@ func fail(err error) {
 }
 
 func open(name, dsn string, l logger.Interface) (*gorm.DB, error) {
-	var dial gorm.Dialector
-	switch name {
-	case "postgres":
-		dial = postgres.Open(dsn)
-	case "mysql":
-		dial = mysql.Open(dsn)
-	case "sqlite":
-		dial = sqlite.Open(dsn)
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: l})
+	t, err := dbopen.New(dbopen.Kind(name), dsn)
 	if err != nil {
 		return nil, err
 	}
-	sqlDB, _ := db.DB()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
+	return t.Open(context.Background(), dbopen.Options{Gorm: &gorm.Config{Logger: l}, PingTimeout: 5 * time.Second})
 }
 
 func closeDB(db *gorm.DB) {

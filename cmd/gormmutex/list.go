@@ -10,7 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/gormmutex/gormmutex/internal/dsn"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
 // listOptions are list's own flags.
@@ -121,14 +121,14 @@ func formatDuration(d time.Duration) string {
 
 // dbNow reads the database's clock, in the form the lock table's times
 // are written.
-func dbNow(ctx context.Context, db *gorm.DB, kind dsn.Kind) (time.Time, error) {
+func dbNow(ctx context.Context, db *gorm.DB, kind dbopen.Kind) (time.Time, error) {
 	db = db.WithContext(ctx)
 	switch kind {
-	case dsn.Postgres:
+	case dbopen.Postgres:
 		var t time.Time
 		err := db.Raw("SELECT now()").Row().Scan(&t)
 		return t, err
-	case dsn.MySQL:
+	case dbopen.MySQL:
 		// The table holds UTC; the connection parses times as UTC.
 		var t time.Time
 		err := db.Raw("SELECT UTC_TIMESTAMP(6)").Row().Scan(&t)

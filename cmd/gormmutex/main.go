@@ -65,6 +65,14 @@
 //		(default 10s; 0: SIGKILL at once)
 //	-quiet
 //		say nothing when the lock is held
+//	-holder NAME
+//		the holder's name in the lock table, which list shows as
+//		"NAME (host:pid)" (default: host:pid alone)
+//	-permits N
+//		take one of N permits of the semaphore LOCK_ID instead of the
+//		lock LOCK_ID: at most N such commands run at once, across every
+//		machine on the database; every run of LOCK_ID must give the same
+//		N (default 0: the lock)
 //
 // # run
 //
@@ -73,6 +81,20 @@
 // lock's fencing token) added to its environment, waits for it to exit,
 // releases the lock and exits with COMMAND's status. COMMAND is looked up
 // in $PATH before the lock is taken.
+//
+// With -permits N, run takes one of N permits of the semaphore LOCK_ID
+// (the library's Locker.Semaphore) instead of the lock: N commands may run
+// at once, the next one fails (or waits, with -wait) until one ends. A
+// permit is a lock on one of the semaphore's slots, so -ttl, -keepalive,
+// -min-hold and the lost lease work as for a lock; GORMMUTEX_LOCK_ID is
+// the slot's lock id, which list shows ("gormmutex/semaphore/LOCK_ID/N/I").
+// The semaphore LOCK_ID and the lock LOCK_ID are unrelated: every run of
+// one job must give the same -permits.
+//
+// The message of a lost lease names one cause, the same whichever part of
+// run found it: it was force-released, or its lease expired before it
+// could be renewed (the process was paused, or the database did not answer
+// in time).
 //
 // COMMAND runs in a process group of its own, so that gormmutex can signal
 // COMMAND and every process it started (a shell script's children too),
@@ -125,10 +147,15 @@
 //
 //	postgres://user:pass@host:5432/db?sslmode=disable  PostgreSQL URL (or postgresql://)
 //	host=db1 user=app dbname=app sslmode=disable        PostgreSQL key=value DSN
-//	user:pass@tcp(db1:3306)/app                         MySQL or MariaDB
-//	/var/lib/app/locks.db, file:locks.db, sqlite:x.db   SQLite; anything else is a path
+//	mysql://user:pass@db1:3306/app?tls=true             MySQL or MariaDB URL (or mariadb://)
+//	user:pass@tcp(db1:3306)/app                         MySQL or MariaDB, go-sql-driver's DSN
+//	/var/lib/app/locks.db, file:locks.db, sqlite:x.db   SQLite; a string without a scheme is a path
 //
-// A MySQL DSN gets parseTime=true and loc=UTC (the table holds UTC times),
+// A string with any other scheme (foo://...) is an error that names the
+// forms accepted: it is never taken for a SQLite file. A mysql:// URL's
+// user and password are percent-decoded, the port is 3306 unless given,
+// a socket=PATH parameter names a Unix socket, and every other parameter
+// is the driver's (as in its own DSN). A MySQL DSN gets parseTime=true and loc=UTC (the table holds UTC times),
 // and interpolateParams=true unless it sets it. A SQLite DSN gets
 // _busy_timeout=5000 unless it sets a busy timeout. A SQLite file must
 // exist except for migrate, which creates it. Messages never show the
@@ -203,7 +230,7 @@ import (
 	"github.com/gormmutex/gormmutex"
 	"gorm.io/gorm"
 
-	"github.com/gormmutex/gormmutex/internal/dsn"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
 const usage = `Usage: gormmutex [flags] command [arguments]
@@ -241,6 +268,9 @@ Flags of run:
   -kill-after DURATION       SIGTERM to SIGKILL when the lease is lost
                              (default 10s)
   -quiet                     say nothing when the lock is held
+  -holder NAME               the holder list shows: "NAME (host:pid)"
+  -permits N                 take one of N permits of the semaphore LOCK_ID:
+                             at most N such commands at once (default 0: a lock)
 
 run exit status: COMMAND's (128+N if killed by signal N); 1 lock held
 (-conflict-exit-code); 122 lease lost, COMMAND stopped; 123 lease expired
@@ -250,8 +280,10 @@ before COMMAND ended; 125 gormmutex failed; 126 COMMAND cannot be executed;
 DSN forms:
   postgres://user:pass@host:5432/db?sslmode=disable  PostgreSQL (or postgresql://)
   host=db1 user=app dbname=app sslmode=disable        PostgreSQL key=value
+  mysql://user:pass@db1:3306/app?tls=true             MySQL or MariaDB (or mariadb://)
   user:pass@tcp(db1:3306)/app                         MySQL or MariaDB
-  /path/locks.db, file:locks.db, sqlite:locks.db      SQLite (anything else too)
+  /path/locks.db, file:locks.db, sqlite:locks.db      SQLite (a path without a scheme)
+  Any other scheme (foo://) is an error.
 
 Exit status of the other commands: 0 ok, 1 operational error, 2 usage error.
 `
@@ -351,7 +383,7 @@ func init() {
 // env is what a command works with.
 type env struct {
 	db     *gorm.DB
-	kind   dsn.Kind
+	kind   dbopen.Kind
 	locker *gormmutex.Locker
 	opts   *options
 	json   bool
@@ -473,8 +505,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	rep.secrets = t.secrets
-	db, err := t.open(ctx, o.connectTimeout, cmd.conns)
+	rep.secrets = append(rep.secrets, t.Secrets...)
+	db, err := openDB(ctx, t, o.connectTimeout, cmd.conns)
 	if err != nil {
 		return fail(err)
 	}
@@ -485,7 +517,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}()
 	e := &env{
 		db:     db,
-		kind:   t.kind,
+		kind:   t.Kind,
 		opts:   &o,
 		json:   o.json,
 		stdout: stdout,
@@ -554,6 +586,11 @@ func parseArgs(o *options, args []string) (*command, []string, error) {
 	if len(cmd.args) > 0 && cmd.args[0] == "LOCK_ID" {
 		if err := checkLockID(rest[0]); err != nil {
 			return cmd, nil, usageError{err.Error()}
+		}
+	}
+	if name == "run" && o.run.permits > 0 {
+		if err := checkSemaphoreName(rest[0]); err != nil {
+			return cmd, nil, err
 		}
 	}
 	if o.dsn == "" {

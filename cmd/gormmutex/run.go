@@ -30,6 +30,11 @@ type runOptions struct {
 	conflictExit int
 	killAfter    time.Duration
 	quiet        bool
+	// holder names the holder in the lock table (Config.Holder).
+	holder string
+	// permits, when positive, makes LOCK_ID a semaphore of that many
+	// permits: at most that many run at once.
+	permits int
 }
 
 func defaultRunOptions() runOptions {
@@ -45,6 +50,8 @@ func runFlags(o *options, fs *flag.FlagSet) {
 	fs.IntVar(&r.conflictExit, "conflict-exit-code", r.conflictExit, "")
 	fs.DurationVar(&r.killAfter, "kill-after", r.killAfter, "")
 	fs.BoolVar(&r.quiet, "quiet", r.quiet, "")
+	fs.StringVar(&r.holder, "holder", r.holder, "")
+	fs.IntVar(&r.permits, "permits", r.permits, "")
 }
 
 func checkRun(o *options) error {
@@ -60,6 +67,20 @@ func checkRun(o *options) error {
 		return usagef("-kill-after must not be negative")
 	case r.conflictExit < 0 || r.conflictExit > 255:
 		return usagef("-conflict-exit-code must be 0 to 255")
+	case r.permits < 0 || r.permits > gormmutex.MaxPermits:
+		return usagef("-permits must be 1 to %d (or 0 for a lock)", gormmutex.MaxPermits)
+	}
+	if err := (gormmutex.Config{Holder: r.holder}).Validate(); err != nil {
+		return usagef("-holder must be at most 200 bytes of UTF-8 without NUL")
+	}
+	return nil
+}
+
+// checkSemaphoreName applies the library's rule for semaphore names to
+// LOCK_ID under -permits, so that a bad one is a usage error.
+func checkSemaphoreName(id string) error {
+	if len(id) > gormmutex.MaxSemaphoreNameLen {
+		return usagef("LOCK_ID: a semaphore's name (-permits) is at most %d bytes, got %d", gormmutex.MaxSemaphoreNameLen, len(id))
 	}
 	return nil
 }
@@ -87,6 +108,42 @@ func runArgs(before, after []string, dash bool) ([]string, error) {
 	default:
 		return append([]string{after[0]}, after[2:]...), nil
 	}
+}
+
+// subject names what run takes, for messages: lock "x", or under -permits
+// semaphore "x".
+func (r runOptions) subject(id string) string {
+	if r.permits > 0 {
+		return "semaphore " + strconv.Quote(id)
+	}
+	return "lock " + strconv.Quote(id)
+}
+
+// heldPermits explains ErrLocked under -permits: every permit is held,
+// and by whom. It lists the semaphore's slots, best effort: if that fails,
+// the message gives the count alone.
+func (e *env) heldPermits(ctx context.Context, l *gormmutex.Locker, id string, permits int) error {
+	msg := fmt.Sprintf("semaphore %s has all its %d permits held", strconv.Quote(id), permits)
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rows, err := l.List(lctx)
+	if err != nil {
+		return errors.New(msg)
+	}
+	// A permit is a lock on one of the name's slots, whose ids are
+	// "gormmutex/semaphore/NAME/PERMITS/INDEX" (see the library's
+	// semaphore.go).
+	prefix := "gormmutex/semaphore/" + id + "/" + strconv.Itoa(permits) + "/"
+	var holders []string
+	for _, r := range rows {
+		if strings.HasPrefix(r.LockID, prefix) {
+			holders = append(holders, display(r.Holder))
+		}
+	}
+	if len(holders) == 0 {
+		return errors.New(msg)
+	}
+	return fmt.Errorf("%s (by %s)", msg, strings.Join(holders, "; "))
 }
 
 // held explains ErrLocked: who holds the lock, since when, until when. It

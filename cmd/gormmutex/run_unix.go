@@ -52,62 +52,77 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	// The library's log lines (renewal retries, the lost lease) would only
 	// repeat what run reports itself, and break -json's one object.
 	l, err := gormmutex.New(e.db, gormmutex.Config{TTL: &ttl, Wait: ro.wait, MinHold: ro.minHold,
-		Logger: slog.New(slog.DiscardHandler)})
+		Holder: ro.holder, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fail(exitRunFailed, "error", err)
 	}
-	lk, err := acquire(ctx, l, id, sigs)
+	take := func(ctx context.Context) (*gormmutex.Lock, error) { return l.Acquire(ctx, id) }
+	if ro.permits > 0 {
+		// A permit is a lock on one of the semaphore's slots: the rest
+		// of run (renewals, release, the lost lease) is the same.
+		sem, err := l.Semaphore(id, ro.permits)
+		if err != nil {
+			return fail(exitRunFailed, "error", err)
+		}
+		take = sem.Acquire
+	}
+	lk, err := acquire(ctx, take, sigs)
 	var sig *interrupted
 	switch {
 	case errors.As(err, &sig):
 		return fail(128+int(sig.sig), "interrupted",
-			fmt.Errorf("got %s while waiting for lock %s; COMMAND did not run", signalName(int(sig.sig)), strconv.Quote(id)))
+			fmt.Errorf("got %s while waiting for %s; COMMAND did not run", signalName(int(sig.sig)), ro.subject(id)))
 	case errors.Is(err, gormmutex.ErrLocked):
 		if ro.quiet {
 			return &failure{status: ro.conflictExit}
+		}
+		if ro.permits > 0 {
+			return fail(ro.conflictExit, "locked", e.heldPermits(ctx, l, id, ro.permits))
 		}
 		return fail(ro.conflictExit, "locked", e.held(ctx, l, id))
 	case err != nil:
 		return fail(exitRunFailed, "error", e.explain(ctx, err))
 	}
 
-	status, lost, startErr := supervise(e, lk, path, argv, sigs)
+	status, lost, startErr := supervise(e, lk, ro.subject(id), path, argv, sigs)
 	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	relErr := lk.Release(relCtx)
 	cancel()
 
 	switch {
 	case startErr != nil:
-		return fail(exitCannotExecute, "cannot_execute", fmt.Errorf("cannot execute %s: %v (lock %s released)", quoteCommand(argv), startErr, strconv.Quote(id)))
+		return fail(exitCannotExecute, "cannot_execute", fmt.Errorf("cannot execute %s: %v (%s released)", quoteCommand(argv), startErr, ro.subject(id)))
 	case lost != nil:
 		return &failure{status: exitLeaseLost, kind: "lease_lost", lockID: &id, commandStatus: &status,
-			err: fmt.Errorf("lost lock %s while the command ran (%s), so the command was stopped; it ended with %s; another holder may have run at the same time",
-				strconv.Quote(id), lostCause(lost), describeStatus(status))}
+			err: fmt.Errorf("lost %s: %s; the command was stopped and ended with %s; another holder may have run at the same time",
+				ro.subject(id), lostCause(lost), describeStatus(status))}
 	case errors.Is(relErr, gormmutex.ErrTimeout):
 		renewed := "not renewed: no -keepalive"
 		if ro.keepAlive {
 			renewed = "renewed by -keepalive"
 		}
 		return &failure{status: exitLeaseExpired, kind: "lease_expired", lockID: &id, commandStatus: &status,
-			err: fmt.Errorf("lock %s expired or was force-released before the command ended (-ttl %v, %s); another holder may have run at the same time; the command ended with %s",
-				strconv.Quote(id), ro.ttl, renewed, describeStatus(status))}
+			err: fmt.Errorf("%s expired or was force-released before the command ended (-ttl %v, %s); another holder may have run at the same time; the command ended with %s",
+				ro.subject(id), ro.ttl, renewed, describeStatus(status))}
 	case relErr != nil:
 		return &failure{status: status, kind: "release_failed", lockID: &id, commandStatus: &status,
-			err: fmt.Errorf("the command ended with %s, but releasing lock %s failed, so it stays taken until its lease runs out: %v",
-				describeStatus(status), strconv.Quote(id), relErr)}
+			err: fmt.Errorf("the command ended with %s, but releasing %s failed, so it stays taken until its lease runs out: %v",
+				describeStatus(status), ro.subject(id), relErr)}
 	case status != 0:
 		return &failure{status: status} // COMMAND's own failure: nothing to add
 	}
 	return nil
 }
 
-// lostCause says why KeepAlive gave the lock up, without repeating the
-// lock id.
+// lostCause says in one clause why KeepAlive gave the lock up. It names
+// the cause, never the error's text, so that one cause always reads the
+// same: a lease lost to a pause is found by the watchdog or by a renewal,
+// whichever runs first after the process resumes, and their errors differ.
 func lostCause(err error) string {
 	if errors.Is(err, gormmutex.ErrForceReleased) {
 		return "it was force-released"
 	}
-	return fmt.Sprintf("it expired or could not be renewed in time: %v", err)
+	return "its lease expired before it could be renewed"
 }
 
 // interrupted reports a signal that ended the wait for the lock.
@@ -115,8 +130,9 @@ type interrupted struct{ sig syscall.Signal }
 
 func (i *interrupted) Error() string { return "interrupted by " + signalName(int(i.sig)) }
 
-// acquire takes the lock, giving up when a signal arrives.
-func acquire(ctx context.Context, l *gormmutex.Locker, id string, sigs <-chan os.Signal) (*gormmutex.Lock, error) {
+// acquire takes the lock (or the permit) with take, giving up when a
+// signal arrives.
+func acquire(ctx context.Context, take func(context.Context) (*gormmutex.Lock, error), sigs <-chan os.Signal) (*gormmutex.Lock, error) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -125,7 +141,7 @@ func acquire(ctx context.Context, l *gormmutex.Locker, id string, sigs <-chan os
 	}
 	done := make(chan result, 1)
 	go func() {
-		lk, err := l.Acquire(actx, id)
+		lk, err := take(actx)
 		done <- result{lk, err}
 	}()
 	select {
@@ -148,7 +164,7 @@ func acquire(ctx context.Context, l *gormmutex.Locker, id string, sigs <-chan os
 // the lease is lost. It returns COMMAND's exit status (128+N for death by
 // signal N), the error that reported the lease lost (nil if it was not),
 // and an error if COMMAND could not start.
-func supervise(e *env, lk *gormmutex.Lock, path string, argv []string, sigs <-chan os.Signal) (status int, lost, startErr error) {
+func supervise(e *env, lk *gormmutex.Lock, subject, path string, argv []string, sigs <-chan os.Signal) (status int, lost, startErr error) {
 	ro := e.opts.run
 	lostc := make(chan error, 1)
 	stopKeepAlive := func() {}
@@ -177,8 +193,8 @@ func supervise(e *env, lk *gormmutex.Lock, path string, argv []string, sigs <-ch
 	stop := func(err error) {
 		lost = err
 		if !e.json {
-			fmt.Fprintf(e.stderr, "gormmutex: run: lost lock %s (%s): stopping the command: SIGTERM, then SIGKILL after %v\n",
-				strconv.Quote(lk.LockID()), lostCause(err), ro.killAfter)
+			fmt.Fprintf(e.stderr, "gormmutex: run: lost %s: %s; stopping the command (%s)\n",
+				subject, lostCause(err), stopping(ro.killAfter))
 		}
 		if ro.killAfter == 0 {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
@@ -217,6 +233,14 @@ func supervise(e *env, lk *gormmutex.Lock, path string, argv []string, sigs <-ch
 		awaitGroup(pgid, killAt)
 	}
 	return status, lost, nil
+}
+
+// stopping says how the command is stopped, for the lost-lease message.
+func stopping(killAfter time.Duration) string {
+	if killAfter == 0 {
+		return "SIGKILL"
+	}
+	return fmt.Sprintf("SIGTERM, then SIGKILL after %v", killAfter)
 }
 
 // awaitGroup waits until the process group pgid is empty, and kills what

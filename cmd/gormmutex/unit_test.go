@@ -23,6 +23,8 @@ func TestRedact(t *testing.T) {
 		"PASSWORD = s3cret host=h":                      "s3cret",
 		"postgres://u@h/db?password=s3cret&sslmode=off": "s3cret",
 		"root:s3cret@tcp(127.0.0.1:3306)/test":          "s3cret",
+		"mysql://root:s3%2Fcret@127.0.0.1:3306/test":    "s3/cret",
+		"mariadb://root:s3cret@db/test?tls=true":        "s3cret",
 		"root:s3:c@ret@tcp(127.0.0.1:3306)/test?x=1":    "s3:c@ret",
 	} {
 		msg := redact("error: "+secret+" and "+dsn, dsnSecrets(dsn))

@@ -16,52 +16,24 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/mattn/go-sqlite3"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 )
 
 // Open opens a connection pool on the database name ("sqlite", "postgres"
-// or "mysql") at dsn, with GORM's logger off, and counts its round trips in
-// c (nil counts nothing). It pings the database.
+// or "mysql") at dsn, which the driver gets as it is, with GORM's logger
+// off, and counts its round trips in c (nil counts nothing). It pings the
+// database. It opens through the project's one opener, internal/dbopen.
 func Open(name, dsn string, c *sqlcount.Counter) (*gorm.DB, error) {
-	var drv driver.Driver
-	switch name {
-	case "sqlite":
-		drv = &sqlite3.SQLiteDriver{}
-	case "postgres":
-		drv = stdlib.GetDefaultDriver()
-	case "mysql":
-		drv = &gomysql.MySQLDriver{}
-	default:
-		return nil, fmt.Errorf("testdb: unknown database %q", name)
-	}
-	conn, err := sqlcount.NewConnector(drv, dsn, c)
+	t, err := dbopen.New(dbopen.Kind(name), dsn)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("testdb: %w", err)
 	}
-	sqlDB := sql.OpenDB(conn)
-	var dial gorm.Dialector
-	switch name {
-	case "sqlite":
-		dial = sqlite.New(sqlite.Config{Conn: sqlDB})
-	case "postgres":
-		dial = postgres.New(postgres.Config{Conn: sqlDB})
-	case "mysql":
-		dial = mysql.New(mysql.Config{Conn: sqlDB})
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
+	return t.Open(context.Background(), dbopen.Options{
+		Wrap: func(conn driver.Connector) driver.Connector { return sqlcount.Wrap(conn, c) },
+	})
 }
 
 // Close closes db's connection pool.

@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gorm.io/driver/mysql"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 )
 
@@ -54,7 +53,7 @@ func TestHistoryKillAndPause(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		// The suites' own SQLite settings: WAL, a 5 s busy timeout.
 		dsn := testdb.SQLite(filepath.Join(t.TempDir(), "locks.db"))
-		require.NoError(t, gormmutex.AutoMigrate(scenario.Open(t, sqlite.Open(dsn), 1)))
+		require.NoError(t, gormmutex.AutoMigrate(scenario.Open(t, "sqlite", dsn, 1)))
 		scenario.KillPause{Driver: "sqlite", DSNs: []string{dsn}}.Run(t)
 	})
 }

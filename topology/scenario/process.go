@@ -16,11 +16,6 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 // The environment of a worker process: the test binary started again with
@@ -60,18 +55,7 @@ func worker(name string) error {
 	if err != nil {
 		return err
 	}
-	var d gorm.Dialector
-	switch os.Getenv(workerDriver) {
-	case "postgres":
-		d = postgres.Open(os.Getenv(workerDSN))
-	case "mysql":
-		d = mysql.Open(os.Getenv(workerDSN))
-	case "sqlite":
-		d = sqlite.Open(os.Getenv(workerDSN))
-	default:
-		return fmt.Errorf("driver %q", os.Getenv(workerDriver))
-	}
-	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+	db, err := open(os.Getenv(workerDriver), os.Getenv(workerDSN), 0)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@
 package scenario
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -14,17 +15,18 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
-// Open opens a GORM pool of at most maxConns connections on dialector and
-// closes it when t ends. A pool stands in for one application process.
-func Open(t testing.TB, d gorm.Dialector, maxConns int) *gorm.DB {
+// Open opens a GORM pool of at most maxConns connections on the database
+// kind ("postgres", "mysql" or "sqlite") at dsn, through the project's one
+// opener (internal/dbopen), and closes it when t ends. A pool stands in for
+// one application process.
+func Open(t testing.TB, kind, dsn string, maxConns int) *gorm.DB {
 	t.Helper()
-	db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+	db, err := open(kind, dsn, maxConns)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -32,22 +34,30 @@ func Open(t testing.TB, d gorm.Dialector, maxConns int) *gorm.DB {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	sqlDB.SetMaxOpenConns(maxConns)
-	sqlDB.SetMaxIdleConns(maxConns)
 	t.Cleanup(func() { sqlDB.Close() })
 	return db
+}
+
+// open opens a pool of at most maxConns connections (0: no cap) on the
+// database kind at dsn, which the driver gets as it is.
+func open(kind, dsn string, maxConns int) (*gorm.DB, error) {
+	tg, err := dbopen.New(dbopen.Kind(kind), dsn)
+	if err != nil {
+		return nil, err
+	}
+	return tg.Open(context.Background(), dbopen.Options{MaxConns: maxConns})
 }
 
 // Postgres opens a pool on a PostgreSQL DSN (pgx).
 func Postgres(t testing.TB, dsn string, maxConns int) *gorm.DB {
 	t.Helper()
-	return Open(t, postgres.Open(dsn), maxConns)
+	return Open(t, "postgres", dsn, maxConns)
 }
 
 // MySQL opens a pool on a MySQL/MariaDB DSN.
 func MySQL(t testing.TB, dsn string, maxConns int) *gorm.DB {
 	t.Helper()
-	return Open(t, mysql.Open(dsn), maxConns)
+	return Open(t, "mysql", dsn, maxConns)
 }
 
 // Counter is a deliberately unprotected read-sleep-write counter: if two

@@ -3,32 +3,29 @@
 package exampledb
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
-	gomysql "github.com/go-sql-driver/mysql"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	dsnkind "github.com/gormmutex/gormmutex/internal/dsn"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
-// Open opens the database that dsn names, choosing the driver as the
-// operators' command does (see Kind):
+// Open opens the database that dsn names, read and tuned by the project's
+// one opener (internal/dbopen), as the operators' command does:
 //
 //   - "": a new SQLite file in a new temporary directory, which Close removes;
 //   - a PostgreSQL URL or key=value DSN: PostgreSQL;
-//   - a MySQL DSN ("user@tcp(host:port)/db..."): MySQL or MariaDB, with
-//     parseTime=true and interpolateParams=true added unless the DSN sets
-//     them;
-//   - anything else: a SQLite file name, "sqlite:" name or "file:" URI.
+//   - a mysql:// or mariadb:// URL, or a MySQL DSN
+//     ("user@tcp(host:port)/db..."): MySQL or MariaDB, with parseTime=true
+//     and loc=UTC, and interpolateParams=true unless the DSN sets it;
+//   - a SQLite file name (in WAL mode), "sqlite:" name or "file:" URI;
+//   - any other scheme ("foo://"): an error.
 //
 // Use DSN to open a second pool on the same database, and Close to close it.
 func Open(dsn string) (*gorm.DB, error) {
@@ -40,21 +37,7 @@ func Open(dsn string) (*gorm.DB, error) {
 		}
 		dsn = filepath.Join(dir, "locks.db")
 	}
-	var dial gorm.Dialector
-	switch dsnkind.Classify(dsn) {
-	case dsnkind.Postgres:
-		dial = postgres.Open(dsn)
-	case dsnkind.MySQL:
-		var err error
-		if dsn, err = mysqlDSN(dsn); err != nil {
-			return nil, err
-		}
-		dial = mysql.Open(dsn)
-	default:
-		dsn = sqliteDSN(dsn)
-		dial = sqlite.Open(dsn)
-	}
-	db, err := gorm.Open(dial, &gorm.Config{Logger: gormLogger})
+	db, dsn, err := open(dsn)
 	if err != nil {
 		if dir != "" {
 			os.RemoveAll(dir)
@@ -69,6 +52,22 @@ func Open(dsn string) (*gorm.DB, error) {
 	opened[sqlDB] = info{dsn: dsn, dir: dir}
 	mu.Unlock()
 	return db, nil
+}
+
+// open opens dsn and returns the DSN the driver got.
+func open(dsn string) (*gorm.DB, string, error) {
+	t, err := dbopen.Parse(dsn)
+	if err != nil {
+		return nil, "", fmt.Errorf("exampledb: %w", err)
+	}
+	if err := t.Tune(dbopen.Tuning{WAL: true}); err != nil {
+		return nil, "", fmt.Errorf("exampledb: %w", err)
+	}
+	db, err := t.Open(context.Background(), dbopen.Options{Gorm: &gorm.Config{Logger: gormLogger}})
+	if err != nil {
+		return nil, "", err
+	}
+	return db, t.DSN(), nil
 }
 
 // DSN returns the DSN that db was opened with (for an Open(""), the
@@ -106,8 +105,8 @@ func Close(db *gorm.DB) error {
 
 // Kind names the database that dsn is for: "postgres", "mysql" or "sqlite".
 // It classifies DSNs exactly as the operators' command does
-// (internal/dsn.Classify).
-func Kind(dsn string) string { return string(dsnkind.Classify(dsn)) }
+// (internal/dbopen.Classify); a DSN with an unknown scheme is "".
+func Kind(dsn string) string { return string(dbopen.Classify(dsn)) }
 
 type info struct{ dsn, dir string }
 
@@ -122,31 +121,3 @@ var gormLogger = logger.New(log.New(os.Stderr, "gorm: ", log.LstdFlags), logger.
 	LogLevel:                  logger.Error,
 	IgnoreRecordNotFoundError: true,
 })
-
-// mysqlDSN adds parseTime (gormmutex reads DATETIME columns into
-// time.Time) and interpolateParams (one round trip per statement instead of
-// three) unless the DSN sets them.
-func mysqlDSN(dsn string) (string, error) {
-	cfg, err := gomysql.ParseDSN(dsn)
-	if err != nil {
-		return "", fmt.Errorf("exampledb: MySQL DSN: %w", err)
-	}
-	if !strings.Contains(dsn, "parseTime=") {
-		cfg.ParseTime = true
-	}
-	if !strings.Contains(dsn, "interpolateParams=") {
-		cfg.InterpolateParams = true
-	}
-	return cfg.FormatDSN(), nil
-}
-
-// sqliteDSN turns a file name (or "sqlite:" name) into a URI in WAL mode
-// with a busy timeout, so that several pools and processes can share the
-// file. A "file:" URI is used as it is.
-func sqliteDSN(dsn string) string {
-	dsn = dsnkind.SQLiteName(dsn)
-	if strings.HasPrefix(strings.ToLower(dsn), "file:") {
-		return dsn
-	}
-	return "file:" + dsn + "?_journal_mode=WAL&_busy_timeout=5000"
-}

@@ -21,8 +21,9 @@
 // find the lock already released and run most ticks again.
 //
 // A -dsn that starts with "host=", "postgres://" or "postgresql://" is
-// PostgreSQL; one that contains "@tcp(" is MySQL or MariaDB; anything else
-// is taken as the path of an SQLite file.
+// PostgreSQL; one that starts with "mysql://" or "mariadb://", or contains
+// "@tcp(", is MySQL or MariaDB; a path or "file:" URI is an SQLite file;
+// any other scheme is an error (internal/dbopen, as the gormmutex command).
 package main
 
 import (
@@ -39,16 +40,12 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
-	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
+	"github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
 const interval = time.Second
@@ -83,11 +80,19 @@ func run(dsn string, n, ticks int, minHold, skew time.Duration) error {
 		defer os.RemoveAll(dir)
 		dsn = filepath.Join(dir, "locks.db")
 	}
-	kind, dial := dialector(dsn)
-	fmt.Printf("database: %s\n", kind)
+	// One opener for every program of the project: it tells the database
+	// from the DSN and adds the settings the lock table wants.
+	target, err := dbopen.Parse(dsn)
+	if err != nil {
+		return err
+	}
+	if err := target.Tune(dbopen.Tuning{WAL: true}); err != nil {
+		return err
+	}
+	fmt.Printf("database: %s\n", target.Desc)
 
 	// Every process calls AutoMigrate at start-up; it is safe to repeat.
-	setup, err := open(dial)
+	setup, err := open(target)
 	if err != nil {
 		return err
 	}
@@ -110,7 +115,7 @@ func run(dsn string, n, ticks int, minHold, skew time.Duration) error {
 	scheds := make([]gocron.Scheduler, n)
 	for i := range scheds {
 		names[i] = fmt.Sprintf("scheduler-%d", i+1)
-		db, err := open(dial) // each scheduler has its own pool, like a separate process
+		db, err := open(target) // each scheduler has its own pool, like a separate process
 		if err != nil {
 			return err
 		}
@@ -205,43 +210,9 @@ func run(dsn string, n, ticks int, minHold, skew time.Duration) error {
 	return nil
 }
 
-// dialector picks the database from the DSN.
-func dialector(dsn string) (string, func() gorm.Dialector) {
-	switch {
-	case strings.HasPrefix(dsn, "host=") || strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://"):
-		return "PostgreSQL", func() gorm.Dialector { return postgres.Open(dsn) }
-	case strings.Contains(dsn, "@tcp("):
-		// interpolateParams saves a round trip per statement; parseTime
-		// lets GORM read times.
-		if cfg, err := gomysql.ParseDSN(dsn); err == nil {
-			cfg.InterpolateParams, cfg.ParseTime = true, true
-			dsn = cfg.FormatDSN()
-		}
-		return "MySQL/MariaDB", func() gorm.Dialector { return mysql.Open(dsn) }
-	default:
-		// WAL and a busy timeout let several pools share the file.
-		sq := "file:" + dsn + "?_journal_mode=WAL&_busy_timeout=5000"
-		return "SQLite " + dsn, func() gorm.Dialector { return sqlite.Open(sq) }
-	}
-}
-
 // open opens a connection pool and checks that it can connect.
-func open(dial func() gorm.Dialector) (*gorm.DB, error) {
-	db, err := gorm.Open(dial(), &gorm.Config{Logger: logger.Discard, DisableAutomaticPing: true})
-	if err != nil {
-		return nil, err
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := sqlDB.PingContext(ctx); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	return db, nil
+func open(t *dbopen.Target) (*gorm.DB, error) {
+	return t.Open(context.Background(), dbopen.Options{PingTimeout: 5 * time.Second})
 }
 
 func closeDB(db *gorm.DB) {

@@ -1,11 +1,11 @@
-package dsn_test
+package dbopen_test
 
 import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/gormmutex/gormmutex/internal/dsn"
+	dsn "github.com/gormmutex/gormmutex/internal/dbopen"
 )
 
 func TestClassify(t *testing.T) {
@@ -33,6 +33,13 @@ func TestClassify(t *testing.T) {
 		"file:/tmp/host=odd.db":                        dsn.SQLite,
 		`C:\data\locks.db`:                             dsn.SQLite,
 		"postgres-is-a-file-name.db":                   dsn.SQLite,
+		"mysql://root@127.0.0.1:3306/db":               dsn.MySQL,
+		"MariaDB://u:p@h/db?tls=true":                  dsn.MySQL,
+		"file:///abs/x.db":                             dsn.SQLite,
+		"foo://x/y":                                    dsn.Unknown,
+		"root:pw@/app?parseTime=true":                  dsn.MySQL,
+		"redis://h:6379/0":                             dsn.Unknown,
+		"sqlserver://u@h/db":                           dsn.Unknown,
 	} {
 		assert.Equal(t, want, dsn.Classify(s), "Classify(%q)", s)
 	}
