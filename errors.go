@@ -171,3 +171,22 @@ func (j joined) Error() string {
 }
 
 func (j joined) Unwrap() []error { return j }
+
+// locatedError is an error of a decoded configuration with where it is in
+// the file: prefix "line 8: " (YAML) or suffix " (in {...})" (JSON), put
+// after the sentinel's text so that "gormmutex:" is said once.
+type locatedError struct {
+	err            error
+	prefix, suffix string
+}
+
+func (e *locatedError) Error() string {
+	msg := e.err.Error()
+	lead := ErrInvalidConfig.Error() + ": "
+	if strings.HasPrefix(msg, lead) {
+		return lead + e.prefix + strings.TrimPrefix(msg, lead) + e.suffix
+	}
+	return e.prefix + msg + e.suffix
+}
+
+func (e *locatedError) Unwrap() error { return e.err }
