@@ -94,8 +94,30 @@ type LockError struct {
 // Error returns a message that names the operation and the lock id, on one
 // line.
 func (e *LockError) Error() string {
+	if _, ok := e.Err.(namer); ok {
+		return fmt.Sprintf("%s (op %s)", e.Err.Error(), e.Op)
+	}
 	return fmt.Sprintf("%s (op %s, lock %q)", e.Err.Error(), e.Op, e.LockID)
 }
+
+// namer is an error whose message names what it is about already, so that
+// a LockError around it adds only the operation.
+type namer interface{ namesItself() }
+
+// semaphoreFullError is the [ErrLocked] of a semaphore whose permits are
+// all in use: the message says that it is a semaphore, its permits, and
+// how many of them its last read found live (or saw taken since).
+type semaphoreFullError struct {
+	name          string
+	permits, live int
+}
+
+func (e *semaphoreFullError) Error() string {
+	return fmt.Sprintf("gormmutex: semaphore %q is full: %d of %d permits in use", e.name, e.live, e.permits)
+}
+
+func (e *semaphoreFullError) Unwrap() error { return ErrLocked }
+func (e *semaphoreFullError) namesItself()  {}
 
 // Unwrap returns the underlying error.
 func (e *LockError) Unwrap() error { return e.Err }
