@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -212,3 +213,35 @@ func (e *locatedError) Error() string {
 }
 
 func (e *locatedError) Unwrap() error { return e.err }
+
+// humanDuration rounds d as a person reads it in a message: to 3
+// significant digits (666.666666ms is 667ms, 1.3333333s is 1.33s).
+func humanDuration(d time.Duration) time.Duration {
+	if u := sigUnit(float64(d)); u > 1 {
+		return d.Round(u)
+	}
+	return d
+}
+
+// humanFloor and humanCeil round x nanoseconds down or up to 3
+// significant digits, for a bound that a message says to stay below or to
+// go above: what they print is still on the right side of x.
+func humanFloor(x float64) time.Duration {
+	u := float64(sigUnit(x))
+	return time.Duration(math.Floor(x/u) * u)
+}
+
+func humanCeil(x float64) time.Duration {
+	u := float64(sigUnit(x))
+	return time.Duration(math.Ceil(x/u-1e-9) * u)
+}
+
+// sigUnit is the power of ten that is the third significant digit of x
+// nanoseconds, at least 1.
+func sigUnit(x float64) time.Duration {
+	u := time.Duration(1)
+	for a := math.Abs(x); a >= 1000 && u < time.Duration(math.MaxInt64/10); a /= 10 {
+		u *= 10
+	}
+	return u
+}
