@@ -6,9 +6,13 @@ import (
 	"github.com/gormmutex/gormmutex/observe"
 	"log/slog"
 	"math"
+	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MinTTL is the shortest TTL that [Config.Validate] accepts. A lease
@@ -22,13 +26,21 @@ const MinTTL = 10 * time.Millisecond
 // until an operator force-releases it: most callers start from
 // [DefaultConfig] and change what they need.
 //
+// A Go literal Config{} has TTL nil and never expires, while a Config
+// decoded from JSON or YAML without a ttl key gets [DefaultTTL] (30
+// minutes), and only an explicit "ttl: null" decodes to never.
+//
 // A Config is a plain value meant to sit inside an application's own
 // configuration. It decodes from JSON and YAML with durations written as
-// strings with a unit ("30m", "1800s", "1.5s") and a TTL of null meaning
-// "never expires". Decoding rejects a bare number (30 would be 30
-// nanoseconds), an unknown key, and a result that fails [Config.Validate],
-// so that a service with a wrong lock configuration fails at start-up
-// rather than at its first lock.
+// strings with a unit ("30m", "1800s", "1.5s"). Decoding rejects a bare
+// number (30 would be 30 nanoseconds), an unknown key (suggesting the key
+// it is nearest to), and a result that fails [Config.Validate], with an
+// error that says where (the YAML line, or the JSON block), so that a
+// service with a wrong lock configuration fails at start-up rather than at
+// its first lock. A block that is absent from the file, or empty ("lock:"
+// with nothing under it, which YAML reads as null), is not decoded at all
+// and leaves the Config as it was: start from [DefaultConfig] if that must
+// expire.
 type Config struct {
 	// TTL is how long a lock lives after it is acquired (or last refreshed)
 	// before others may take it over; nil means the lock never expires.
@@ -128,25 +140,31 @@ const maxHolderLen = 200
 // Config built in code at start-up. Whether the database supports
 // AsyncCommit is checked by New, which knows the database.
 func (c Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
+// validate is Validate, and says which key the error is about.
+func (c Config) validate() (key string, err error) {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
 	case c.TTL != nil && *c.TTL <= 0:
-		return invalid("TTL (ttl) %v is not positive; use nil (null) for locks that never expire", *c.TTL)
+		return "ttl", invalid("TTL (ttl) %v is not positive; use nil (null) for locks that never expire", *c.TTL)
 	case c.TTL != nil && *c.TTL < MinTTL:
-		return invalid("TTL (ttl) %v is below the minimum %v: a lease shorter than a few round trips "+
+		return "ttl", invalid("TTL (ttl) %v is below the minimum %v: a lease shorter than a few round trips "+
 			"to the database lapses before its holder can use it (was a unit forgotten?)", *c.TTL, MinTTL)
 	case c.Wait < 0:
-		return invalid("Wait (wait) %v is negative", c.Wait)
+		return "wait", invalid("Wait (wait) %v is negative", c.Wait)
 	case c.MinHold < 0:
-		return invalid("MinHold (min_hold) %v is negative", c.MinHold)
+		return "min_hold", invalid("MinHold (min_hold) %v is negative", c.MinHold)
 	case c.KeepAlive && c.TTL == nil:
-		return invalid("KeepAlive (keep_alive) needs a TTL: a lock that never expires has no lease to renew")
+		return "keep_alive", invalid("KeepAlive (keep_alive) needs a TTL: a lock that never expires has no lease to renew")
 	case len(c.Holder) > maxHolderLen || !validText(c.Holder):
-		return invalid("Holder (holder) must be at most %d bytes of UTF-8 without NUL", maxHolderLen)
+		return "holder", invalid("Holder (holder) must be at most %d bytes of UTF-8 without NUL", maxHolderLen)
 	}
-	return nil
+	return "", nil
 }
 
 // configKeys are the keys that UnmarshalJSON and UnmarshalYAML accept.
@@ -154,37 +172,85 @@ var configKeys = []string{"ttl", "wait", "keep_alive", "min_hold", "suppress_acq
 	"transaction_pooling", "holder"}
 
 // UnmarshalJSON reads a Config written as JSON. Durations are strings with
-// a unit, such as "30m" or "1800s"; "ttl": null means the lock never
-// expires. Keys that are absent keep the Config's current values, so
-// decoding into [DefaultConfig]() keeps its defaults. A bare number, an
-// unknown key or a result that fails [Config.Validate] is an error, and
-// leaves c unchanged.
+// a unit, such as "30m" or "1800s". A "ttl" key that is absent gives
+// [DefaultTTL] where the Config has no TTL yet (so a block without "ttl"
+// decoded into a zero Config expires after 30 minutes), and only
+// "ttl": null means the lock never expires. Other keys that are absent
+// keep the Config's current values. A bare number, an unknown key or a
+// result that fails [Config.Validate] is an error that matches
+// [ErrInvalidConfig] and quotes the block it is in, and leaves c
+// unchanged.
 func (c *Config) UnmarshalJSON(b []byte) error {
 	var m map[string]any
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("gormmutex: config: %w", err)
+		return fmt.Errorf("%w: a lock configuration is an object of the keys %s: %s",
+			ErrInvalidConfig, strings.Join(configKeys, ", "), oneLine(err.Error()))
 	}
-	return c.apply(m)
+	block := jsonBlock(b)
+	return c.apply(m, func(string) location { return location{block: block} })
 }
 
 // UnmarshalYAML reads a Config written as YAML, with the same rules as
-// [Config.UnmarshalJSON]. It has the signature that gopkg.in/yaml.v2,
+// [Config.UnmarshalJSON]; its errors name the line of the bad key (with
+// gopkg.in/yaml.v2 and yaml.v3). It has the signature that gopkg.in/yaml.v2,
 // yaml.v3 and goccy/go-yaml call, so gormmutex needs no YAML library of its
 // own.
 func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
 	var m map[string]any
 	if err := unmarshal(&m); err != nil {
-		return fmt.Errorf("gormmutex: config: %w", err)
+		return fmt.Errorf("%w: a lock configuration is a mapping of the keys %s: %s",
+			ErrInvalidConfig, strings.Join(configKeys, ", "), oneLine(err.Error()))
 	}
-	return c.apply(m)
+	return c.apply(m, func(key string) location { return location{line: yamlLine(unmarshal, key)} })
+}
+
+// location says where a key of a decoded block is, for its errors: the
+// YAML line, or for JSON the block itself (a JSON unmarshaler is not told
+// where its block is).
+type location struct {
+	line  int    // the line of the key's value, or 0
+	block string // the block, shortened, or ""
+}
+
+// prefix and suffix put the location around an error's subject:
+// `line 8: config key "ttl"` (YAML) or `config key "ttl" in {"ttl": 1}`
+// (JSON).
+func (l location) prefix() string {
+	if l.line > 0 {
+		return fmt.Sprintf("line %d: ", l.line)
+	}
+	return ""
+}
+
+func (l location) suffix() string {
+	if l.line <= 0 && l.block != "" {
+		return " in " + l.block
+	}
+	return ""
+}
+
+// wrap adds the location to err, an error of Validate about key.
+func (l location) wrap(err error) error {
+	switch {
+	case l.line > 0:
+		return &locatedError{err: err, prefix: l.prefix()}
+	case l.block != "":
+		return &locatedError{err: err, suffix: " (" + strings.TrimPrefix(l.suffix(), " ") + ")"}
+	}
+	return err
 }
 
 // apply sets the fields whose keys m holds. A map, not a struct, because
-// only a map tells "ttl: null" (never expires) from a missing ttl (keep),
-// and because a decoder's own strict mode does not reach into an
-// unmarshaler. c is changed only if every key and value is valid.
-func (c *Config) apply(m map[string]any) error {
+// only a map tells "ttl: null" (never expires) from a missing ttl (the
+// default), and because a decoder's own strict mode does not reach into an
+// unmarshaler. where tells where a key is, for the errors. c is changed
+// only if every key and value is valid.
+func (c *Config) apply(m map[string]any, where func(key string) location) error {
 	out := *c
+	if _, ok := m["ttl"]; !ok && out.TTL == nil {
+		ttl := DefaultTTL
+		out.TTL = &ttl
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -200,12 +266,12 @@ func (c *Config) apply(m map[string]any) error {
 				continue
 			}
 			var d time.Duration
-			d, err = parseDuration(v)
+			d, err = parseDuration(key, v)
 			out.TTL = &d
 		case "wait":
-			out.Wait, err = parseDuration(v)
+			out.Wait, err = parseDuration(key, v)
 		case "min_hold":
-			out.MinHold, err = parseDuration(v)
+			out.MinHold, err = parseDuration(key, v)
 		case "suppress_acquisition_errors":
 			out.SuppressAcquisitionErrors, err = parseBool(v)
 		case "keep_alive":
@@ -221,26 +287,34 @@ func (c *Config) apply(m map[string]any) error {
 			}
 			out.Holder = s
 		default:
-			msg := fmt.Sprintf("gormmutex: unknown config key %q", key)
+			loc := where(key)
+			msg := fmt.Sprintf("%sunknown config key %q", loc.prefix(), key)
 			if near := nearestKey(key); near != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", near)
 			}
+			msg += loc.suffix()
 			return fmt.Errorf("%w: %s; the keys are %s", ErrInvalidConfig, msg, strings.Join(configKeys, ", "))
 		}
 		if err != nil {
-			return fmt.Errorf("%w: config key %q: %w", ErrInvalidConfig, key, err)
+			loc := where(key)
+			return fmt.Errorf("%w: %sconfig key %q%s: %w", ErrInvalidConfig, loc.prefix(), key, loc.suffix(), err)
 		}
 	}
-	if err := out.Validate(); err != nil {
+	if key, err := out.validate(); err != nil {
+		if _, ok := m[key]; ok {
+			return where(key).wrap(err)
+		}
 		return err
 	}
 	*c = out
 	return nil
 }
 
-// nearestKey returns the known key that key is a misspelling of, judged by
-// letters alone ("keepAlive", "keep-alive", "keepalive" are "keep_alive"),
-// or "".
+// nearestKey returns the known key that key is most likely a misspelling
+// of, or "": one with the same letters ("keepAlive", "keep-alive" and
+// "keepalive" are "keep_alive"), or else the nearest by edit distance
+// (letters inserted, deleted, changed or swapped), if that is at most a
+// third of key's length (at least 1: "tll" is "ttl").
 func nearestKey(key string) string {
 	norm := func(s string) string {
 		return strings.Map(func(r rune) rune {
@@ -250,24 +324,77 @@ func nearestKey(key string) string {
 			return r
 		}, strings.ToLower(s))
 	}
+	nk := norm(key)
+	best, bestDist := "", max(1, len([]rune(nk))/3)+1
 	for _, k := range configKeys {
-		if norm(k) == norm(key) {
-			return k
+		if d := editDistance(nk, norm(k)); d < bestDist {
+			best, bestDist = k, d
 		}
 	}
-	return ""
+	return best
 }
 
-// parseDuration reads a duration written as a string with a unit. A bare
-// number is refused, except 0, which means the same in every unit: a
-// number read as nanoseconds is how "ttl: 30" used to turn a lock off.
-func parseDuration(v any) (time.Duration, error) {
+// editDistance is the optimal string alignment distance between a and b:
+// the fewest letters inserted, deleted, changed, or swapped with their
+// neighbour, that turn a into b.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	// d[i][j] is the distance between ra[:i] and rb[:j].
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(ra)][len(rb)]
+}
+
+// durationAdvice is, for each duration key, what to write and what 0 or
+// null means there; %s is the number that was written.
+var durationAdvice = map[string]string{
+	"ttl": `write a duration such as "%ss" or "30m" ("1800s" for django-db-mutex's 1800), ` +
+		`or null for a TTL that never expires`,
+	"wait": `write a duration such as "%ss" or "500ms" for how long to keep trying while the lock is held, ` +
+		`or 0 to fail at once`,
+	"min_hold": `write a duration such as "%ss" or "1m" for how long a lock stays taken after it is acquired, ` +
+		`or 0 to free it on release`,
+}
+
+// parseDuration reads the duration of key, written as a string with a
+// unit. A bare number is refused, except 0, which means the same in every
+// unit: a number read as nanoseconds is how "ttl: 30" used to turn a lock
+// off. The advice in the errors fits key.
+func parseDuration(key string, v any) (time.Duration, error) {
 	var n float64
 	switch v := v.(type) {
 	case string:
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
-			return 0, fmt.Errorf("%q is not a duration; write it with a unit, such as \"30s\", \"30m\" or \"1800s\"", v)
+			example := `"30s", "30m" or "1800s"`
+			if key != "ttl" {
+				example = `"10s" or "500ms"`
+			}
+			if f, ferr := strconv.ParseFloat(strings.TrimSpace(v), 64); ferr == nil && f > 0 {
+				example = fmt.Sprintf("%q", strings.TrimSpace(v)+"s")
+				if key == "ttl" {
+					example += ` or "30m"`
+				}
+			}
+			return 0, fmt.Errorf("%q is not a duration; write it with a unit, such as %s", v, example)
 		}
 		return d, nil
 	case float64:
@@ -279,7 +406,7 @@ func parseDuration(v any) (time.Duration, error) {
 	case uint64:
 		n = float64(v)
 	default:
-		return 0, fmt.Errorf("want a duration such as \"30m\" or \"1800s\", got %v", v)
+		return 0, fmt.Errorf("want a duration such as \"30s\" or \"500ms\", got %v", v)
 	}
 	if n == 0 {
 		return 0, nil
@@ -288,8 +415,7 @@ func parseDuration(v any) (time.Duration, error) {
 	if !math.IsInf(n, 0) && !math.IsNaN(n) && n == math.Trunc(n) && math.Abs(n) < 1e15 {
 		unitless = fmt.Sprintf("%.0f", n)
 	}
-	return 0, fmt.Errorf("a bare number (%s) has no unit; write a duration such as \"%ss\" or \"30m\" (\"1800s\" for django-db-mutex's 1800), or null for a TTL that never expires",
-		unitless, unitless)
+	return 0, fmt.Errorf("a bare number (%s) has no unit; "+durationAdvice[key], unitless, unitless)
 }
 
 func parseBool(v any) (bool, error) {
@@ -298,6 +424,91 @@ func parseBool(v any) (bool, error) {
 		return false, fmt.Errorf("want true or false, got %v", v)
 	}
 	return b, nil
+}
+
+// yamlLineProbe is a type that no YAML value decodes into, so that the
+// YAML library's own error, which has the line, tells where a key's value
+// is.
+type yamlLineProbe chan struct{}
+
+var yamlLineRE = regexp.MustCompile(`\bline (\d+)\b|\[(\d+):\d+\]`)
+
+// yamlLine returns the line of key's value in the block that unmarshal
+// decodes, or 0 where the library does not say (a null value, a YAML
+// library whose errors carry no line). It decodes the block into a struct
+// whose only field, named key, is a yamlLineProbe, and reads the line from
+// the error: a YAML unmarshaler is not given its node, and gormmutex does
+// not import a YAML library to name the node's type.
+func yamlLine(unmarshal func(any) error, key string) int {
+	if !validText(key) || strings.ContainsAny(key, ",\"`") {
+		return 0
+	}
+	typ, ok := probeType(key)
+	if !ok {
+		return 0
+	}
+	err := unmarshal(reflect.New(typ).Interface())
+	if err == nil {
+		return 0
+	}
+	for _, msg := range strings.Split(err.Error(), "\n") {
+		if !strings.Contains(msg, "yamlLineProbe") {
+			continue
+		}
+		if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+			n, _ := strconv.Atoi(m[1] + m[2])
+			return n
+		}
+	}
+	return 0
+}
+
+// probeType returns struct { V yamlLineProbe `yaml:"key"` }.
+func probeType(key string) (t reflect.Type, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return reflect.StructOf([]reflect.StructField{{
+		Name: "V",
+		Type: reflect.TypeFor[yamlLineProbe](),
+		Tag:  reflect.StructTag(`yaml:` + strconv.Quote(key)),
+	}}), true
+}
+
+// jsonBlock is a JSON block as an error quotes it: on one line, with runs
+// of white space made one space, shortened to about 80 bytes.
+func jsonBlock(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 80 {
+		cut := 77
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return s
+}
+
+// oneLine joins the lines of a message (yaml.v3 puts each error on a line
+// of its own) with "; ", or a space after a line that ends in a colon.
+func oneLine(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			if strings.HasSuffix(b.String(), ":") {
+				b.WriteString(" ")
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }
 
 // encoded is a Config as JSON and YAML write it, durations as strings.

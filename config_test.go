@@ -3,6 +3,8 @@ package gormmutex_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,5 +158,142 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, cfg := range []gormmutex.Config{{}, gormmutex.DefaultConfig(), {TTL: gormmutex.Duration(gormmutex.MinTTL), KeepAlive: true, Wait: time.Hour, MinHold: time.Hour}} {
 		assert.NoError(t, cfg.Validate(), "%+v", cfg)
+	}
+}
+
+// app is an application's own configuration with a Config nested in it,
+// and several lock blocks.
+type app struct {
+	Name  string                      `json:"name" yaml:"name"`
+	Lock  gormmutex.Config            `json:"lock" yaml:"lock"`
+	Locks map[string]gormmutex.Config `json:"locks" yaml:"locks"`
+	Jobs  []gormmutex.Config          `json:"jobs" yaml:"jobs"`
+}
+
+// TestConfigAbsentTTL: a decoded Config that leaves ttl out gets
+// DefaultTTL, on every decoder, nested in an application's struct, in a
+// map and in a list of lock blocks; an explicit null means never; a Go
+// literal Config{} keeps nil. Before, a block without ttl decoded into a
+// zero Config never expired.
+func TestConfigAbsentTTL(t *testing.T) {
+	t.Parallel()
+	def := gormmutex.Duration(gormmutex.DefaultTTL)
+	assert.Nil(t, gormmutex.Config{}.TTL, "a literal Config{} never expires")
+	for _, d := range decoders {
+		in := `{"name": "svc", "lock": {"wait": "1s"}, "locks": {"a": {"wait": "2s"}, "b": {"ttl": null}, "c": {"ttl": "5m"}},
+			"jobs": [{"min_hold": "1s"}, {"ttl": null, "wait": "3s"}, {}]}`
+		if d.yaml {
+			in = "name: svc\nlock:\n  wait: 1s\nlocks:\n  a:\n    wait: 2s\n  b:\n    ttl: null\n  c:\n    ttl: 5m\n" +
+				"jobs:\n  - min_hold: 1s\n  - ttl: ~\n    wait: 3s\n  - {}\n"
+		}
+		var got app
+		require.NoError(t, d.decode(in, &got), d.name)
+		assert.Equal(t, gormmutex.Config{TTL: def, Wait: time.Second}, got.Lock, "%s: lock", d.name)
+		assert.Equal(t, gormmutex.Config{TTL: def, Wait: 2 * time.Second}, got.Locks["a"], "%s: locks.a", d.name)
+		assert.Equal(t, gormmutex.Config{}, got.Locks["b"], "%s: locks.b (ttl: null)", d.name)
+		assert.Equal(t, gormmutex.Config{TTL: gormmutex.Duration(5 * time.Minute)}, got.Locks["c"], "%s: locks.c", d.name)
+		require.Len(t, got.Jobs, 3, d.name)
+		assert.Equal(t, gormmutex.Config{TTL: def, MinHold: time.Second}, got.Jobs[0], "%s: jobs[0]", d.name)
+		assert.Equal(t, gormmutex.Config{Wait: 3 * time.Second}, got.Jobs[1], "%s: jobs[1] (ttl: null)", d.name)
+		assert.Equal(t, gormmutex.Config{TTL: def}, got.Jobs[2], "%s: jobs[2] (empty block)", d.name)
+
+		// A Config that already has a TTL keeps it when ttl is left out.
+		s := service{Lock: gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}}
+		in = `{"lock": {"wait": "1s"}}`
+		if d.yaml {
+			in = "lock:\n  wait: 1s\n"
+		}
+		require.NoError(t, d.decode(in, &s), d.name)
+		assert.Equal(t, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Second}, s.Lock, "%s: a TTL already set", d.name)
+	}
+}
+
+// TestConfigErrorMessages: the messages of a bad configuration say
+// "gormmutex:" once, suggest the key an unknown key is a misspelling of
+// (by edit distance, and none for a key like no other), say where the bad
+// value is (the YAML line; for JSON, the block), and give advice that
+// fits the key. Before, the prefix was doubled, "tll" got no suggestion,
+// there was no location, and "wait: 10" got advice about a TTL.
+func TestConfigErrorMessages(t *testing.T) {
+	t.Parallel()
+	decode := func(t *testing.T, yml bool, in string) string {
+		t.Helper()
+		var got app
+		var err error
+		if yml {
+			err = yaml.Unmarshal([]byte(in), &got)
+		} else {
+			err = json.Unmarshal([]byte(in), &got)
+		}
+		require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, in)
+		msg := err.Error()
+		assert.Equal(t, 1, strings.Count(msg, "gormmutex:"), "one prefix: %s", msg)
+		assert.NotContains(t, msg, "\n", "one line: %s", msg)
+		return msg
+	}
+	for _, yml := range []bool{false, true} {
+		for key, want := range map[string]string{"tll": "ttl", "keepalive": "keep_alive", "wiat": "wait",
+			"min-hold": "min_hold", "hodler": "holder", "transaction_pool": "transaction_pooling"} {
+			in := `{"lock": {"` + key + `": 1}}`
+			if yml {
+				in = "lock:\n  " + key + ": 1\n"
+			}
+			msg := decode(t, yml, in)
+			assert.Contains(t, msg, fmt.Sprintf(`unknown config key %q (did you mean %q?)`, key, want), msg)
+		}
+		for _, key := range []string{"retries", "xyz", "database", "t"} {
+			in := `{"lock": {"` + key + `": 1}}`
+			if yml {
+				in = "lock:\n  " + key + ": 1\n"
+			}
+			msg := decode(t, yml, in)
+			assert.Contains(t, msg, fmt.Sprintf(`unknown config key %q`, key), msg)
+			assert.NotContains(t, msg, "did you mean", msg)
+		}
+	}
+
+	// Three lock blocks: the message says which one.
+	msg := decode(t, true, "name: svc\nlocks:\n  a:\n    ttl: 1m\n  b:\n    ttl: 2m\n    wait: 1s\n  c:\n    ttl: 1\n")
+	assert.Contains(t, msg, `line 9: config key "ttl"`, msg)
+	msg = decode(t, true, "jobs:\n  - ttl: 1m\n  - wait: 1s\n  - wait: 3s\n    tll: 1m\n")
+	assert.Contains(t, msg, `line 5: unknown config key "tll"`, msg)
+	msg = decode(t, false, `{"locks": {"a": {"ttl": "1m"}, "b": {"holder": "export", "ttl": 1}}}`)
+	assert.Contains(t, msg, `config key "ttl" in {"holder": "export", "ttl": 1}`, msg)
+
+	// The advice fits the key.
+	for _, yml := range []bool{false, true} {
+		in := `{"lock": {"wait": 10}}`
+		if yml {
+			in = "lock:\n  wait: 10\n"
+		}
+		msg := decode(t, yml, in)
+		assert.Contains(t, msg, `"10s"`, msg)
+		for _, wrong := range []string{"TTL", "django", "null", "never"} {
+			assert.NotContains(t, msg, wrong, "advice for wait: %s", msg)
+		}
+		in = `{"lock": {"min_hold": 5}}`
+		if yml {
+			in = "lock:\n  min_hold: 5\n"
+		}
+		msg = decode(t, yml, in)
+		assert.Contains(t, msg, `"5s"`, msg)
+		for _, wrong := range []string{"TTL", "django", "null", "never"} {
+			assert.NotContains(t, msg, wrong, "advice for min_hold: %s", msg)
+		}
+		in = `{"lock": {"ttl": 1800}}`
+		if yml {
+			in = "lock:\n  ttl: 1800\n"
+		}
+		msg = decode(t, yml, in)
+		for _, want := range []string{`"1800s"`, "django-db-mutex", "null"} {
+			assert.Contains(t, msg, want, "advice for ttl: %s", msg)
+		}
+		in = `{"lock": {"wait": "10"}}`
+		if yml {
+			in = "lock:\n  wait: \"10\"\n"
+		}
+		msg = decode(t, yml, in)
+		assert.Contains(t, msg, `"10s"`, msg)
+		assert.NotContains(t, msg, "1800s", msg)
 	}
 }

@@ -35,6 +35,9 @@ type ElectionOption func(*electionSettings)
 
 type electionSettings struct {
 	renewDeadline, retryPeriod time.Duration
+	// renewDeadlineSet and retryPeriodSet say that an option set them,
+	// rather than the defaults derived from the lease.
+	renewDeadlineSet, retryPeriodSet bool
 }
 
 // WithRenewDeadline sets how long a leader may go without a successful
@@ -44,7 +47,7 @@ type electionSettings struct {
 // time lead needs to notice and stop, and clocks that run at different
 // rates. The default is DefaultRenewDeadlineFraction of the lease.
 func WithRenewDeadline(d time.Duration) ElectionOption {
-	return func(s *electionSettings) { s.renewDeadline = d }
+	return func(s *electionSettings) { s.renewDeadline, s.renewDeadlineSet = d, true }
 }
 
 // WithRetryPeriod sets how often a leader renews its lease and how often a
@@ -55,7 +58,7 @@ func WithRenewDeadline(d time.Duration) ElectionOption {
 // RetryPeriodJitter times the retry period. The default is
 // DefaultRetryPeriodFraction of the lease.
 func WithRetryPeriod(d time.Duration) ElectionOption {
-	return func(s *electionSettings) { s.retryPeriod = d }
+	return func(s *electionSettings) { s.retryPeriod, s.retryPeriodSet = d, true }
 }
 
 // An Election elects one leader among the processes that campaign under the
@@ -166,15 +169,49 @@ func (e *Election) configure(cfg Config, opts []ElectionOption) error {
 	for _, o := range opts {
 		o(&e.electionSettings)
 	}
+	return e.checkTiming()
+}
+
+// checkTiming checks TTL > renew deadline > RetryPeriodJitter × retry
+// period > 0, with an error that says which durations were set and which
+// derived from the TTL, rounded as a person reads them, and what to change.
+func (e *Election) checkTiming() error {
+	deadline, retry := "renew deadline "+humanDuration(e.renewDeadline).String(), "retry period "+humanDuration(e.retryPeriod).String()
+	if e.renewDeadlineSet {
+		deadline += " (WithRenewDeadline)"
+	} else {
+		deadline += ", derived from Config.TTL " + humanDuration(e.ttl).String() + " × DefaultRenewDeadlineFraction,"
+	}
+	if e.retryPeriodSet {
+		retry += " (WithRetryPeriod)"
+	} else {
+		retry += ", derived from Config.TTL " + humanDuration(e.ttl).String() + " × DefaultRetryPeriodFraction,"
+	}
+	jittered := float64(e.retryPeriod) * RetryPeriodJitter
 	switch {
 	case e.ttl <= 0:
-		return fmt.Errorf("%w: TTL %v is not positive", ErrInvalidConfig, e.ttl)
+		return fmt.Errorf("%w: TTL %v is not positive", ErrInvalidConfig, humanDuration(e.ttl))
 	case e.retryPeriod <= 0:
-		return fmt.Errorf("%w: retry period %v is not positive", ErrInvalidConfig, e.retryPeriod)
+		return fmt.Errorf("%w: %s is not positive", ErrInvalidConfig, strings.TrimSuffix(retry, ","))
 	case e.renewDeadline >= e.ttl:
-		return fmt.Errorf("%w: renew deadline %v must be shorter than the lease (TTL) %v", ErrInvalidConfig, e.renewDeadline, e.ttl)
-	case float64(e.renewDeadline) <= RetryPeriodJitter*float64(e.retryPeriod):
-		return fmt.Errorf("%w: renew deadline %v must be longer than %v × the retry period %v", ErrInvalidConfig, e.renewDeadline, RetryPeriodJitter, e.retryPeriod)
+		return fmt.Errorf("%w: %s must be shorter than the lease (Config.TTL) %v: lower the renew deadline (WithRenewDeadline) below %v or raise Config.TTL above %v",
+			ErrInvalidConfig, strings.TrimSuffix(deadline, ","), humanDuration(e.ttl), humanFloor(float64(e.ttl)), humanCeil(float64(e.renewDeadline)))
+	case float64(e.renewDeadline) <= jittered:
+		// What would do: a longer renew deadline (a longer lease, where it
+		// is derived from it), or a shorter retry period.
+		var fixes []string
+		if e.renewDeadlineSet {
+			fix := fmt.Sprintf("raise the renew deadline (WithRenewDeadline) above %v", humanCeil(jittered))
+			if jittered >= float64(e.ttl) {
+				fix += " and Config.TTL above that"
+			}
+			fixes = append(fixes, fix)
+		} else {
+			fixes = append(fixes, fmt.Sprintf("raise Config.TTL above %v", humanCeil(jittered/DefaultRenewDeadlineFraction)))
+		}
+		fixes = append(fixes, fmt.Sprintf("lower the retry period (WithRetryPeriod) below %v", humanFloor(float64(e.renewDeadline)/RetryPeriodJitter)))
+		return fmt.Errorf("%w: %s must be longer than %v × the %s, that is %v: %s",
+			ErrInvalidConfig, deadline, RetryPeriodJitter, strings.TrimSuffix(retry, ","), humanDuration(time.Duration(jittered)), strings.Join(fixes, " or "))
 	}
 	return nil
 }
@@ -294,7 +331,7 @@ type term struct {
 func (e *Election) serve(ctx context.Context, lk *Lock, lead func(context.Context) error) (voluntary bool) {
 	expires, _ := lk.ExpiresAt()
 	sent := expires.Add(-e.ttl) // when the acquiring statement was sent
-	lost := lockErr("lead", e.name, fmt.Errorf("%w: the lease was not renewed within the renew deadline (%v)", ErrTimeout, e.renewDeadline))
+	lost := lockErr("lead", e.name, fmt.Errorf("%w: the lease was not renewed within the renew deadline (%v)", ErrTimeout, humanDuration(e.renewDeadline)))
 	lc := newLeaseCtx(ctx, lk, sent.Add(e.renewDeadline), lost)
 	t := &term{lk: lk, lc: lc, done: make(chan struct{})}
 	if lc.Err() != nil {

@@ -1147,3 +1147,46 @@ func TestElectionObserveRepeatedFailure(t *testing.T) {
 	assert.Equal(t, 1, strings.Count(out, "works again"), "lines for the recovery:\n%s", out)
 	assert.Equal(t, 2, strings.Count(out, "\n"), "log lines in all:\n%s", out)
 }
+
+// TestElectionTimingMessages: an impossible election timing is reported
+// with durations rounded as a person reads them, says which were derived
+// from the TTL and which were set, and says what to change (by how much).
+// Before, "renew deadline 666.666666ms must be longer than 1.2 × the retry
+// period 2s" said neither where 666.666666ms came from nor what to do.
+func TestElectionTimingMessages(t *testing.T) {
+	t.Parallel()
+	db, err := openElectDB("sqlite", testdb.SQLite(filepath.Join(t.TempDir(), "timing.db")))
+	require.NoError(t, err)
+	defer closeElectDB(db)
+	sec := gormmutex.Duration(time.Second)
+	cases := []struct {
+		what string
+		cfg  gormmutex.Config
+		opts []gormmutex.ElectionOption
+		want []string
+	}{
+		{"derived deadline, retry period set", gormmutex.Config{TTL: sec}, []gormmutex.ElectionOption{gormmutex.WithRetryPeriod(2 * time.Second)},
+			[]string{"renew deadline 667ms, derived from Config.TTL 1s", "1.2 × the retry period 2s (WithRetryPeriod), that is 2.4s",
+				"raise Config.TTL above 3.6s", "lower the retry period (WithRetryPeriod) below 555ms"}},
+		{"deadline set, derived retry period", gormmutex.Config{TTL: gormmutex.Duration(10 * time.Second)}, []gormmutex.ElectionOption{gormmutex.WithRenewDeadline(time.Second)},
+			[]string{"renew deadline 1s (WithRenewDeadline)", "retry period 1.33s, derived from Config.TTL 10s × DefaultRetryPeriodFraction, that is 1.6s",
+				"raise the renew deadline (WithRenewDeadline) above 1.6s", "lower the retry period (WithRetryPeriod) below 833ms"}},
+		{"both set", gormmutex.Config{TTL: sec}, []gormmutex.ElectionOption{gormmutex.WithRenewDeadline(600 * time.Millisecond), gormmutex.WithRetryPeriod(500 * time.Millisecond)},
+			[]string{"renew deadline 600ms (WithRenewDeadline)", "retry period 500ms (WithRetryPeriod), that is 600ms",
+				"raise the renew deadline (WithRenewDeadline) above 600ms", "lower the retry period (WithRetryPeriod) below 500ms"}},
+		{"deadline not below the TTL", gormmutex.Config{TTL: sec}, []gormmutex.ElectionOption{gormmutex.WithRenewDeadline(1500 * time.Millisecond)},
+			[]string{"renew deadline 1.5s (WithRenewDeadline) must be shorter than the lease (Config.TTL) 1s",
+				"lower the renew deadline (WithRenewDeadline) below 1s", "raise Config.TTL above 1.5s"}},
+		{"zero retry period", gormmutex.Config{TTL: sec}, []gormmutex.ElectionOption{gormmutex.WithRetryPeriod(0)},
+			[]string{"retry period 0s (WithRetryPeriod) is not positive"}},
+	}
+	for _, c := range cases {
+		_, err := gormmutex.NewElection(db, "x", c.cfg, c.opts...)
+		require.ErrorIs(t, err, gormmutex.ErrInvalidConfig, c.what)
+		for _, w := range c.want {
+			assert.Contains(t, err.Error(), w, c.what)
+		}
+		assert.NotRegexp(t, `\d\.\d{3}`, err.Error(), "%s: a duration with more than 3 significant digits", c.what)
+		assert.Equal(t, 1, strings.Count(err.Error(), "gormmutex:"), c.what)
+	}
+}

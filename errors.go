@@ -3,6 +3,7 @@ package gormmutex
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -94,8 +95,30 @@ type LockError struct {
 // Error returns a message that names the operation and the lock id, on one
 // line.
 func (e *LockError) Error() string {
+	if _, ok := e.Err.(namer); ok {
+		return fmt.Sprintf("%s (op %s)", e.Err.Error(), e.Op)
+	}
 	return fmt.Sprintf("%s (op %s, lock %q)", e.Err.Error(), e.Op, e.LockID)
 }
+
+// namer is an error whose message names what it is about already, so that
+// a LockError around it adds only the operation.
+type namer interface{ namesItself() }
+
+// semaphoreFullError is the [ErrLocked] of a semaphore whose permits are
+// all in use: the message says that it is a semaphore, its permits, and
+// how many of them its last read found live (or saw taken since).
+type semaphoreFullError struct {
+	name          string
+	permits, live int
+}
+
+func (e *semaphoreFullError) Error() string {
+	return fmt.Sprintf("gormmutex: semaphore %q is full: %d of %d permits in use", e.name, e.live, e.permits)
+}
+
+func (e *semaphoreFullError) Unwrap() error { return ErrLocked }
+func (e *semaphoreFullError) namesItself()  {}
 
 // Unwrap returns the underlying error.
 func (e *LockError) Unwrap() error { return e.Err }
@@ -171,3 +194,54 @@ func (j joined) Error() string {
 }
 
 func (j joined) Unwrap() []error { return j }
+
+// locatedError is an error of a decoded configuration with where it is in
+// the file: prefix "line 8: " (YAML) or suffix " (in {...})" (JSON), put
+// after the sentinel's text so that "gormmutex:" is said once.
+type locatedError struct {
+	err            error
+	prefix, suffix string
+}
+
+func (e *locatedError) Error() string {
+	msg := e.err.Error()
+	lead := ErrInvalidConfig.Error() + ": "
+	if strings.HasPrefix(msg, lead) {
+		return lead + e.prefix + strings.TrimPrefix(msg, lead) + e.suffix
+	}
+	return e.prefix + msg + e.suffix
+}
+
+func (e *locatedError) Unwrap() error { return e.err }
+
+// humanDuration rounds d as a person reads it in a message: to 3
+// significant digits (666.666666ms is 667ms, 1.3333333s is 1.33s).
+func humanDuration(d time.Duration) time.Duration {
+	if u := sigUnit(float64(d)); u > 1 {
+		return d.Round(u)
+	}
+	return d
+}
+
+// humanFloor and humanCeil round x nanoseconds down or up to 3
+// significant digits, for a bound that a message says to stay below or to
+// go above: what they print is still on the right side of x.
+func humanFloor(x float64) time.Duration {
+	u := float64(sigUnit(x))
+	return time.Duration(math.Floor(x/u) * u)
+}
+
+func humanCeil(x float64) time.Duration {
+	u := float64(sigUnit(x))
+	return time.Duration(math.Ceil(x/u-1e-9) * u)
+}
+
+// sigUnit is the power of ten that is the third significant digit of x
+// nanoseconds, at least 1.
+func sigUnit(x float64) time.Duration {
+	u := time.Duration(1)
+	for a := math.Abs(x); a >= 1000 && u < time.Duration(math.MaxInt64/10); a /= 10 {
+		u *= 10
+	}
+	return u
+}

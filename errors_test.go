@@ -115,3 +115,34 @@ func TestJoinedErrorsOneLine(t *testing.T) {
 		assert.True(t, strings.HasPrefix(err.Error(), "report failed; gormmutex: lock was force-released"), err.Error())
 	})
 }
+
+// TestSemaphoreFullError: the ErrLocked of a full semaphore reads as a
+// semaphore's, with its permits and how many are live, and still matches
+// ErrLocked and names the semaphore in its *LockError. Before, it read
+// "gormmutex: lock is held by another holder (op acquire, lock ...)".
+func TestSemaphoreFullError(t *testing.T) {
+	t.Parallel()
+	semEachDB(t, func(t *testing.T, d semDB) {
+		ctx := context.Background()
+		name := semName(t)
+		cfg := gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}
+		for range 3 {
+			_, err := newSemaphore(t, newLocker(t, d.pool(t), cfg), name, 3).Acquire(ctx)
+			require.NoError(t, err)
+		}
+		want := fmt.Sprintf("gormmutex: semaphore %q is full: 3 of 3 permits in use (op acquire)", name)
+		waiting := cfg
+		waiting.Wait = 50 * time.Millisecond
+		for _, c := range []gormmutex.Config{cfg, waiting} {
+			_, err := newSemaphore(t, newLocker(t, d.pool(t), c), name, 3).Acquire(ctx)
+			require.ErrorIs(t, err, gormmutex.ErrLocked)
+			var le *gormmutex.LockError
+			require.ErrorAs(t, err, &le)
+			assert.Equal(t, name, le.LockID)
+			assert.Equal(t, want, err.Error(), "Wait %v", c.Wait)
+			err = newSemaphore(t, newLocker(t, d.pool(t), c), name, 3).Do(ctx, func(context.Context) error { return nil })
+			require.ErrorIs(t, err, gormmutex.ErrLocked)
+			assert.Contains(t, err.Error(), fmt.Sprintf("semaphore %q is full: 3 of 3 permits in use", name), "Do, Wait %v", c.Wait)
+		}
+	})
+}

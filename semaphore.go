@@ -145,6 +145,7 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 	}
 	counted := d.insertCounted != ""
 	b := backoff{min: waitMin, max: waitMax}
+	live := 0 // the permits the last read found live, and those taken since
 	for attempt := 0; ; attempt++ {
 		// The first attempt tries one slot at random and reads nothing,
 		// so an uncontended permit costs what a lock does. Later ones
@@ -168,11 +169,15 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 				return nil, err
 			}
 			candidates = sc.free(s.permits)
+			live = s.permits - len(candidates)
 			rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
 		}
 		for _, i := range candidates {
 			lk, err := s.eng.acquire(ctx, s.slotRequest(i))
 			if errors.Is(err, ErrLocked) {
+				if attempt > 0 {
+					live = min(live+1, s.permits)
+				}
 				continue // taken since the read, a live slot, or the count row changed
 			}
 			if err != nil {
@@ -189,12 +194,13 @@ func (s *Semaphore) acquire(ctx context.Context, st *acquireStats) (*Lock, error
 			continue
 		}
 		// No slot was free, or others took them first.
+		full := &semaphoreFullError{name: s.name, permits: s.permits, live: live}
 		if deadline.IsZero() {
-			return nil, lockErr("acquire", s.name, ErrLocked)
+			return nil, lockErr("acquire", s.name, full)
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, lockErr("acquire", s.name, ErrLocked)
+			return nil, lockErr("acquire", s.name, full)
 		}
 		if st != nil {
 			st.waiting(ctx)
