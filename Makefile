@@ -3,10 +3,16 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci oldgo topology
+.PHONY: test demo lint fuzz bench ci oldgo topology proxycheck api apicheck
 
-# Every module, each with its own go.mod.
-MODULES = . gocronlock robfigcronlock otelgormmutex bench
+# Every module, each with its own go.mod. The public ones are published;
+# topology and tools are this repository's own (tests through topologies,
+# the release checks) and need the newest Go only.
+PUBLIC_MODULES = . gocronlock robfigcronlock otelgormmutex
+MODULES = $(PUBLIC_MODULES) bench
+ALL_MODULES = $(MODULES) topology tools
+# The version the release checks lay the modules out at.
+VERSION ?= v0.1.0
 # The oldest Go that the README promises; every go.mod says the same.
 OLDEST_GO ?= go1.25.0
 
@@ -17,10 +23,10 @@ OLDEST_GO ?= go1.25.0
 test:
 	$(GO) test -race -count=1 -shuffle=on -timeout 20m
 	$(GO) test -race -count=1 -timeout 10m ./internal/... ./cmd/... ./examples/...
-	cd gocronlock && $(GO) test -race -count=1 -timeout 10m ./...
-	cd robfigcronlock && $(GO) test -race -count=1 -timeout 10m ./...
-	cd otelgormmutex && $(GO) test -race -count=1 -timeout 10m ./...
-	cd bench && $(GO) test -race -count=1 -timeout 10m ./...
+	@for m in $(filter-out . topology,$(ALL_MODULES)); do \
+	  echo "cd $$m && $(GO) test -race -count=1 -timeout 10m ./..."; \
+	  (cd $$m && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; \
+	done
 
 # Each capability once, on a SQLite file in a temporary folder: no server
 # needed. A lock, an election handing over, a semaphore capping, a gocron
@@ -40,18 +46,28 @@ demo:
 
 lint:
 	@out=$$(gofmt -l . ) && [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
-	$(GO) vet ./...
-	cd gocronlock && $(GO) vet ./...
-	cd robfigcronlock && $(GO) vet ./...
-	cd otelgormmutex && $(GO) vet ./...
-	cd bench && $(GO) vet ./...
-	cd topology && $(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
-	cd gocronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
-	cd robfigcronlock && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
-	cd otelgormmutex && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
-	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
-	cd topology && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	@for m in $(ALL_MODULES); do \
+	  echo "cd $$m && go vet ./... && staticcheck ./..."; \
+	  (cd $$m && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...) || exit 1; \
+	done
+	$(MAKE) apicheck
+
+# The exported API of every public module against the baseline in api/:
+# a removed or changed identifier fails unless CHANGELOG.md's newest entry
+# names it under "Breaking", and an addition must be named in that entry.
+apicheck:
+	cd tools && $(GO) run ./apicheck -repo .. check
+
+# Records the exported API of every public module in api/, after a
+# release or a change CHANGELOG.md lists.
+api:
+	cd tools && $(GO) run ./apicheck -repo .. write
+
+# Every public module laid out in a file:// module proxy at $(VERSION) and
+# fetched from it by README.md's install lines, in fresh modules outside
+# the repository (see RELEASING.md). Checks the committed tree (HEAD).
+proxycheck:
+	cd tools && $(GO) run ./proxycheck -repo .. -version $(VERSION)
 
 FUZZTIME ?= 20s
 fuzz:

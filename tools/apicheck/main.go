@@ -1,0 +1,378 @@
+// Command apicheck records the exported API of this repository's public
+// modules and compares the code against the record, so that no change to
+// the API goes unnoticed.
+//
+//	go run ./apicheck -repo .. write   # record api/<module>.txt
+//	go run ./apicheck -repo .. check   # compare, with CHANGELOG.md
+//
+// The record has one line per exported feature, as the Go project's api/
+// files do: every exported const, var, func and type of every package a
+// user can import (internal packages, commands and examples left out),
+// every exported field of an exported struct, every method of an
+// exported interface, and every exported method in the method set of an
+// exported type and of a pointer to it (promoted ones included).
+//
+// check fails when a recorded line is gone (a removed or changed
+// identifier: an incompatible change) unless the newest entry of
+// CHANGELOG.md names the identifier under a "Breaking" heading, and when
+// a new line is not named anywhere in that entry (a compatible addition
+// must be listed too). Once the changes are listed, `make api` records the
+// new API.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"go/types"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"golang.org/x/tools/go/packages"
+)
+
+// modules are the public modules' folders, relative to the repository.
+var modules = []string{".", "gocronlock", "robfigcronlock", "otelgormmutex"}
+
+func main() {
+	repo := flag.String("repo", ".", "the repository's root")
+	flag.Parse()
+	if flag.NArg() != 1 || (flag.Arg(0) != "write" && flag.Arg(0) != "check") {
+		fmt.Fprintln(os.Stderr, "usage: apicheck [-repo DIR] write|check")
+		os.Exit(2)
+	}
+	var err error
+	if flag.Arg(0) == "write" {
+		err = write(*repo, modules)
+	} else {
+		err = check(*repo, modules)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "apicheck:", err)
+		os.Exit(1)
+	}
+}
+
+// baselineFile is the record of the module in dir.
+func baselineFile(repo, dir string) string {
+	name := filepath.Base(dir)
+	if dir == "." {
+		name = "gormmutex"
+	}
+	return filepath.Join(repo, "api", name+".txt")
+}
+
+func write(repo string, dirs []string) error {
+	if err := os.MkdirAll(filepath.Join(repo, "api"), 0o755); err != nil {
+		return err
+	}
+	for _, dir := range dirs {
+		lines, err := features(filepath.Join(repo, dir))
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if err := os.WriteFile(baselineFile(repo, dir), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			return err
+		}
+		fmt.Printf("apicheck: %s: %d features recorded\n", dir, len(lines))
+	}
+	return nil
+}
+
+func check(repo string, dirs []string) error {
+	entry, breaking, err := newestEntry(filepath.Join(repo, "CHANGELOG.md"))
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, dir := range dirs {
+		want, err := readLines(baselineFile(repo, dir))
+		if err != nil {
+			return fmt.Errorf("%s: %w (record it with `make api`)", dir, err)
+		}
+		got, err := features(filepath.Join(repo, dir))
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		removed, added := diff(want, got)
+		for _, l := range removed {
+			if !names(breaking, l) {
+				problems = append(problems, fmt.Sprintf("removed or changed, and not named under Breaking in CHANGELOG.md: %s (%s)", l, key(l)))
+			}
+		}
+		for _, l := range added {
+			if !names(entry, l) {
+				problems = append(problems, fmt.Sprintf("added, and not named in CHANGELOG.md's newest entry: %s (%s)", l, key(l)))
+			}
+		}
+		fmt.Printf("apicheck: %s: %d features, %d removed or changed, %d added\n", dir, len(got), len(removed), len(added))
+	}
+	if len(problems) > 0 {
+		return errors.New("the API differs from api/ in ways CHANGELOG.md does not list:\n  " + strings.Join(problems, "\n  ") +
+			"\nname each in CHANGELOG.md's newest entry (a removal or change under \"### Breaking\"), then record the API with `make api`")
+	}
+	return nil
+}
+
+// features lists the exported API of the module in dir, sorted.
+func features(dir string) ([]string, error) {
+	cfg := &packages.Config{
+		Mode: packages.NeedName | packages.NeedTypes | packages.NeedTypesInfo | packages.NeedSyntax,
+		Dir:  dir,
+		Env:  append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod"),
+	}
+	pkgs, err := packages.Load(cfg, "./...")
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	for _, p := range pkgs {
+		if len(p.Errors) > 0 {
+			return nil, fmt.Errorf("%s: %v", p.PkgPath, p.Errors[0])
+		}
+		if p.Name == "main" || isInternal(p.PkgPath) {
+			continue
+		}
+		for _, l := range pkgFeatures(p.Types) {
+			set[l] = true
+		}
+	}
+	var lines []string
+	for l := range set {
+		lines = append(lines, l)
+	}
+	sort.Strings(lines)
+	return lines, nil
+}
+
+func isInternal(path string) bool {
+	for _, part := range strings.Split(path, "/") {
+		if part == "internal" || part == "examples" || part == "testdata" {
+			return true
+		}
+	}
+	return false
+}
+
+// pkgFeatures lists one package's exported features.
+func pkgFeatures(pkg *types.Package) []string {
+	q := types.RelativeTo(pkg)
+	pre := "pkg " + pkg.Path() + ", "
+	var out []string
+	scope := pkg.Scope()
+	for _, name := range scope.Names() {
+		obj := scope.Lookup(name)
+		if !obj.Exported() {
+			continue
+		}
+		switch o := obj.(type) {
+		case *types.Const:
+			out = append(out, pre+"const "+name+" "+types.TypeString(o.Type(), q))
+		case *types.Var:
+			out = append(out, pre+"var "+name+" "+types.TypeString(o.Type(), q))
+		case *types.Func:
+			out = append(out, pre+"func "+name+sig(o.Type(), q))
+		case *types.TypeName:
+			out = append(out, typeFeatures(pre, o, q)...)
+		}
+	}
+	return out
+}
+
+func typeFeatures(pre string, tn *types.TypeName, q types.Qualifier) []string {
+	name := tn.Name()
+	if tn.IsAlias() {
+		return []string{pre + "type " + name + " = " + types.TypeString(tn.Type(), q)}
+	}
+	named, ok := tn.Type().(*types.Named)
+	if !ok {
+		return []string{pre + "type " + name + " " + types.TypeString(tn.Type(), q)}
+	}
+	if tp := named.TypeParams(); tp != nil && tp.Len() > 0 {
+		var ps []string
+		for i := 0; i < tp.Len(); i++ {
+			ps = append(ps, tp.At(i).Obj().Name()+" "+types.TypeString(tp.At(i).Constraint(), q))
+		}
+		name += "[" + strings.Join(ps, ", ") + "]"
+	}
+	var out []string
+	switch u := named.Underlying().(type) {
+	case *types.Struct:
+		out = append(out, pre+"type "+name+" struct")
+		for i := 0; i < u.NumFields(); i++ {
+			f := u.Field(i)
+			if f.Exported() {
+				emb := ""
+				if f.Embedded() {
+					emb = "embedded "
+				}
+				out = append(out, pre+"type "+name+" struct, "+emb+f.Name()+" "+types.TypeString(f.Type(), q))
+			}
+		}
+	case *types.Interface:
+		out = append(out, pre+"type "+name+" interface")
+		for i := 0; i < u.NumMethods(); i++ {
+			m := u.Method(i)
+			if m.Exported() {
+				out = append(out, pre+"type "+name+" interface, "+m.Name()+sig(m.Type(), q))
+			} else {
+				out = append(out, pre+"type "+name+" interface, unexported methods")
+			}
+		}
+	default:
+		out = append(out, pre+"type "+name+" "+types.TypeString(u, q))
+	}
+	// Methods of T and of *T, promoted ones included; an interface's are
+	// listed above.
+	if _, isIface := named.Underlying().(*types.Interface); !isIface {
+		seen := map[string]bool{}
+		for _, recv := range []types.Type{named, types.NewPointer(named)} {
+			ms := types.NewMethodSet(recv)
+			for i := 0; i < ms.Len(); i++ {
+				m := ms.At(i).Obj()
+				if !m.Exported() || seen[m.Name()] {
+					continue
+				}
+				seen[m.Name()] = true
+				r := tn.Name()
+				if _, ptr := recv.(*types.Pointer); ptr {
+					r = "*" + r
+				}
+				out = append(out, pre+"method ("+r+") "+m.Name()+sig(m.Type(), q))
+			}
+		}
+	}
+	return out
+}
+
+// sig prints a func type without its parameters' names, which callers
+// cannot depend on, and without the "func" keyword.
+func sig(t types.Type, q types.Qualifier) string {
+	s, ok := t.(*types.Signature)
+	if !ok {
+		return " " + types.TypeString(t, q)
+	}
+	unnamed := func(tu *types.Tuple) *types.Tuple {
+		var vs []*types.Var
+		for i := 0; i < tu.Len(); i++ {
+			vs = append(vs, types.NewParam(tu.At(i).Pos(), tu.At(i).Pkg(), "", tu.At(i).Type()))
+		}
+		return types.NewTuple(vs...)
+	}
+	bare := types.NewSignatureType(nil, nil, nil, unnamed(s.Params()), unnamed(s.Results()), s.Variadic())
+	return strings.TrimPrefix(types.TypeString(bare, q), "func")
+}
+
+var (
+	reFunc   = regexp.MustCompile(`^pkg ([^,]+), func (\w+)`)
+	reMethod = regexp.MustCompile(`^pkg ([^,]+), method \(\*?(\w+)\) (\w+)`)
+	reMember = regexp.MustCompile(`^pkg ([^,]+), type (\w+)(?:\[[^\]]*\])? (?:struct|interface), (?:embedded )?(\w+)`)
+	reOther  = regexp.MustCompile(`^pkg ([^,]+), (?:const|var|type) (\w+)`)
+)
+
+// key returns the name a changelog uses for the feature on line l:
+// pkg.Name, pkg.Type.Method or pkg.Type.Field, pkg being the package's
+// last path element.
+func key(l string) string {
+	for _, re := range []*regexp.Regexp{reMethod, reMember} {
+		if m := re.FindStringSubmatch(l); m != nil {
+			return filepath.Base(m[1]) + "." + m[2] + "." + m[3]
+		}
+	}
+	for _, re := range []*regexp.Regexp{reFunc, reOther} {
+		if m := re.FindStringSubmatch(l); m != nil {
+			return filepath.Base(m[1]) + "." + m[2]
+		}
+	}
+	return l
+}
+
+// names reports whether text names the feature on line l: its key
+// (gormmutex.Locker.Semaphore), or the key without the package in
+// backquotes, as in `Locker.Semaphore` or `New(`.
+func names(text, l string) bool {
+	k := key(l)
+	if regexp.MustCompile(`(^|[^\w.])` + regexp.QuoteMeta(k) + `($|[^\w])`).MatchString(text) {
+		return true
+	}
+	short := k[strings.Index(k, ".")+1:]
+	return regexp.MustCompile("`" + regexp.QuoteMeta(short) + "[`(\\[ ]").MatchString(text)
+}
+
+// newestEntry returns the text of CHANGELOG.md's newest entry (the first
+// "## " heading to the next), and of its "Breaking" sections.
+func newestEntry(path string) (entry, breaking string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	var e, b strings.Builder
+	in, inBreaking := false, false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "## ") {
+			if in {
+				break
+			}
+			in = true
+			continue
+		}
+		if !in {
+			continue
+		}
+		if strings.HasPrefix(line, "### ") {
+			inBreaking = strings.Contains(strings.ToLower(line), "breaking")
+		}
+		e.WriteString(line + "\n")
+		if inBreaking {
+			b.WriteString(line + "\n")
+		}
+	}
+	if !in {
+		return "", "", fmt.Errorf("%s has no entry (a \"## \" heading)", path)
+	}
+	return e.String(), b.String(), sc.Err()
+}
+
+func readLines(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// diff returns the lines of want missing from got, and of got missing
+// from want.
+func diff(want, got []string) (removed, added []string) {
+	w, g := map[string]bool{}, map[string]bool{}
+	for _, l := range want {
+		w[l] = true
+	}
+	for _, l := range got {
+		g[l] = true
+	}
+	for _, l := range want {
+		if !g[l] {
+			removed = append(removed, l)
+		}
+	}
+	for _, l := range got {
+		if !w[l] {
+			added = append(added, l)
+		}
+	}
+	return removed, added
+}
