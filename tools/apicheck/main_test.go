@@ -97,7 +97,7 @@ func TestChangedSignatureAndAddition(t *testing.T) {
 }
 
 // TestRepositoryMethodRemoved runs the check on a scratch copy of this
-// repository's committed tree: it passes as committed, and fails naming
+// repository's committed tree (the root module): it passes as committed, and fails naming
 // the method once Semaphore.Name is removed.
 func TestRepositoryMethodRemoved(t *testing.T) {
 	if testing.Short() {
@@ -114,7 +114,10 @@ func TestRepositoryMethodRemoved(t *testing.T) {
 	if out, err := archive.CombinedOutput(); err != nil {
 		t.Fatalf("git archive: %v\n%s", err, out)
 	}
-	if err := check(dir, modules); err != nil {
+	// The root module only: the others load the same way, and each
+	// module costs a type check of everything it imports.
+	root1 := modules[:1]
+	if err := check(dir, root1); err != nil {
 		t.Fatalf("the committed tree against its own api/: %v", err)
 	}
 	path := filepath.Join(dir, "semaphore.go")
@@ -129,7 +132,7 @@ func TestRepositoryMethodRemoved(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Replace(string(src), method, "", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = check(dir, modules)
+	err = check(dir, root1)
 	if err == nil || !strings.Contains(err.Error(), "gormmutex.Semaphore.Name") {
 		t.Fatalf("Semaphore.Name removed: got %v, want an error naming gormmutex.Semaphore.Name", err)
 	}
