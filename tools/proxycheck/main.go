@@ -30,6 +30,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -241,7 +242,7 @@ func installLines(readme string) ([]string, error) {
 			line = strings.TrimSpace(line[:i])
 		}
 		if (strings.HasPrefix(line, "go get github.com/gormmutex/gormmutex") ||
-			strings.HasPrefix(line, "go install github.com/gormmutex/gormmutex")) && !contains(lines, line) {
+			strings.HasPrefix(line, "go install github.com/gormmutex/gormmutex")) && !slices.Contains(lines, line) {
 			lines = append(lines, line)
 		}
 	}
@@ -252,11 +253,11 @@ func installLines(readme string) ([]string, error) {
 // command, at the release version.
 func checkLines(lines, paths []string, version string) error {
 	for _, p := range paths {
-		if !contains(lines, "go get "+p+"@"+version) {
+		if !slices.Contains(lines, "go get "+p+"@"+version) {
 			return fmt.Errorf("README.md has no install line `go get %s@%s`", p, version)
 		}
 	}
-	if !contains(lines, "go install "+paths[0]+"/cmd/gormmutex@"+version) {
+	if !slices.Contains(lines, "go install "+paths[0]+"/cmd/gormmutex@"+version) {
 		return fmt.Errorf("README.md has no install line `go install %s/cmd/gormmutex@%s`", paths[0], version)
 	}
 	for _, l := range lines {
@@ -406,15 +407,6 @@ func envValue(env []string, key string) string {
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // removeAll removes the work folder; the module cache in it is read-only,
