@@ -655,6 +655,31 @@ func TestBackgroundPurgeBoundsChurn(t *testing.T) {
 	})
 }
 
+// TestBackgroundPurgeClosedPool: an application that closes its pool while
+// a background purge runs (a shutdown) gets no warning for it: the purge
+// stops quietly.
+func TestBackgroundPurgeClosedPool(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		db := quietTable(t, b)
+		abandoned := newLocker(t, db, ttl(100*time.Millisecond))
+		for i := 0; i < gormmutex.PurgeBatch+gormmutex.PurgeBatch/5; i++ { // more than one batch
+			mustAcquire(t, abandoned, fmt.Sprintf("backlog/%d", i))
+		}
+		time.Sleep(300 * time.Millisecond) // the backlog expires
+		var logs syncBuffer
+		cfg := gormmutex.DefaultConfig()
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		gormmutex.MakeBackgroundPurgeDue(t, db)
+		require.NoError(t, newLocker(t, db, cfg).Do(ctx, "trigger", func(context.Context) error { return nil }))
+		require.NoError(t, testdb.SQLDB(t, db).Close()) // the application shuts down
+		gormmutex.WaitBackgroundPurges(t, db)
+		assert.Empty(t, logs.String(), "warnings after the pool was closed")
+	})
+}
+
 // TestTimeZones: sessions with different time zones agree on expiry,
 // because every time comes from the database in UTC, never from a
 // session's local time or from the application.

@@ -2,10 +2,12 @@ package gormmutex
 
 import (
 	"context"
-	"github.com/gormmutex/gormmutex/observe"
+	"errors"
 	"time"
 
 	"gorm.io/gorm/logger"
+
+	"github.com/gormmutex/gormmutex/observe"
 )
 
 // Expired rows of other ids are purged in the background at most once per
@@ -99,6 +101,12 @@ func (e *engine) maybePurge(d *dialect) {
 			obs.Purged(ctx, observe.PurgeEvent{Database: d.name, Background: true, Rows: n, Duration: time.Since(start), Err: err})
 		}
 		if err != nil {
+			if poolClosed(err) {
+				// The application closed its pool while the purge ran (a
+				// shutdown): nothing failed that anyone should act on.
+				e.logger().Debug("gormmutex: background purge stopped: the connection pool was closed")
+				return
+			}
 			e.state.purgeFailures.fail(e.logger(), "gormmutex: background purge of expired locks failed; it is tried again later", err)
 			return
 		}
@@ -107,4 +115,16 @@ func (e *engine) maybePurge(d *dialect) {
 			e.logger().Debug("gormmutex: purged expired locks", "rows", n)
 		}
 	}()
+}
+
+// poolClosed reports whether err says that the *sql.DB was closed.
+// database/sql does not export that error; its text has not changed since
+// Go 1.0.
+func poolClosed(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == "sql: database is closed" {
+			return true
+		}
+	}
+	return false
 }
