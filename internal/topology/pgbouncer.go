@@ -31,7 +31,8 @@ type PgBouncerConfig struct {
 }
 
 // PgBouncer is a PgBouncer process on 127.0.0.1 in front of one PostgreSQL
-// database, with trust authentication for user postgres.
+// server, with trust authentication for user postgres: its database
+// Database, and through a wildcard entry any other database of the server.
 type PgBouncer struct {
 	Port int    // TCP port on 127.0.0.1
 	Mode string // pool_mode
@@ -74,6 +75,9 @@ func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
 	ini := strings.Join([]string{
 		"[databases]",
 		fmt.Sprintf("%s = host=127.0.0.1 port=%d dbname=%s user=postgres", cfg.Database, cfg.UpstreamPort, cfg.Database),
+		// Any other database a client names, on the same server: the
+		// database a test run makes for itself (internal/testdb's RunDBEnv).
+		fmt.Sprintf("* = host=127.0.0.1 port=%d user=postgres", cfg.UpstreamPort),
 		"[pgbouncer]",
 		"listen_addr = 127.0.0.1",
 		fmt.Sprintf("listen_port = %d", port),
