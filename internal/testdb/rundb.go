@@ -74,37 +74,79 @@ func newRunName() string {
 // startRunDB creates the run's database on the server of each DSN
 // variable that is set or has a default, for the backends GORMMUTEX_ONLY
 // lets run, and points the variables at it. A server where this fails is
-// left as it was: its backend's probe then reports the server unavailable,
-// or the failure (errs, by backend name).
+// left as it was, and its error returned by backend name, for the
+// backend's summary. With RunDBEnv set it does nothing.
 func startRunDB() (r *runDB, errs map[string]error) {
 	errs = map[string]error{}
 	if os.Getenv(RunDBEnv) != "" {
 		return nil, errs
 	}
 	r = &runDB{name: newRunName(), admin: map[string]string{}}
-	for _, s := range []struct {
-		name, env string
-		dsns      []string
-	}{
-		{"postgres", PostgresEnv, PostgresDSNs()},
-		{"mysql", MySQLEnv, SplitDSNs(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))},
-	} {
-		if !only(s.name) {
+	for _, name := range []string{"postgres", "mysql"} {
+		if !only(name) {
 			continue
 		}
-		moved, err := r.create(s.name, s.dsns)
-		if err != nil {
-			errs[s.name] = fmt.Errorf("the run's database %s: %w", r.name, err)
-			continue
+		if err := r.move(name); err != nil {
+			errs[name] = err
 		}
-		if v, ok := os.LookupEnv(s.env); ok {
-			r.serverEnv = append(r.serverEnv, s.env+"="+v)
-		}
-		r.admin[s.name] = s.dsns[0]
-		os.Setenv(s.env, strings.Join(moved, DSNSeparator))
 	}
-	os.Setenv(RunDBEnv, r.name)
 	return r, errs
+}
+
+// dsnEnv is, by backend name, the DSN variable that names its server.
+var dsnEnv = map[string]string{"postgres": PostgresEnv, "mysql": MySQLEnv}
+
+// move creates the run's database on the server of the backend name and
+// points the DSN variable at it, and sets RunDBEnv.
+func (r *runDB) move(name string) error {
+	env := dsnEnv[name]
+	dsns := PostgresDSNs()
+	if name == "mysql" {
+		dsns = SplitDSNs(envOr(MySQLEnv, defaultMySQL))
+	}
+	moved, err := r.create(name, dsns)
+	if err != nil {
+		return fmt.Errorf("the run's database %s: %w", r.name, err)
+	}
+	if v, ok := os.LookupEnv(env); ok {
+		r.serverEnv = append(r.serverEnv, env+"="+v)
+	}
+	r.admin[name] = dsns[0]
+	os.Setenv(env, strings.Join(moved, DSNSeparator))
+	os.Setenv(RunDBEnv, r.name)
+	return nil
+}
+
+var runMu sync.Mutex // guards run for RunDSN
+
+// RunDSN returns the first DSN of the server of the backend name
+// ("postgres" or "mysql"), pointed at the run's database there: for a
+// suite whose TestMain is not Main (it starts servers of its own) and
+// that also uses the shared servers. The database is made on the first
+// call, and dropped by the reaper when the process ends. Where the run's
+// database cannot be made, the error is for Unavailable. With RunDBEnv
+// set it returns the variable's DSN as it is.
+func RunDSN(name string) (string, error) {
+	runMu.Lock()
+	defer runMu.Unlock()
+	first := func() string {
+		if name == "postgres" {
+			return Postgres()
+		}
+		return MySQL()
+	}
+	if run == nil {
+		if os.Getenv(RunDBEnv) != "" {
+			return first(), nil
+		}
+		run = &runDB{name: newRunName(), admin: map[string]string{}}
+	}
+	if _, ok := run.admin[name]; !ok {
+		if err := run.move(name); err != nil {
+			return "", err
+		}
+	}
+	return first(), nil
 }
 
 // create makes the run's database on the server of dsns[0] and returns
