@@ -2,7 +2,6 @@ package topology
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,13 +61,8 @@ func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := privateDir(acct, "pgbouncer")
+	dir, port, err := privateServer(acct, "pgbouncer")
 	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	b := &PgBouncer{Port: port, Mode: cfg.Mode, db: cfg.Database, dir: dir, log: filepath.Join(dir, "pgbouncer.log")}
@@ -107,19 +101,9 @@ func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
 		b.removeDir()
 		return nil, err
 	}
-	if b.proc, err = startProcess(fmt.Sprintf("pgbouncer :%d", port), cmd); err != nil {
+	if b.proc, err = startServer(fmt.Sprintf("pgbouncer :%d", port), cmd, "listening", 20*time.Second,
+		filepath.Join(dir, "stderr.log"), syscall.SIGTERM, func() bool { return listening(port) }); err != nil {
 		b.removeDir()
-		return nil, err
-	}
-	if err := waitFor(b.proc, "listening", 20*time.Second, filepath.Join(dir, "stderr.log"), func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	}); err != nil {
-		b.Stop()
 		return nil, err
 	}
 	return b, nil
@@ -160,15 +144,6 @@ func (b *PgBouncer) Stop() error {
 	}
 	b.removeDir()
 	return err
-}
-
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func (b *PgBouncer) removeDir() { os.RemoveAll(b.dir) }

@@ -2,23 +2,12 @@ package topology
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"syscall"
 	"testing"
 )
 
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
-
-func listening(port int) bool {
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
 
 // TestPostgresAndPgBouncerLeaveNothingBehind starts PostgreSQL and PgBouncer
 // in front of it, and checks that Stop ends both processes, frees their
