@@ -44,9 +44,15 @@ type handoffStats struct {
 	LongestWait time.Duration
 	LongestCut  bool
 	// NeverIn counts the workers that did not acquire once inside the
-	// window: starved waiters.
-	NeverIn int
+	// window: starved waiters. Acquired counts the acquires inside the
+	// window; with fewer than workers, even a strictly fair (first come,
+	// first served) lock leaves FairNeverIn of them out.
+	NeverIn, Acquired int
 }
+
+// FairNeverIn is the fewest workers that cannot have acquired inside the
+// window, however fair the lock: those beyond the window's acquires.
+func (s handoffStats) FairNeverIn(workers int) int { return max(workers-s.Acquired, 0) }
 
 // Switches is the number of handoffs to another worker.
 func (s handoffStats) Switches() int { return len(s.cross) }
@@ -70,8 +76,11 @@ func analyse(h history, from, to time.Time, workers int) handoffStats {
 				st.LongestWait, st.LongestCut = d, false
 			}
 		}
-		if !cur.acq.Before(from) && !cur.acq.After(to) && cur.w >= 0 && cur.w < workers {
-			in[cur.w] = true
+		if !cur.acq.Before(from) && !cur.acq.After(to) {
+			st.Acquired++
+			if cur.w >= 0 && cur.w < workers {
+				in[cur.w] = true
+			}
 		}
 		if i == 0 || holds[i-1].k != cur.k {
 			continue

@@ -67,6 +67,7 @@ type sample struct {
 	LongestWait time.Duration
 	LongestCut  bool
 	NeverIn     int
+	NeverInFair int // the fewest workers that could not get in, fair or not (history.go)
 	// ConnsPeak is the most connections the contender's pools held open
 	// at once during the window (sampled every 5 ms; -1: not known).
 	ConnsPeak int
@@ -262,7 +263,7 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 		}
 		st := analyse(s.hist, t0, end, n)
 		s.Overlaps, s.handoffs, s.crossHand, s.Switches = st.Overlaps, st.handoffs, st.cross, st.Switches()
-		s.LongestWait, s.LongestCut, s.NeverIn = st.LongestWait, st.LongestCut, st.NeverIn
+		s.LongestWait, s.LongestCut, s.NeverIn, s.NeverInFair = st.LongestWait, st.LongestCut, st.NeverIn, st.FairNeverIn(n)
 	}
 	if parent.Err() != nil {
 		return s, parent.Err()

@@ -71,6 +71,9 @@ type Row struct {
 	LongestWaitUs  float64 `json:"longest_wait_us,omitempty"`
 	LongestWaitCut bool    `json:"longest_wait_cut,omitempty"`
 	NeverIn        int     `json:"never_in,omitempty"`
+	// NeverInFair is, for the window of NeverIn, the fewest waiters that
+	// could not get in however fair the lock (more waiters than acquires).
+	NeverInFair int `json:"never_in_if_fair,omitempty"`
 	// ConnsPeak is the most connections the contender's pools held open
 	// at once in any window (-1: not known).
 	ConnsPeak int `json:"conns_peak"`
@@ -197,7 +200,9 @@ func (r *runner) rows() []Row {
 			if us(s.LongestWait) > row.LongestWaitUs {
 				row.LongestWaitUs, row.LongestWaitCut = us(s.LongestWait), s.LongestCut
 			}
-			row.NeverIn = max(row.NeverIn, s.NeverIn)
+			if s.NeverIn-s.NeverInFair > row.NeverIn-row.NeverInFair || row.NeverIn == 0 && s.NeverIn > 0 {
+				row.NeverIn, row.NeverInFair = s.NeverIn, s.NeverInFair
+			}
 			row.ConnsPeak = max(row.ConnsPeak, s.ConnsPeak)
 			if s.Mallocs > 0 {
 				mallocs += s.Mallocs
@@ -459,6 +464,9 @@ func (r *runner) waitersCells(row Row) []string {
 	never := "-"
 	if row.Handoffs > 0 || row.LongestWaitUs > 0 {
 		never = strconv.Itoa(row.NeverIn)
+		if row.NeverInFair > 0 {
+			never += fmt.Sprintf(" (fair: %d)", row.NeverInFair)
+		}
 	}
 	// cells: 2 ops/s, 5 calls/op, 9 % of floor, 10 handoff, 11 to another, 12 longest wait.
 	return []string{c[0], c[1], c[2], c[9], c[5], conns, c[10], c[11], c[12], never}
@@ -593,7 +601,7 @@ func writeCSV(path string, rows []Row) error {
 		"ops", "locked", "errors", "ops_per_sec_pooled", "p50_us", "p90_us", "p99_us", "max_us", "calls_per_op", "allocs_per_op",
 		"client_cpu_us_per_op", "handoffs", "handoff_p50_us", "handoff_p99_us", "switches", "cross_handoff_p50_us",
 		"cross_handoff_p99_us", "exclusion_failures", "gormmutex_ratio", "to_another_pct", "longest_wait_us", "longest_wait_cut",
-		"never_in", "conns_peak", "floor_pct", "notes"})
+		"never_in", "never_in_if_fair", "conns_peak", "floor_pct", "notes"})
 	for _, r := range rows {
 		_ = w.Write([]string{r.Store, r.Scenario, r.Contender, strconv.Itoa(r.Workers), strconv.Itoa(r.Keys),
 			strconv.FormatBool(r.Wait), strconv.Itoa(r.Windows), f1(r.OpsPerSec), strconv.FormatInt(r.Ops, 10),
@@ -601,7 +609,7 @@ func writeCSV(path string, rows []Row) error {
 			f1(r.MaxUs), f2(r.CallsPerOp), f1(r.AllocsPerOp), f1(r.CPUusPerOp), strconv.Itoa(r.Handoffs),
 			f1(r.HandoffP50us), f1(r.HandoffP99us), strconv.Itoa(r.Switches), f1(r.CrossP50us), f1(r.CrossP99us),
 			strconv.Itoa(r.Overlaps), f2(r.GMRatio), f1(r.ToAnotherPct), f1(r.LongestWaitUs), strconv.FormatBool(r.LongestWaitCut),
-			strconv.Itoa(r.NeverIn), strconv.Itoa(r.ConnsPeak), f1(r.FloorPct), strings.Join(r.Notes, "; ")})
+			strconv.Itoa(r.NeverIn), strconv.Itoa(r.NeverInFair), strconv.Itoa(r.ConnsPeak), f1(r.FloorPct), strings.Join(r.Notes, "; ")})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -841,8 +849,11 @@ critical sections per second (over 16 keys, the keys' sum, so the share of
 the one-key floor can pass 100%). statements / handoff: every call all the
 waiters together sent to the server, per critical section. conns held: the
 most connections the contender's pools had open at once (sampled every
-5 ms). never got in: the most waiters of one window that did not acquire
-once.
+5 ms). never got in: the waiters of one window that did not acquire once
+(the window where that was furthest above fair), with, where the window
+had fewer acquires than waiters, how many even a first-come-first-served
+lock would have left out ("fair: n"). The longest wait cannot pass the
+window: a ">=" there means some waiter waited the whole window.
 `
 
 const (
