@@ -104,6 +104,9 @@ func TestRowsAggregateHandoffs(t *testing.T) {
 	assert.InDelta(t, 200, qr.FloorPct, 1e-9, "16 keys in parallel can pass the one-key floor")
 	assert.Equal(t, -1, qr.ConnsPeak)
 
+	assert.False(t, hasScale(rows), "no scale scenario: no chart")
+	assert.True(t, hasScale(append(rows, Row{Scenario: "w4"})))
+
 	// The waiters rows go to their own table, the others to the main one.
 	assert.Len(t, tableFor(rows, "sqlite", false), 2)
 	assert.Len(t, tableFor(rows, "sqlite", true), 1)

@@ -575,8 +575,10 @@ func (r *runner) report() error {
 	if err := r.writeJSON(filepath.Join(r.cfg.out, "results.json"), rows); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(r.cfg.out, "throughput.svg"), []byte(r.svg(rows)), 0o644); err != nil {
-		return err
+	if hasScale(rows) {
+		if err := os.WriteFile(filepath.Join(r.cfg.out, "throughput.svg"), []byte(r.svg(rows)), 0o644); err != nil {
+			return err
+		}
 	}
 	md := r.markdown(rows)
 	if err := os.WriteFile(filepath.Join(r.cfg.out, "results.md"), []byte(md), 0o644); err != nil {
@@ -587,7 +589,7 @@ func (r *runner) report() error {
 			return err
 		}
 	}
-	fmt.Printf("wrote %s/{results.csv,results.json,throughput.svg,results.md}\n", r.cfg.out)
+	fmt.Printf("wrote results.csv, results.json, results.md%s in %s\n", map[bool]string{true: ", throughput.svg"}[hasScale(rows)], r.cfg.out)
 	return nil
 }
 
@@ -818,7 +820,10 @@ func (r *runner) markdown(rows []Row) string {
 			fmt.Fprintf(&sb, "- %s\n", n)
 		}
 	}
-	sb.WriteString("\n![throughput against workers](throughput.svg)\n\n")
+	if hasScale(rows) {
+		sb.WriteString("\n![throughput against workers](throughput.svg)\n")
+	}
+	sb.WriteString("\n")
 	sb.WriteString(r.targets(rows, true))
 	return sb.String()
 }
@@ -878,9 +883,25 @@ func (r *runner) updateReadme(rows []Row) error {
 		r.start.UTC().Format("2006-01-02"), strings.Join(os.Args[1:], " "), r.machine.NProc, mean, peak)
 	sb.WriteString(resultsLegend)
 	sb.WriteString(r.markdownTable(rows))
-	sb.WriteString("\n![throughput against workers](results/throughput.svg)\n\n")
+	if hasScale(rows) {
+		sb.WriteString("\n![throughput against workers](results/throughput.svg)\n")
+	}
+	sb.WriteString("\n")
 	sb.WriteString(r.targets(rows, true))
 	sb.WriteString("\n")
 	s = s[:i] + sb.String() + s[j:]
 	return os.WriteFile(r.cfg.updateReadme, []byte(s), 0o644)
+}
+
+// hasScale says whether rows have a scale scenario (a, w2, w4, c), the
+// chart's points: a run without them writes no chart.
+func hasScale(rows []Row) bool {
+	return slices.IndexFunc(rows, func(row Row) bool {
+		return slices.ContainsFunc(scaleScenarios, func(s struct {
+			name    string
+			workers int
+		}) bool {
+			return s.name == row.Scenario
+		})
+	}) >= 0
 }
