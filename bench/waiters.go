@@ -24,11 +24,15 @@ import (
 // with -conn-reserve left over for everyone else (the other contenders'
 // idle connections are closed first, to make room).
 
-// waiterScenarios are the waiters scenario's windows.
-var waiterScenarios = []struct {
+// A waiterScenario is one window of the waiters scenario: workers waiters
+// over keys keys.
+type waiterScenario struct {
 	name          string
 	workers, keys int
-}{{"q8", 8, 1}, {"q64", 64, 1}, {"q256", 256, 1}, {"q256k16", 256, 16}}
+}
+
+// waiterScenarios are the waiters scenario's windows.
+var waiterScenarios = []waiterScenario{{"q8", 8, 1}, {"q64", 64, 1}, {"q256", 256, 1}, {"q256k16", 256, 16}}
 
 // isWaiters says whether scenario is one of the waiters scenario's.
 func isWaiters(scenario string) bool {

@@ -140,3 +140,44 @@ func TestGMVariantIsOneLine(t *testing.T) {
 	defer cancel()
 	assert.NoError(t, w.do(ctx, "bench-test/variant", false))
 }
+
+// TestWaitersRoundSQLite runs one round of the waiters scenario, at small
+// sizes, through the runner as the bench does: every window of the
+// scenario for every contender, each a row of the waiters' table with its
+// keys, no exclusion failure, and the table rendered with its legend.
+func TestWaitersRoundSQLite(t *testing.T) {
+	saved := waiterScenarios
+	t.Cleanup(func() { waiterScenarios = saved })
+	waiterScenarios = []waiterScenario{{"q4", 4, 1}, {"q4k2", 4, 2}}
+
+	b := openSQLite(t)
+	r := newRunner(config{dur: 100 * time.Millisecond, scenarios: parseSet("waiters")})
+	r.backends = []*backend{b}
+	conts := map[[2]string]contender{}
+	for _, name := range []string{"gormmutex", "django"} {
+		c, err := r.newContender(b, name, poolOpts{})
+		require.NoError(t, err)
+		t.Cleanup(c.close)
+		conts[[2]string{"sqlite", name}] = c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, r.waitersRound(ctx, "sqlite", 1, conts, []string{"gormmutex", "django"}))
+
+	rows := r.rows()
+	require.Len(t, rows, 4)
+	for _, row := range rows {
+		assert.True(t, isWaiters(row.Scenario), row.Scenario)
+		assert.True(t, row.Wait)
+		assert.Equal(t, 4, row.Workers)
+		assert.Equal(t, map[string]int{"q4": 1, "q4k2": 2}[row.Scenario], row.Keys, row.Scenario)
+		assert.Zero(t, row.Overlaps, "%s %s", row.Scenario, row.Contender)
+		assert.LessOrEqual(t, row.ConnsPeak, poolConns)
+	}
+	assert.Equal(t, "django", rows[0].Contender, "round 1 starts with the second contender")
+	assert.Len(t, tableFor(rows, "sqlite", true), 4)
+	assert.Empty(t, tableFor(rows, "sqlite", false))
+	md := r.markdownTable(rows)
+	assert.Contains(t, md, "The waiters scenario (q)")
+	assert.Contains(t, md, "| statements / handoff |")
+}
