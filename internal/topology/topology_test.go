@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
 )
 
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
@@ -63,5 +65,17 @@ func TestStartNamedUnknown(t *testing.T) {
 	_, err := StartNamed("nope")
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("StartNamed(nope) = %v, want an error that is not ErrUnavailable", err)
+	}
+}
+
+func TestVersionLess(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{
+		{"1.18.0", "1.20.1", true}, {"1.20.1", "1.20.1", false}, {"1.24.1", "1.20.1", false},
+		{"1.9", "1.20.1", true}, {"2.0", "1.20.1", false},
+	} {
+		assert.Equal(t, c.less, versionLess(c.a, c.b), "%s < %s", c.a, c.b)
 	}
 }
