@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -140,11 +141,10 @@ func publish(root, dir, version, proxy string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	subdir := dir
-	if subdir == "." {
-		subdir = ""
+	files, err := committedFiles(root, "HEAD", dir)
+	if err == nil {
+		err = modzip.Create(f, mv, files)
 	}
-	err = modzip.CreateFromVCS(f, mv, root, "HEAD", subdir)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -178,16 +178,17 @@ func publish(root, dir, version, proxy string) (string, error) {
 	return modPath, nil
 }
 
-// forbidden are the files no consumer should download: databases the
-// tests or examples left, build output, editor and OS litter.
-var forbidden = regexp.MustCompile(`(?i)(\.(db|db-wal|db-shm|sqlite3?|test|out|tmp|exe|prof)$|(^|/)(topo\.bin|\.DS_Store)$)`)
-
 // maxZip is far above what the modules need (a few hundred kilobytes)
 // and far below the proxy's own limit: a zip larger than this holds
 // something that does not belong.
 const maxZip = 4 << 20
 
-// checkZip checks what the zip of mv holds.
+// maxFile is the largest file a zip may hold, docs aside: no source file
+// of these modules comes near it, and a larger one is data or a binary.
+const maxFile = 1 << 20
+
+// checkZip checks what the zip of mv holds: a LICENSE of its own at its
+// top, and nothing but what a consumer needs (see [unwanted]).
 func checkZip(zipPath string, mv module.Version) error {
 	st, err := os.Stat(zipPath)
 	if err != nil {
@@ -212,17 +213,86 @@ func checkZip(zipPath string, mv module.Version) error {
 		if rel == "LICENSE" {
 			license = true
 		}
-		if forbidden.MatchString(rel) {
-			bad = append(bad, rel)
+		rc, err := zf.Open()
+		if err != nil {
+			return err
+		}
+		head := make([]byte, 8000)
+		n, err := io.ReadFull(rc, head)
+		rc.Close()
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		if why := unwanted(rel, int64(zf.UncompressedSize64), head[:n]); why != "" {
+			bad = append(bad, rel+" ("+why+")")
 		}
 	}
 	if !license {
-		return fmt.Errorf("the zip of %s has no LICENSE at its top (pkg.go.dev shows no documentation without one)", mv)
+		return fmt.Errorf("the zip of %s has no LICENSE at its top: commit one in the module's folder (pkg.go.dev shows no documentation without one)", mv)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("the zip of %s holds files a consumer should not get: %s", mv, strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// forbiddenName matches the names of files no consumer should download:
+// databases the tests or examples left, test binaries and profiles, build
+// output, editor and OS litter.
+var forbiddenName = regexp.MustCompile(`(?i)(\.(db|db-wal|db-shm|db-journal|sqlite3?|test|out|tmp|exe|dll|so|dylib|a|o|prof|pprof)$|(^|/)(topo\.bin|\.DS_Store)$)`)
+
+// docExt are the extensions of documentation: text and the images it
+// shows.
+var docExt = []string{".md", ".txt", ".svg", ".png", ".jpg", ".jpeg", ".gif"}
+
+// private are the folders of this repository's own modules: in a public
+// module's zip they mean a go.mod went missing.
+var private = []string{"bench", "topology", "tools"}
+
+// unwanted says why the file rel (its size and first bytes given) does
+// not belong in a module zip, or returns "". A consumer gets sources,
+// go.mod and go.sum, LICENSE and docs; not a database (by name or by
+// content), not benchmark results or other data files beyond docs, not
+// an executable or other binary file (by content), not a file above
+// [maxFile] other than docs, and nothing of bench, topology or tools.
+func unwanted(rel string, size int64, head []byte) string {
+	ext := strings.ToLower(path.Ext(rel))
+	doc := slices.Contains(docExt, ext) || rel == "LICENSE"
+	first := strings.SplitN(rel, "/", 2)[0]
+	switch {
+	case slices.Contains(private, first) && strings.Contains(rel, "/"):
+		return "a file of the repository's own module " + first
+	case forbiddenName.MatchString(rel):
+		return "a database, binary or build output, by its name"
+	case bytes.HasPrefix(head, []byte("SQLite format 3\x00")):
+		return "a SQLite database"
+	case isExecutable(head):
+		return "an executable or object file"
+	case !doc && slices.Contains(strings.Split(path.Dir(rel), "/"), "results"):
+		return "benchmark results that are not docs"
+	case !doc && size > maxFile:
+		return fmt.Sprintf("%d bytes, more than %d, and not docs", size, maxFile)
+	case !doc && bytes.IndexByte(head, 0) >= 0:
+		return "a binary file"
+	}
+	return ""
+}
+
+// isExecutable reports whether head begins an ELF, Mach-O, PE or wasm
+// binary, or an ar archive (a static library).
+func isExecutable(head []byte) bool {
+	for _, magic := range [][]byte{
+		[]byte("\x7fELF"),
+		{0xfe, 0xed, 0xfa, 0xce}, {0xfe, 0xed, 0xfa, 0xcf}, {0xce, 0xfa, 0xed, 0xfe}, {0xcf, 0xfa, 0xed, 0xfe}, {0xca, 0xfe, 0xba, 0xbe},
+		[]byte("\x00asm"),
+		[]byte("!<arch>\n"),
+	} {
+		if bytes.HasPrefix(head, magic) {
+			return true
+		}
+	}
+	// PE: "MZ", and the PE header where the DOS header says.
+	return len(head) > 0x40 && bytes.HasPrefix(head, []byte("MZ"))
 }
 
 // installLines returns README.md's install commands for this
