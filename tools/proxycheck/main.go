@@ -33,6 +33,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/modfile"
@@ -46,19 +47,41 @@ import (
 var public = []string{".", "gocronlock", "robfigcronlock", "otelgormmutex"}
 
 func main() {
-	repo := flag.String("repo", ".", "the repository's root")
-	version := flag.String("version", "v0.1.0", "the release version to check")
-	keep := flag.Bool("keep", false, "keep the proxy and the consumer modules (their folder is printed)")
+	var o options
+	flag.StringVar(&o.repo, "repo", ".", "the repository's root")
+	flag.StringVar(&o.version, "version", "v0.1.0", "the release version to check")
+	flag.BoolVar(&o.keep, "keep", false, "keep the proxy and the consumer modules (their folder is printed)")
+	flag.StringVar(&o.cache, "cache", defaultCache(), "the folder of the module cache the consumers share, kept between runs for other modules than this repository's (empty: a fresh one in the work folder)")
+	flag.IntVar(&o.parallel, "parallel", 2, "how many install lines are checked at a time")
 	flag.Parse()
-	if err := run(*repo, *version, *keep); err != nil {
+	start := time.Now()
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "proxycheck: FAIL:", err)
 		os.Exit(1)
 	}
-	fmt.Println("proxycheck: ok")
+	fmt.Printf("proxycheck: ok (%s)\n", time.Since(start).Round(time.Second))
 }
 
-func run(repo, version string, keep bool) error {
-	root, err := filepath.Abs(repo)
+type options struct {
+	repo, version string
+	keep          bool
+	cache         string
+	parallel      int
+}
+
+// defaultCache is the module cache the consumers share across runs: a
+// folder of the user's cache, apart from the go command's own so that
+// this repository's modules laid out here never reach it.
+func defaultCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "gormmutex-proxycheck")
+}
+
+func run(o options) error {
+	root, err := filepath.Abs(o.repo)
 	if err != nil {
 		return err
 	}
@@ -66,7 +89,7 @@ func run(repo, version string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	if keep {
+	if o.keep {
 		fmt.Println("proxycheck: working in", work)
 	} else {
 		defer removeAll(work)
@@ -74,32 +97,75 @@ func run(repo, version string, keep bool) error {
 	proxy := filepath.Join(work, "proxy")
 	var paths []string
 	for _, dir := range public {
-		p, err := publish(root, dir, version, proxy)
+		p, err := publish(root, dir, o.version, proxy)
 		if err != nil {
 			return fmt.Errorf("module in %s: %w", dir, err)
 		}
 		paths = append(paths, p)
-		fmt.Printf("proxycheck: %s@%s laid out\n", p, version)
+		fmt.Printf("proxycheck: %s@%s laid out\n", p, o.version)
 	}
 	lines, err := installLines(filepath.Join(root, "README.md"))
 	if err != nil {
 		return err
 	}
-	if err := checkLines(lines, paths, version); err != nil {
+	if err := checkLines(lines, paths, o.version); err != nil {
 		return err
 	}
-	env, err := consumerEnv(work, proxy, paths[0])
+	modcache := filepath.Join(work, "modcache")
+	if o.cache != "" {
+		unlock, err := lockCache(o.cache)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		modcache = filepath.Join(o.cache, "modcache")
+		// Only other modules' copies are kept: this repository's come
+		// from this run's proxy, or from nowhere.
+		purge(modcache, paths[0])
+		defer purge(modcache, paths[0])
+	}
+	env, err := consumerEnv(work, modcache, proxy, paths[0])
 	if err != nil {
 		return err
 	}
+	return consumeAll(work, lines, env, o.parallel)
+}
+
+// consumeAll checks every install line, each in a fresh module, parallel
+// at a time, and returns the first line's error.
+func consumeAll(work string, lines []string, env []string, parallel int) error {
+	errs := make([]error, len(lines))
+	sem := make(chan struct{}, max(parallel, 1))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, line := range lines {
-		dir := filepath.Join(work, fmt.Sprintf("consumer%d", i))
-		if err := consume(dir, line, env); err != nil {
-			return fmt.Errorf("%s: %w", line, err)
-		}
-		fmt.Printf("proxycheck: %s: ok\n", line)
+		wg.Add(1)
+		sem <- struct{}{} // in the README's order
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			err := consume(filepath.Join(work, fmt.Sprintf("consumer%d", i)), line, env)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", line, err)
+				fmt.Printf("proxycheck: %s: FAIL (%s)\n", line, time.Since(start).Round(100*time.Millisecond))
+				return
+			}
+			fmt.Printf("proxycheck: %s: ok (%s)\n", line, time.Since(start).Round(100*time.Millisecond))
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// purge removes this repository's modules from the module cache, the
+// extracted folders and the downloads.
+func purge(modcache, rootPath string) {
+	owner := path.Dir(rootPath) // github.com/gormmutex
+	removeAll(filepath.Join(modcache, filepath.FromSlash(owner)))
+	removeAll(filepath.Join(modcache, "cache", "download", filepath.FromSlash(owner)))
 }
 
 // publish writes the module in dir of the repository's HEAD commit into
@@ -343,7 +409,7 @@ func checkLines(lines, paths []string, version string) error {
 // the usual proxy for everything else; a module cache of its own, so no
 // earlier run's copy of a module stands in for this one; no checksum
 // database for this repository's modules, which it has never seen.
-func consumerEnv(work, proxy, rootPath string) ([]string, error) {
+func consumerEnv(work, modcache, proxy, rootPath string) ([]string, error) {
 	out, err := exec.Command("go", "env", "GOMODCACHE", "GOPROXY").Output()
 	if err != nil {
 		return nil, err
@@ -368,7 +434,7 @@ func consumerEnv(work, proxy, rootPath string) ([]string, error) {
 		"GOPROXY="+proxies,
 		"GOFLAGS=-mod=mod",
 		"GOWORK=off",
-		"GOMODCACHE="+filepath.Join(work, "modcache"),
+		"GOMODCACHE="+modcache,
 		"GONOSUMDB="+rootPath,
 		"GOBIN="+filepath.Join(work, "bin"),
 	), nil

@@ -268,3 +268,35 @@ func writeFile(t *testing.T, dir, name, body string) {
 		t.Fatal(err)
 	}
 }
+
+// TestPurgeKeepsOthers: between runs the shared module cache keeps other
+// modules (extracted, read-only as the go command leaves them, and
+// downloaded) and loses every copy of this repository's modules, so that
+// no earlier run's zip stands in for this one's.
+func TestPurgeKeepsOthers(t *testing.T) {
+	cache := t.TempDir()
+	for _, name := range []string{
+		"github.com/gormmutex/gormmutex@v0.1.0/lock.go",
+		"github.com/gormmutex/gormmutex/gocronlock@v0.1.0/gocronlock.go",
+		"cache/download/github.com/gormmutex/gormmutex/@v/v0.1.0.zip",
+		"cache/download/github.com/gormmutex/gormmutex/gocronlock/@v/v0.1.0.mod",
+		"github.com/mattn/go-sqlite3@v1.14.22/sqlite3.go",
+		"cache/download/github.com/mattn/go-sqlite3/@v/v1.14.22.zip",
+	} {
+		writeFile(t, cache, name, "x")
+	}
+	if err := os.Chmod(filepath.Join(cache, "github.com/gormmutex/gormmutex@v0.1.0"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+	purge(cache, "github.com/gormmutex/gormmutex")
+	for _, gone := range []string{"github.com/gormmutex", "cache/download/github.com/gormmutex"} {
+		if _, err := os.Stat(filepath.Join(cache, gone)); !os.IsNotExist(err) {
+			t.Errorf("%s is still in the cache (%v)", gone, err)
+		}
+	}
+	for _, kept := range []string{"github.com/mattn/go-sqlite3@v1.14.22/sqlite3.go", "cache/download/github.com/mattn/go-sqlite3/@v/v1.14.22.zip"} {
+		if _, err := os.Stat(filepath.Join(cache, kept)); err != nil {
+			t.Errorf("%s: %v", kept, err)
+		}
+	}
+}
