@@ -3,14 +3,23 @@
 // release is tagged.
 //
 // It lays out a file:// module proxy from the repository's HEAD commit,
-// with every public module at the release version (the zips made by
-// golang.org/x/mod/zip, as the public proxy makes them from a tag), and
-// checks each zip: a LICENSE at its top, and nothing a consumer should not
-// get (database files, build output). Then, for each install line of
+// with every public module at the release version (zips made by
+// golang.org/x/mod/zip from `git archive`, as the public proxy makes them
+// from a tag; a linked worktree works too), and checks each zip: a LICENSE
+// of the module's own at its top, and nothing a consumer should not get
+// (databases, benchmark results, binaries, files over 1 MB that are not
+// docs, another module's files). Then, for each install line of
 // README.md, in a fresh module outside the repository (GOWORK=off,
-// GOFLAGS=-mod=mod, a module cache of its own), it runs that line exactly
-// and builds a program that uses what it installed; the program for the
-// root module also runs, taking a lock on SQLite.
+// GOFLAGS=-mod=mod), it runs that line exactly and builds a program that
+// uses what it installed; the program for the root module also runs,
+// taking a lock on SQLite. Two lines are checked at a time (-parallel).
+//
+// The consumers share one module cache. By default it is kept between
+// runs in the user's cache folder (-cache), so other modules are not
+// fetched and compiled again (SQLite's cgo driver above all); this
+// repository's modules are purged from it before and after each run, under
+// a lock, so they only ever come from this run's proxy. -cache "" gives a
+// run a fresh cache of its own.
 //
 //	go run ./proxycheck -repo .. -version v0.1.0
 //
@@ -406,9 +415,10 @@ func checkLines(lines, paths []string, version string) error {
 
 // consumerEnv returns the environment of a consumer outside the
 // repository: the file proxy first, then the module cache's downloads and
-// the usual proxy for everything else; a module cache of its own, so no
-// earlier run's copy of a module stands in for this one; no checksum
-// database for this repository's modules, which it has never seen.
+// the usual proxy for everything else; the module cache modcache, which
+// holds no copy of this repository's modules when the run starts; no
+// checksum database for this repository's modules, which it has never
+// seen.
 func consumerEnv(work, modcache, proxy, rootPath string) ([]string, error) {
 	out, err := exec.Command("go", "env", "GOMODCACHE", "GOPROXY").Output()
 	if err != nil {
