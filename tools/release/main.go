@@ -253,12 +253,13 @@ func checkOtelVersion(repo, version string) error {
 func plan(version, commit string) string {
 	var b strings.Builder
 	t := tags(version)
-	fmt.Fprintf(&b, "release: %s is ready at %s (the tree is clean; lint, the API check and proxycheck passed).\n", version, commit)
+	fmt.Fprintf(&b, "release: %s is ready at %s.\n", version, commit)
 	fmt.Fprintf(&b, "release: nothing was tagged or pushed; run these, in this order:\n\n")
 	fmt.Fprintf(&b, "# 1. The root module first: the others require it.\n")
 	fmt.Fprintf(&b, "git tag %s %s\n", t[0], commit)
-	fmt.Fprintf(&b, "# 2. The nested modules' requirement of the root: %s already requires %s %s\n", strings.Join(goMods(), ", "), rootPath, version)
-	fmt.Fprintf(&b, "#    (checked above; the replace => ../ in each applies only inside this repository), so nothing to run.\n")
+	fmt.Fprintf(&b, "# 2. The nested modules' requirement of the root: each of %s\n", strings.Join(goMods(), ", "))
+	fmt.Fprintf(&b, "#    already requires %s %s (checked; its replace => ../ applies only\n", rootPath, version)
+	fmt.Fprintf(&b, "#    inside this repository, and proxycheck resolved it without), so nothing to run.\n")
 	fmt.Fprintf(&b, "# 3. Each nested module, on the same commit; its tag is its folder and the version.\n")
 	for _, tag := range t[1:] {
 		fmt.Fprintf(&b, "git tag %s %s\n", tag, commit)
