@@ -140,14 +140,20 @@ func run(o options) error {
 	return consumeAll(work, lines, env, o.parallel)
 }
 
-// consumeAll checks every install line, each in a fresh module, parallel
-// at a time, and returns the first line's error.
+// consumeAll checks every install line, each in a fresh module, and
+// returns their errors. The first line (the root module's, which every
+// other needs, with SQLite's cgo driver) runs alone, filling the module
+// and build caches; then the others run parallel at a time, so that two
+// go commands never compile the same packages at once.
 func consumeAll(work string, lines []string, env []string, parallel int) error {
 	errs := make([]error, len(lines))
 	sem := make(chan struct{}, max(parallel, 1))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for i, line := range lines {
+		if i == 1 {
+			wg.Wait()
+		}
 		wg.Add(1)
 		sem <- struct{}{} // in the README's order
 		go func() {
