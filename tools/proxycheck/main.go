@@ -12,7 +12,8 @@
 // README.md, in a fresh module outside the repository (GOWORK=off,
 // GOFLAGS=-mod=mod), it runs that line exactly and builds a program that
 // uses what it installed; the program for the root module also runs,
-// taking a lock on SQLite. Two lines are checked at a time (-parallel).
+// taking a lock on SQLite. The root's line goes first, alone; then two
+// lines are checked at a time (-parallel).
 //
 // The consumers share one module cache. By default it is kept between
 // runs in the user's cache folder (-cache), so other modules are not
