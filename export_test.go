@@ -166,3 +166,25 @@ func WakeupsDelivered(db *gorm.DB) int64 {
 	}
 	return w.delivered.Load()
 }
+
+// LockerWaiters returns how many waiters in this process wait on l's pool
+// for a notification that lockID was released from l's table.
+func LockerWaiters(l *Locker, lockID string) int {
+	w := l.wakerFor(l.d)
+	if w == nil {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.waiters[lockID])
+}
+
+// LockerWakeups returns how many wake-ups this process has handed to the
+// waiters of l's table on l's pool.
+func LockerWakeups(l *Locker) int64 {
+	w := l.wakerFor(l.d)
+	if w == nil {
+		return 0
+	}
+	return w.delivered.Load()
+}
