@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -38,12 +39,14 @@ func TestTableFlag(t *testing.T) {
 		_, err := l.Acquire(ctx, id)
 		require.NoError(t, err)
 
+		quoted, err := json.Marshal(id)
+		require.NoError(t, err)
 		r = gmt("list", "-json")
 		want(t, r, 0, "list -table")
-		assert.Contains(t, r.stdout, "table", "list -table shows the lock")
+		assert.Contains(t, r.stdout, string(quoted), "list -table shows the lock")
 		r = gm(t, nil, "-dsn", dsn, "list", "-json")
 		want(t, r, 0, "list of the default table")
-		assert.NotContains(t, r.stdout, "table", "list of the default table shows the lock of -table's")
+		assert.NotContains(t, r.stdout, string(quoted), "list of the default table shows the lock of -table's")
 
 		r = gm(t, nil, "-dsn", dsn, "run", id, "--", "true")
 		want(t, r, 0, "run on the default table while the lock is held in -table's")
