@@ -39,6 +39,7 @@ type Options struct {
 // prints the lines the tests gave Report, drops the run's databases and
 // returns the exit code.
 func Main(m *testing.M, opts Options) (code int) {
+	quietLogs()
 	dir, err := os.MkdirTemp("", "gormmutex-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
