@@ -181,7 +181,9 @@ func TestSchemaQualifiedTable(t *testing.T) {
 		for _, g := range got {
 			require.NoError(t, <-g)
 		}
-		assert.GreaterOrEqual(t, gormmutex.LockerWakeups(waiter), int64(1), "wake-ups from the schema-qualified table")
+		if b.Notifies { // through a transaction pooler waiters poll
+			assert.GreaterOrEqual(t, gormmutex.LockerWakeups(waiter), int64(1), "wake-ups from the schema-qualified table")
+		}
 	})
 }
 
