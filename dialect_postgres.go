@@ -103,6 +103,14 @@ var postgresDialect = func() *dialect {
 		explain:   postgresExplain,
 		schema:    postgresSchema(),
 	}, "now()", plus)
+	// A fair acquire (fair.go) inserts only while no earlier waiter's
+	// place is live in the lock's queue; the range is one of the key.
+	fairValues := "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ?"
+	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + TableName + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
+	d.insertFair = "INSERT INTO " + TableName + " " + fairValues + fairGuard + takeover
+	d.insertFairAsync = async + "INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover
+	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + TableName + " " + fairValues + fairGuard + takeover + want
+	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
 	// A release marks the row free instead of deleting it (see above).
 	release := "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
 	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
@@ -129,7 +137,8 @@ var postgresDialect = func() *dialect {
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
 		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup,
-		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount} {
+		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount,
+		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition} {
 		*q = numbered(*q)
 	}
 	// An election's lock announces every change of term to the observers

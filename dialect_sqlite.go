@@ -42,6 +42,11 @@ var sqliteDialect = func() *dialect {
 		inProcess: true,
 		insert: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
 			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" + takeover,
+		// A fair acquire (fair.go) inserts only while no earlier waiter's
+		// place is live in the lock's queue.
+		insertFair: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
+			" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? WHERE NOT EXISTS (SELECT 1 FROM " + TableName +
+			" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)" + takeover,
 		// A write statement runs with the database's write lock from its
 		// start, so the count row it reads cannot change before it
 		// commits.

@@ -153,6 +153,9 @@ func (e *Election) configure(cfg Config, opts []ElectionOption) error {
 	if cfg.SuppressAcquisitionErrors {
 		unset = append(unset, "SuppressAcquisitionErrors")
 	}
+	if cfg.Fair {
+		unset = append(unset, "Fair")
+	}
 	if len(unset) > 0 {
 		return fmt.Errorf("%w: an election does not use Config.%s: it campaigns every retry period, renews its lease itself and leads until it loses or resigns; leave %s unset",
 			ErrInvalidConfig, strings.Join(unset, ", Config."), strings.Join(unset, ", "))

@@ -84,6 +84,9 @@ func (l *Locker) Semaphore(name string, permits int) (*Semaphore, error) {
 			ErrInvalidLockID, MaxSemaphoreNameLen, len(name))
 	case permits < 1 || permits > MaxPermits:
 		return nil, fmt.Errorf("%w: semaphore %q: permits %d, want 1 to %d", ErrInvalidConfig, name, permits, MaxPermits)
+	case l.cfg.Fair:
+		return nil, fmt.Errorf("%w: semaphore %q: Config.Fair is for locks; a semaphore's waiters poll for any free permit, in no order: use a Locker without Fair",
+			ErrInvalidConfig, name)
 	}
 	return &Semaphore{eng: l.engine, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}, nil
 }
