@@ -101,7 +101,9 @@ func mysqlStatements(fastRelease bool) *dialect {
 	// row would hold InnoDB's table-wide AUTO-INC lock (see below).
 	d.insertFair = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES (IF(EXISTS (SELECT 1 FROM " + TableName +
 		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + mysqlNow + " AND id < ?), NULL, ?), " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
-	d.fairArgs = func(lockID, ttl, holder, from, to, ticket any) []any { return []any{from, to, ticket, lockID, ttl, holder} }
+	d.fairArgs = func(lockID, ttl, holder, from, to, ticket any) []any {
+		return []any{from, to, ticket, lockID, ttl, holder}
+	}
 	d.fairRefused = func(err error) bool { return strings.HasPrefix(err.Error(), "Error 1048") }
 	// A semaphore's slot is taken only while its count row holds the
 	// count. The row is read by a locking read, which waits for a change
