@@ -82,6 +82,11 @@ type dialect struct {
 	// waiter's own row (its ticket) is live (ticket, ticket, from, to,
 	// ticket).
 	queuePosition string
+	// renewPlace, where set, renews a waiter's live place and returns the
+	// number of live places in the range with a smaller id; no row if the
+	// place has lapsed (ttl, lockID, id, from, to, id). Elsewhere the
+	// waiter runs refresh, then queuePosition.
+	renewPlace string
 
 	// release frees the holder's live row (lockID, id), durably.
 	release string

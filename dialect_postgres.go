@@ -111,6 +111,11 @@ var postgresDialect = func() *dialect {
 	d.insertFairAsync = async + "INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover
 	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + TableName + " " + fairValues + fairGuard + takeover + want
 	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
+	// A renewal of a place that a crash undoes only lets the place lapse
+	// sooner: it need not wait for the disk.
+	d.renewPlace = async + " UPDATE " + TableName + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
+		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + TableName +
+		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
 	// A release marks the row free instead of deleting it (see above).
 	release := "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
 	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
@@ -138,7 +143,7 @@ var postgresDialect = func() *dialect {
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
 		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup,
 		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount,
-		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition} {
+		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition, &d.renewPlace} {
 		*q = numbered(*q)
 	}
 	// An election's lock announces every change of term to the observers

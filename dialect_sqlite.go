@@ -47,6 +47,9 @@ var sqliteDialect = func() *dialect {
 		insertFair: "INSERT INTO " + TableName + " (lock_id, id, created_at, expires_at, holder)" +
 			" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? WHERE NOT EXISTS (SELECT 1 FROM " + TableName +
 			" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)" + takeover,
+		// A waiter's renewal of its place also reads how many are ahead.
+		renewPlace: "UPDATE " + TableName + " SET expires_at = " + plus(now) + ", version = version + 1 WHERE lock_id = ? AND id = ? AND expires_at > " + now +
+			" RETURNING (SELECT count(*) FROM " + TableName + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)",
 		// A write statement runs with the database's write lock from its
 		// start, so the count row it reads cannot change before it
 		// commits.

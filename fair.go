@@ -59,7 +59,7 @@ const (
 	fairLease = 2 * time.Second
 	// fairRenew is how often a waiter renews its place, and the longest a
 	// waiter sleeps between reads of its place.
-	fairRenew = fairLease / 4
+	fairRenew = fairLease / 2
 	// fairPoll is how often the head of the queue tries for the lock where
 	// no release wakes it, and the interval between the reads of its place
 	// by the waiter right behind it; each further place back doubles it,
@@ -138,15 +138,16 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 	defer e.leave(ctx, d, p)
 	b := backoff{min: waitMin, max: waitMax}
 	pos := -1 // the waiter's place in the queue: 0 at the head; -1 unknown
+	var pc pacer
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, lockErr("acquire", r.lockID, err)
 		}
 		if p.ticket == 0 || time.Since(p.renewed) >= fairRenew {
-			if err := e.keepPlace(ctx, d, p); err != nil {
+			var err error
+			if pos, err = e.keepPlace(ctx, d, p); err != nil {
 				return nil, lockErr("acquire", r.lockID, err)
 			}
-			pos = -1
 		}
 		if pos != 0 {
 			var err error
@@ -163,7 +164,10 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 			if time.Until(deadline) <= 0 {
 				return nil, lockErr("acquire", r.lockID, e.held(ctx, ErrLocked, r))
 			}
-			wait := min(fairPoll<<min(pos, 10), fairRenew, untilRenew, time.Until(deadline))
+			wait := min(pc.next(pos), untilRenew, time.Until(deadline))
+			// Even where releases notify, the waiter right behind the head
+			// polls: what makes it the head is the head taking the lock,
+			// which sends nothing.
 			if err := sleep(ctx, max(wait, 0), nil); err != nil {
 				return nil, lockErr("acquire", r.lockID, err)
 			}
@@ -204,17 +208,37 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 }
 
 // keepPlace renews the waiter's place, or takes a new one at the back of
-// the queue where it has none or its lease lapsed.
-func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) error {
+// the queue where it has none or its lease lapsed, and returns the number
+// of places ahead of it where the dialect's renewal reads it (-1 if not).
+func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) (int, error) {
 	lease := fairLease
+	if p.ticket != 0 && d.renewPlace != "" {
+		var ahead int64
+		var ok bool
+		sent := time.Now()
+		err := e.retry(ctx, d, func(ctx context.Context) error {
+			var err error
+			sent = time.Now()
+			ahead, ok, err = e.queryID(ctx, d.renewPlace, d.duration(&lease), p.lockID, p.ticket, p.from, p.to, p.ticket)
+			return err
+		})
+		if err != nil {
+			return -1, d.explainErr(err)
+		}
+		if ok {
+			p.renewed = sent
+			return int(ahead), nil
+		}
+		p.ticket = 0 // lapsed
+	}
 	if p.ticket != 0 {
 		sent, n, err := e.execSent(ctx, d, d.refresh, d.duration(&lease), p.lockID, p.ticket)
 		if err != nil {
-			return d.explainErr(err)
+			return -1, d.explainErr(err)
 		}
 		if n > 0 {
 			p.renewed = sent
-			return nil
+			return -1, nil
 		}
 		p.ticket = 0 // lapsed
 	}
@@ -228,14 +252,20 @@ func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) error {
 	var id int64
 	var sent time.Time
 	args := []any{p.lockID, d.duration(&lease), e.holder}
+	// A place that a database crash forgets only sends its waiter to the
+	// back of the queue: it need not wait for the disk.
+	insert := d.insert
+	if d.insertAsync != "" {
+		insert = d.insertAsync
+	}
 	err := e.retryOn(ctx, sctx, d, func(sctx context.Context) error {
 		id, sent = 0, time.Now()
 		if d.returning {
 			var err error
-			id, _, err = e.queryID(sctx, d.insert, args...)
+			id, _, err = e.queryID(sctx, insert, args...)
 			return err
 		}
-		res, err := e.run(sctx, d.insert, args...)
+		res, err := e.run(sctx, insert, args...)
 		if err != nil {
 			return err
 		}
@@ -243,17 +273,17 @@ func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) error {
 		return err
 	})
 	if err != nil {
-		return d.explainErr(err)
+		return -1, d.explainErr(err)
 	}
 	if id == 0 {
-		return errors.New("gormmutex: a place in the queue was taken") // 64 random bits collided
+		return -1, errors.New("gormmutex: a place in the queue was taken") // 64 random bits collided
 	}
 	p.ticket, p.renewed = id, sent
 	if ctx.Err() != nil {
 		e.leave(ctx, d, p) // given up meanwhile
-		return ctx.Err()
+		return -1, ctx.Err()
 	}
-	return nil
+	return -1, nil
 }
 
 // position reads the waiter's place: the number of live places ahead of
@@ -284,4 +314,42 @@ func (e *engine) leave(ctx context.Context, d *dialect, p *place) {
 	defer cancel()
 	_, _ = e.exec(sctx, d, d.dropOwn, p.lockID, p.ticket)
 	p.ticket = 0
+}
+
+// pacer spaces a waiter's reads of its place. The waiter right behind the
+// head reads every fairPoll, to learn soon that it is next; one farther
+// back sleeps for most of the time that the places ahead of it are
+// expected to take, at the rate of handoffs it has seen, so that it reads
+// its place a few times in all however long the queue, and not more than
+// fairRenew apart.
+type pacer struct {
+	pos  int           // the place at the last read
+	at   time.Time     // when it was read
+	each time.Duration // the time between handoffs seen; 0 before any
+}
+
+// next takes the place just read and returns how long to sleep.
+func (pc *pacer) next(pos int) time.Duration {
+	now := time.Now()
+	if !pc.at.IsZero() {
+		switch gone := now.Sub(pc.at); {
+		case pos < pc.pos:
+			seen := gone / time.Duration(pc.pos-pos)
+			if pc.each == 0 {
+				pc.each = seen
+			} else {
+				pc.each = (3*pc.each + seen) / 4
+			}
+		}
+	}
+	pc.pos, pc.at = pos, now
+	wait := fairPoll
+	switch {
+	case pos < 2:
+	case pc.each == 0:
+		wait = 2 * fairPoll // soon, to see the rate
+	default:
+		wait = time.Duration(float64(pos-1) * 0.5 * float64(pc.each))
+	}
+	return min(max(wait, fairPoll), fairRenew)
 }
