@@ -111,8 +111,8 @@ type Leader struct {
 // reports; cfg.Logger, cfg.AsyncCommit and cfg.Observer mean what they
 // mean for a lock, and cfg.TransactionPooling makes Observe poll (see
 // Observe). An Election waits, renews and resigns by its own settings:
-// cfg.Wait, cfg.KeepAlive, cfg.MinHold and cfg.SuppressAcquisitionErrors
-// must be left unset. opts change the renew deadline and retry period,
+// cfg.Wait, cfg.KeepAlive, cfg.MinHold, cfg.SuppressAcquisitionErrors and
+// cfg.Fair must be left unset. opts change the renew deadline and retry period,
 // which must satisfy TTL > renew deadline > RetryPeriodJitter × retry
 // period > 0.
 //

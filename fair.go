@@ -175,11 +175,12 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 		}
 		// The head: try, and where a release can wake it, register first,
 		// so that a release between the attempt and the sleep is not
-		// missed.
-		var woke <-chan struct{}
+		// missed. It does not wait for the listener to start: until it
+		// is active, the head polls every fairPoll.
+		var woke, ready <-chan struct{}
 		unregister := func() {}
 		if wk != nil {
-			woke, unregister = wk.register(ctx, r.lockID)
+			woke, unregister, ready = wk.registerNow(r.lockID)
 		}
 		r.ticket = p.ticket
 		lk, err := e.tryAcquire(ctx, d, r, wk != nil)
@@ -196,7 +197,7 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 			return nil, lockErr("acquire", r.lockID, e.held(ctx, err, r))
 		}
 		wait := fairPoll
-		if woke != nil {
+		if woke != nil && isClosed(ready) && wk.isActive() {
 			wait = b.next()
 		}
 		err = sleep(ctx, max(min(wait, untilRenew, time.Until(deadline)), 0), woke)
@@ -352,4 +353,17 @@ func (pc *pacer) next(pos int) time.Duration {
 		wait = time.Duration(float64(pos-1) * 0.5 * float64(pc.each))
 	}
 	return min(max(wait, fairPoll), fairRenew)
+}
+
+// isClosed says whether ch is closed; a nil ch is not.
+func isClosed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

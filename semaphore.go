@@ -67,6 +67,8 @@ type Semaphore struct {
 // with l's Config: Wait is how long Acquire and Do wait for a free permit,
 // TTL, KeepAlive and MinHold apply to each permit as to a lock, and
 // SuppressAcquisitionErrors makes Do skip fn when no permit is free.
+// Config.Fair is refused with an error matching ErrInvalidConfig: a
+// semaphore's waiters are not served in order.
 //
 // name must be 1 to MaxSemaphoreNameLen bytes of UTF-8 without NUL, and
 // permits 1 to MaxPermits; otherwise every method returns an error
