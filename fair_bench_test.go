@@ -40,7 +40,12 @@ func contended(b *testing.B, be *testdb.Backend, pools, workers int, fair bool) 
 	lockers := make([]*gormmutex.Locker, pools)
 	for i := range lockers {
 		db := be.CountedPool(b, c)
-		testdb.SQLDB(b, db).SetMaxOpenConns(min(workers/pools+2, 10)) // 4 pools of 256 waiters stay within max_connections
+		// 4 pools of 256 waiters stay within max_connections, and keep
+		// their connections: a PostgreSQL connection opened per statement
+		// costs a server process each time.
+		conns := min(workers/pools+2, 10)
+		testdb.SQLDB(b, db).SetMaxOpenConns(conns)
+		testdb.SQLDB(b, db).SetMaxIdleConns(conns)
 		lockers[i] = newLocker(b, db, cfg)
 	}
 	id := testdb.LockID(b)
