@@ -54,6 +54,11 @@ func contended(b *testing.B, be *testdb.Backend, pools, workers int, fair bool) 
 	var last atomic.Int64
 	last.Store(-1)
 	var wg sync.WaitGroup
+	// The workers start while the lock is held, so that the first of them
+	// does not take it over and over before the others are waiting.
+	lk := mustAcquire(b, newLocker(b, be.Pool(b), cfg), id)
+	var started sync.WaitGroup
+	started.Add(workers)
 	c.Reset()
 	b.ResetTimer()
 	start := time.Now()
@@ -62,6 +67,7 @@ func contended(b *testing.B, be *testdb.Backend, pools, workers int, fair bool) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			started.Done()
 			for taken.Add(1) <= int64(b.N) {
 				t0 := time.Now()
 				ran := false
@@ -84,6 +90,11 @@ func contended(b *testing.B, be *testdb.Backend, pools, workers int, fair bool) 
 				}
 			}
 		}()
+	}
+	started.Wait()
+	time.Sleep(100 * time.Millisecond) // into their first attempts
+	if err := lk.Release(ctx); err != nil {
+		b.Fatal(err)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
