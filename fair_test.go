@@ -262,3 +262,35 @@ func TestFairRefused(t *testing.T) {
 	err = json.Unmarshal([]byte(`{"fair": "yes"}`), &c)
 	require.True(t, errors.Is(err, gormmutex.ErrInvalidConfig), "fair that is not a boolean: %v", err)
 }
+
+// TestFairLongAndNestedIDs: a lock id of MaxLockIDLen bytes queues its
+// waiters like any other (their places' ids are kept short), and the
+// queues of a lock id and of one that extends it are apart: a waiter of
+// each is one place in its own queue, and each gets its own lock.
+func TestFairLongAndNestedIDs(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		db := b.Pool(t)
+		base := testdb.LockID(t)
+		long := base + strings.Repeat("x", gormmutex.MaxLockIDLen-len(base))
+		nested := base + "/b"
+		holder := newLocker(t, db, fairConfig())
+		var o order
+		var done []<-chan error
+		var held []*gormmutex.Lock
+		for _, id := range []string{long, base, nested} {
+			held = append(held, mustAcquire(t, holder, id))
+			done = append(done, startWaiter(context.Background(), newLocker(t, b.Pool(t), fairConfig()), id, id, &o))
+			waitQueued(t, db, id, 1)
+		}
+		for _, id := range []string{long, base, nested} {
+			assert.Equal(t, 1, gormmutex.QueuedWaiters(t, db, id), "places in the queue of %q", id)
+		}
+		for i, lk := range held {
+			require.NoError(t, lk.Release(context.Background()))
+			require.NoError(t, <-done[i])
+		}
+		assert.Equal(t, []string{long, base, nested}, o.list(), "the locks the waiters got")
+	})
+}
