@@ -110,13 +110,15 @@ type Config struct {
 	// every waiter). A waiter that gives up or is cancelled leaves the
 	// queue at once; one that crashes or is paused loses its place within
 	// two seconds, so it holds up the ones behind it for at most that
-	// long. Waiting then costs each waiter a statement at a slow rate to
-	// keep its place, and a handoff one more statement than unfair
-	// waiting; an uncontended acquire, and an attempt with Wait 0, cost
-	// what they cost without Fair. Every process that waits for a lock
-	// must set Fair for its order to hold: an unfair acquire does not look
-	// at the queue. [Locker.Semaphore] and [NewElection] refuse it. See
-	// docs/locks-and-configuration.md. Default false.
+	// long. An uncontended acquire, and an attempt with Wait 0, cost what
+	// they cost without Fair; waiting costs more statements (a place to
+	// keep, renew and read), and a handoff is slower, since the next
+	// waiter in line must notice that the lock is free: on MySQL and
+	// SQLite, where nothing notifies, by polling. Every process that
+	// waits for a lock must set Fair for its order to hold: an unfair
+	// acquire does not look at the queue. [Locker.Semaphore] and
+	// [NewElection] refuse it. See docs/locks-and-configuration.md.
+	// Default false.
 	Fair bool `json:"fair" yaml:"fair"`
 
 	// Holder says who holds the lock, in the lock's row, at most 200 bytes.
