@@ -3,7 +3,7 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci oldgo topology proxycheck api apicheck
+.PHONY: test demo lint fuzz bench ci oldgo topology proxycheck api apicheck release
 
 # Every module, each with its own go.mod. The public ones are published;
 # topology and tools are this repository's own (tests through topologies,
@@ -68,6 +68,17 @@ api:
 # the repository (see RELEASING.md). Checks the committed tree (HEAD).
 proxycheck:
 	cd tools && $(GO) run ./proxycheck -repo .. -version $(VERSION)
+
+# The checks before tagging $(VERSION) (see RELEASING.md): a clean tree, no
+# tag of it yet, CHANGELOG.md's dated entry, the go.mod requirements and
+# otelgormmutex.Version; then lint (the API check included) and proxycheck
+# at that version; then the same first checks again, and the tag and push
+# commands are printed, in order. Nothing is tagged or pushed.
+release:
+	cd tools && $(GO) run ./release -repo .. -version $(VERSION) check
+	$(MAKE) lint
+	$(MAKE) proxycheck VERSION=$(VERSION)
+	cd tools && $(GO) run ./release -repo .. -version $(VERSION) plan
 
 FUZZTIME ?= 20s
 fuzz:

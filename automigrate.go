@@ -21,18 +21,41 @@ import (
 //
 // It uses gormmutex's own DDL rather than GORM's migrator, because the
 // column types matter (on MySQL, lock_id is VARBINARY so ids compare byte
-// for byte) and differ by database. Besides TableName it creates, on MySQL,
+// for byte) and differ by database. Besides the table it creates, on MySQL,
 // the MEMORY table db_mutex_releases (where TTL locks are released without
 // waiting for the disk), and on SQLite the table db_mutex_sequence and two
-// triggers that hand out fencing tokens.
+// triggers that hand out fencing tokens; a prefix before the table's name
+// is before theirs too ("app_db_mutex_releases"), and another table name
+// gets its own ("locks_releases" for "locks").
+//
+// The table is the one a Locker with an empty [Config.Table] uses:
+// [TableName] with the TablePrefix of db's NamingStrategy before it. For a
+// Locker with a Table of its own, call [Locker.AutoMigrate].
 func AutoMigrate(db *gorm.DB) error {
-	d, err := dialectFor(db)
+	d, err := dialectFor(db, "")
 	if err != nil {
 		return err
 	}
+	return migrate(db, d)
+}
+
+// AutoMigrate is the package's [AutoMigrate] for the Locker's own table
+// ([Config.Table]) on its database, with ctx for the statements. A
+// Semaphore or an Election uses the table of its Locker.
+func (l *Locker) AutoMigrate(ctx context.Context) error {
+	return migrate(l.db.WithContext(ctx), l.d)
+}
+
+// Table returns the name of the Locker's lock table: [Config.Table], or
+// the name that the NamingStrategy of its *gorm.DB gives.
+func (l *Locker) Table() string { return l.d.table }
+
+// migrate runs d's schema on db.
+func migrate(db *gorm.DB, d *dialect) error {
 	if _, ok := db.Statement.ConnPool.(gorm.TxCommitter); ok {
 		return ErrInTransaction
 	}
+	table := d.table
 	s := db.Session(&gorm.Session{NewDB: true})
 	// A statement that fails because another process migrates at the same
 	// time is absorbed below; it must not reach the application's log as an
@@ -49,11 +72,11 @@ func AutoMigrate(db *gorm.DB) error {
 		}
 		return nil
 	}
-	if err := ensure("table "+TableName, func() bool { return m.HasTable(TableName) }, sc.createTable); err != nil {
+	if err := ensure("table "+table, func() bool { return m.HasTable(table) }, sc.createTable); err != nil {
 		return err
 	}
 	for _, c := range sc.columns {
-		if err := ensure("column "+c.name, func() bool { return m.HasColumn(&DBMutex{}, c.name) }, c.sql); err != nil {
+		if err := ensure("column "+c.name, func() bool { return m.HasColumn(table, c.name) }, c.sql); err != nil {
 			return err
 		}
 	}
@@ -79,12 +102,12 @@ func AutoMigrate(db *gorm.DB) error {
 		}
 	}
 	for _, ix := range sc.indexes {
-		if err := ensure("index "+ix.name, func() bool { return m.HasIndex(&DBMutex{}, ix.name) }, ix.sql); err != nil {
+		if err := ensure("index "+ix.name, func() bool { return m.HasIndex(table, ix.name) }, ix.sql); err != nil {
 			return err
 		}
 	}
 	for _, ix := range sc.stale {
-		if err := ensure("drop index "+ix.name, func() bool { return !m.HasIndex(&DBMutex{}, ix.name) }, ix.sql); err != nil {
+		if err := ensure("drop index "+ix.name, func() bool { return !m.HasIndex(table, ix.name) }, ix.sql); err != nil {
 			return err
 		}
 	}
@@ -124,7 +147,7 @@ func rebuild(s *gorm.DB, d *dialect) error {
 		err = run()
 	}
 	if err != nil && old(s) {
-		return fmt.Errorf("gormmutex: migrate table %s to the current layout: %w", TableName, err)
+		return fmt.Errorf("gormmutex: migrate table %s to the current layout: %w", d.table, err)
 	}
 	return nil
 }

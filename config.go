@@ -127,6 +127,21 @@ type Config struct {
 	// visible to operators whatever the application calls itself.
 	Holder string `json:"holder" yaml:"holder"`
 
+	// Table is the name of the lock table. Empty, the default, is
+	// [TableName] as the *gorm.DB's NamingStrategy names tables: with its
+	// TablePrefix before it ("app_db_mutexes"), but never pluralized or
+	// singularized. A name that is set is used as it is: ASCII letters,
+	// digits and underscores, not starting with a digit, at most 64 bytes
+	// (63 on PostgreSQL), and on PostgreSQL optionally schema-qualified
+	// ("locks.db_mutexes"). Lockers on different tables do not see each
+	// other's locks, even in one database. [Locker.AutoMigrate] creates
+	// the table; every process that shares a lock must name the same
+	// table. An application whose NamingStrategy has a TablePrefix and
+	// whose locks are in the table of earlier versions, which ignored the
+	// prefix, keeps that table with Table set to [TableName]
+	// ("db_mutexes").
+	Table string `json:"table" yaml:"table"`
+
 	// Logger receives the log lines of SuppressAcquisitionErrors and of
 	// background work (purges, keep-alive retries). Nil means
 	// slog.Default().
@@ -154,10 +169,12 @@ const maxHolderLen = 200
 
 // Validate reports whether c can work, with an error matching
 // [ErrInvalidConfig] that names the field: a TTL below [MinTTL], a negative
-// Wait or MinHold, KeepAlive without a TTL, or a Holder that does not fit.
+// Wait or MinHold, KeepAlive without a TTL, a Holder that does not fit, or
+// a Table that is not a name.
 // [New] and the JSON and YAML decoders call it; call it yourself to check a
 // Config built in code at start-up. Whether the database supports
-// AsyncCommit is checked by New, which knows the database.
+// AsyncCommit, and a Table's limits on it, are checked by New, which knows
+// the database.
 func (c Config) Validate() error {
 	_, err := c.validate()
 	return err
@@ -182,13 +199,17 @@ func (c Config) validate() (key string, err error) {
 		return "keep_alive", invalid("KeepAlive (keep_alive) needs a TTL: a lock that never expires has no lease to renew")
 	case len(c.Holder) > maxHolderLen || !validText(c.Holder):
 		return "holder", invalid("Holder (holder) must be at most %d bytes of UTF-8 without NUL", maxHolderLen)
+	case c.Table != "":
+		if err := validTable(c.Table); err != nil {
+			return "table", invalid("Table (table) %q: %v", c.Table, err)
+		}
 	}
 	return "", nil
 }
 
 // configKeys are the keys that UnmarshalJSON and UnmarshalYAML accept.
 var configKeys = []string{"ttl", "wait", "keep_alive", "min_hold", "suppress_acquisition_errors", "async_commit",
-	"transaction_pooling", "holder", "fair"}
+	"transaction_pooling", "holder", "table", "fair"}
 
 // UnmarshalJSON reads a Config written as JSON. Durations are strings with
 // a unit, such as "30m" or "1800s". A "ttl" key that is absent gives
@@ -307,6 +328,12 @@ func (c *Config) apply(m map[string]any, where func(key string) location) error 
 				err = fmt.Errorf("want a string, got %v", v)
 			}
 			out.Holder = s
+		case "table":
+			s, ok := v.(string)
+			if !ok {
+				err = fmt.Errorf("want a string, got %v", v)
+			}
+			out.Table = s
 		default:
 			loc := where(key)
 			msg := fmt.Sprintf("%sunknown config key %q", loc.prefix(), key)
@@ -542,6 +569,7 @@ type encoded struct {
 	AsyncCommit               bool    `json:"async_commit,omitempty" yaml:"async_commit,omitempty"`
 	TransactionPooling        bool    `json:"transaction_pooling,omitempty" yaml:"transaction_pooling,omitempty"`
 	Holder                    string  `json:"holder,omitempty" yaml:"holder,omitempty"`
+	Table                     string  `json:"table,omitempty" yaml:"table,omitempty"`
 	Fair                      bool    `json:"fair,omitempty" yaml:"fair,omitempty"`
 }
 
@@ -551,7 +579,7 @@ func (c Config) encode() encoded {
 		s := c.TTL.String()
 		ttl = &s
 	}
-	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.TransactionPooling, c.Holder, c.Fair}
+	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.TransactionPooling, c.Holder, c.Table, c.Fair}
 }
 
 // MarshalJSON writes the Config the way [Config.UnmarshalJSON] reads it,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -19,11 +20,17 @@ import (
 //
 // Each statement is one round trip; none of them needs a transaction.
 // Values are always bound as parameters; the only things formatted into
-// the SQL are the constant table names and expressions from these files.
+// the SQL are the lock table's name (checked by tableFor, table.go, and
+// quoted by the dialect), the names derived from it and expressions from
+// these files. A dialect is built once per database and table
+// (dialectFor), so that the lock's path formats nothing.
 // The comment on each statement lists its bind arguments in order.
 type dialect struct {
 	// name is the database's name, for messages.
 	name string
+	// table is the lock table's name, as Config.Table or the NamingStrategy
+	// gave it (unquoted).
+	table string
 
 	// returning says insert returns the new id as a result row; otherwise
 	// it is the driver's LastInsertId.
@@ -211,50 +218,76 @@ type step struct {
 	name, done, run, otherwise string
 }
 
-// dialectFor returns the dialect of db's database.
-func dialectFor(db *gorm.DB) (*dialect, error) {
+// dialectFor returns the dialect of db's database for the lock table
+// table ("" for the name that db's NamingStrategy gives; see tableFor). It
+// checks the name before anything else, and builds each database and
+// table's dialect once per process.
+func dialectFor(db *gorm.DB, table string) (*dialect, error) {
 	if db == nil || db.Dialector == nil || db.Statement == nil || db.Statement.ConnPool == nil {
 		return nil, fmt.Errorf("%w: nil *gorm.DB", ErrInvalidConfig)
 	}
+	var newDialect func(table string) *dialect
+	var check func(table string) error
 	switch name := db.Dialector.Name(); name {
 	case "postgres":
-		return postgresDialect, nil
+		newDialect, check = postgresDialect, postgresCheckTable
 	case "mysql":
-		return mysqlDialect, nil
+		newDialect, check = mysqlDialect, mysqlCheckTable
 	case "sqlite", "sqlite3":
-		return sqliteDialect, nil
+		newDialect, check = sqliteDialect, noSchema
 	default:
 		return nil, fmt.Errorf("%w: unsupported database %q (want postgres, mysql or sqlite)", ErrInvalidConfig, name)
 	}
+	table, err := tableFor(db, table, check)
+	if err != nil {
+		return nil, err
+	}
+	return cachedDialect(db.Dialector.Name(), table, newDialect), nil
+}
+
+// dialects holds the dialects built, by dialectKey.
+var dialects sync.Map
+
+type dialectKey struct{ database, table string }
+
+// cachedDialect returns newDialect(table), built once per key.
+func cachedDialect(database, table string, newDialect func(string) *dialect) *dialect {
+	key := dialectKey{database, table}
+	if d, ok := dialects.Load(key); ok {
+		return d.(*dialect)
+	}
+	d, _ := dialects.LoadOrStore(key, newDialect(table))
+	return d.(*dialect)
 }
 
 // build fills in the statements that have the same shape everywhere from a
-// dialect's expressions: now is the current time on the database's clock,
-// plus(x) adds the bound interval to the time expression x. A dialect that
-// has set live (to exclude more than expired rows) or purge keeps it.
-func build(d *dialect, now string, plus func(string) string) *dialect {
+// dialect's expressions: table is the lock table's name as the SQL spells
+// it (quoted), now is the current time on the database's clock, plus(x)
+// adds the bound interval to the time expression x. A dialect that has set
+// live (to exclude more than expired rows) or purge keeps it.
+func build(d *dialect, table, now string, plus func(string) string) *dialect {
 	unexpired := fmt.Sprintf("(expires_at IS NULL OR expires_at > %s)", now)
 	if d.live == "" {
 		d.live = unexpired
 	}
 	own := "lock_id = ? AND id = ?"
-	d.release = fmt.Sprintf("DELETE FROM %s WHERE %s AND %s", TableName, own, unexpired)
+	d.release = fmt.Sprintf("DELETE FROM %s WHERE %s AND %s", table, own, unexpired)
 	// Every UPDATE bumps version, so a matched row always counts as
 	// affected, even on MySQL where an UPDATE that changes nothing reports
 	// 0 rows (unless the DSN sets clientFoundRows).
-	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus("created_at"), own, unexpired)
-	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", TableName, own)
-	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", TableName, plus(now), own, unexpired)
-	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", TableName, d.live)
+	d.releaseMinHold = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", table, plus("created_at"), own, unexpired)
+	d.dropOwn = fmt.Sprintf("DELETE FROM %s WHERE %s", table, own)
+	d.refresh = fmt.Sprintf("UPDATE %s SET expires_at = %s, version = version + 1 WHERE %s AND %s", table, plus(now), own, unexpired)
+	d.forceRelease = fmt.Sprintf("DELETE FROM %s WHERE lock_id = ? AND %s", table, d.live)
 	columns := rowColumns(d.readTime)
-	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", columns, TableName, d.live)
-	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", columns, TableName, d.live)
-	d.slots = fmt.Sprintf("SELECT lock_id, holder FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", TableName, d.live)
+	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", columns, table, d.live)
+	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", columns, table, d.live)
+	d.slots = fmt.Sprintf("SELECT lock_id, holder FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", table, d.live)
 	d.queuePosition = fmt.Sprintf("SELECT 2 * COUNT(CASE WHEN id < ? THEN 1 END) + COUNT(CASE WHEN id = ? THEN 1 END) FROM %s"+
-		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > %s AND id <= ?", TableName, now)
-	d.swapCount = fmt.Sprintf("UPDATE %s SET holder = ?, version = version + 1 WHERE lock_id = ? AND holder = ?", TableName)
+		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > %s AND id <= ?", table, now)
+	d.swapCount = fmt.Sprintf("UPDATE %s SET holder = ?, version = version + 1 WHERE lock_id = ? AND holder = ?", table)
 	if d.purge == nil {
-		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", TableName, now)}
+		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", table, now)}
 	}
 	return d
 }

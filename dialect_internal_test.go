@@ -20,7 +20,7 @@ func TestAutoMigrateCreatesDialectObjects(t *testing.T) {
 		t.Parallel()
 		db := b.FreshNamespace(t).Pool(t)
 		require.NoError(t, AutoMigrate(db))
-		d, err := dialectFor(db)
+		d, err := dialectFor(db, "")
 		require.NoError(t, err)
 		m := db.Migrator()
 		for _, ix := range d.schema.indexes {

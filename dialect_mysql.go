@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -37,12 +38,31 @@ import (
 // BIGINT lasts for hundreds of thousands of years at a million attempts a
 // second.
 
-// mysqlReleases holds the ids of rows whose locks were released but whose
-// rows are still there. It is a MEMORY table: a release is recorded there
-// without waiting for the disk, and a server restart empties it, which
-// turns those releases back into locks held until their expiry (the safe
-// direction).
-const mysqlReleases = "db_mutex_releases"
+// mysqlReleases names the table that holds the ids of the lock table's
+// rows whose locks were released but whose rows are still there
+// (db_mutex_releases for db_mutexes). It is a MEMORY table: a release is
+// recorded there without waiting for the disk, and a server restart
+// empties it, which turns those releases back into locks held until their
+// expiry (the safe direction).
+func mysqlReleases(table string) string { return helperTable(table, "releases") }
+
+// mysqlMaxIdent is the longest table name, in characters.
+const mysqlMaxIdent = 64
+
+// mysqlCheckTable checks a lock table's name: no schema, and it and its
+// releases table at most mysqlMaxIdent characters.
+func mysqlCheckTable(table string) error {
+	if err := noSchema(table); err != nil {
+		return err
+	}
+	if len(mysqlReleases(table)) > mysqlMaxIdent {
+		return fmt.Errorf("at most %d characters on MySQL, for the table %s beside it too", mysqlMaxIdent, mysqlReleases(table))
+	}
+	return nil
+}
+
+// mysqlQuote quotes a table name. It has no backquote in it (validTable).
+func mysqlQuote(table string) string { return "`" + table + "`" }
 
 const mysqlNow = "UTC_TIMESTAMP(6)"
 
@@ -57,13 +77,15 @@ func mysqlReadTime(col string) string {
 	return "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', " + col + ")"
 }
 
-// mysqlStatements builds the statements; fastRelease says TTL locks are
-// released through mysqlReleases.
-func mysqlStatements(fastRelease bool) *dialect {
+// mysqlStatements builds the statements of the lock table table;
+// fastRelease says TTL locks are released through its mysqlReleases.
+func mysqlStatements(table string, fastRelease bool) *dialect {
+	tbl, releases := mysqlQuote(table), mysqlQuote(mysqlReleases(table))
 	free := "expires_at <= " + mysqlNow
 	unexpired := "(expires_at IS NULL OR expires_at > " + mysqlNow + ")"
 	d := &dialect{
 		name:    "MySQL",
+		table:   table,
 		prepare: true,
 		duration: func(d *time.Duration) any {
 			if d == nil {
@@ -73,33 +95,33 @@ func mysqlStatements(fastRelease bool) *dialect {
 		},
 		transient: mysqlTransient,
 		readTime:  mysqlReadTime,
-		schema:    mysqlSchema(),
+		schema:    mysqlSchema(table),
 	}
-	d.purge = []string{"DELETE FROM " + TableName + " WHERE expires_at <= " + mysqlNow + " LIMIT ?"}
+	d.purge = []string{"DELETE FROM " + tbl + " WHERE expires_at <= " + mysqlNow + " LIMIT ?"}
 	if fastRelease {
-		free += " OR id IN (SELECT id FROM " + mysqlReleases + ")"
-		d.live = unexpired + " AND id NOT IN (SELECT id FROM " + mysqlReleases + ")"
-		d.releaseFast = "INSERT INTO " + mysqlReleases + " (id) SELECT id FROM " + TableName +
+		free += " OR id IN (SELECT id FROM " + releases + ")"
+		d.live = unexpired + " AND id NOT IN (SELECT id FROM " + releases + ")"
+		d.releaseFast = "INSERT INTO " + releases + " (id) SELECT id FROM " + tbl +
 			" WHERE lock_id = ? AND id = ? AND " + unexpired
 		// Durably now, so that a restart no longer brings them back.
-		d.purge = append(d.purge, "DELETE FROM "+TableName+" WHERE id IN (SELECT id FROM "+mysqlReleases+") LIMIT ?")
+		d.purge = append(d.purge, "DELETE FROM "+tbl+" WHERE id IN (SELECT id FROM "+releases+") LIMIT ?")
 		// Ids whose rows are gone, taken over or purged; an id is never
 		// reused, so none of these can free a lock.
-		d.tidy = "DELETE FROM " + mysqlReleases + " WHERE id NOT IN (SELECT id FROM " + TableName + ") LIMIT ?"
+		d.tidy = "DELETE FROM " + releases + " WHERE id NOT IN (SELECT id FROM " + tbl + ") LIMIT ?"
 	}
 	// A takeover also starts the row's version again (DBMutex.Version);
 	// the fencing token is id, not version.
 	taken := func(col string) string { return col + " = IF(id = VALUES(id), VALUES(" + col + "), " + col + ")" }
 	update := " ON DUPLICATE KEY UPDATE id = IF(" + free + ", LAST_INSERT_ID(VALUES(id)), id + LAST_INSERT_ID(0)), " +
 		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder") + ", version = IF(id = VALUES(id), 0, version)"
-	d.insert = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder)" +
+	d.insert = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder)" +
 		" VALUES (?, " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
 	// A fair acquire (fair.go) takes the lock only while no earlier
 	// waiter's place is live in the lock's queue. Where one is, it inserts
 	// NULL as the lock id, which fails (1048) and writes nothing, whether
 	// or not the lock's row exists; an INSERT ... SELECT that inserts no
 	// row would hold InnoDB's table-wide AUTO-INC lock (see below).
-	d.insertFair = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES (IF(EXISTS (SELECT 1 FROM " + TableName +
+	d.insertFair = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) VALUES (IF(EXISTS (SELECT 1 FROM " + tbl +
 		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + mysqlNow + " AND id < ?), NULL, ?), " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
 	d.fairArgs = func(lockID, ttl, holder, from, to, ticket any) []any {
 		return []any{from, to, ticket, lockID, ttl, holder}
@@ -116,42 +138,41 @@ func mysqlStatements(fastRelease bool) *dialect {
 	// table-wide AUTO-INC lock through a whole INSERT ... SELECT, which
 	// serialized every acquire and deadlocked under count changes
 	// (TestSemaphoreCountSwitches).
-	d.insertCounted = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES ((SELECT IF(holder = ?, ?, lock_id) FROM " +
-		TableName + " WHERE lock_id = ? LOCK IN SHARE MODE), " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
+	d.insertCounted = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) VALUES ((SELECT IF(holder = ?, ?, lock_id) FROM " +
+		tbl + " WHERE lock_id = ? LOCK IN SHARE MODE), " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
 	d.countedArgs = func(slot, ttl, holder, countRow, count any) []any { return []any{count, slot, countRow, ttl, holder} }
 	d.countMissing = func(err error) bool { return strings.HasPrefix(err.Error(), "Error 1048") }
-	d.putCount = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES (?, " + mysqlNow + ", NULL, ?)" +
+	d.putCount = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) VALUES (?, " + mysqlNow + ", NULL, ?)" +
 		" ON DUPLICATE KEY UPDATE id = VALUES(id), created_at = VALUES(created_at), expires_at = NULL, holder = VALUES(holder), version = version + 1"
-	return build(d, mysqlNow, mysqlPlus)
+	return build(d, tbl, mysqlNow, mysqlPlus)
 }
 
-// mysqlDialect is the dialect until the variant check has looked at the
-// pool; mariadbSingle is a single MariaDB server's (or a replication
-// primary's), and mysqlSingle a single MySQL server's.
-var (
-	mysqlDialect = func() *dialect {
-		d := mysqlStatements(true)
-		d.variant = mysqlVariant
-		return d
-	}()
-	mariadbSingle = mysqlStatements(true)
+// mysqlDialect is the dialect of the lock table table until the variant
+// check has looked at the pool, and chooses among the variants: a single
+// MariaDB server's (or a replication primary's), a single MySQL server's
+// and a Galera cluster's (mysqlGalera).
+func mysqlDialect(table string) *dialect {
+	mariadb := mysqlStatements(table, true)
 	// MySQL's documentation forbids a subquery on the table an INSERT
 	// writes, which the semaphore's slot statement has, and only MariaDB
 	// is tested here: on MySQL each permit is checked after it is taken,
 	// as on Galera.
-	mysqlSingle = func() *dialect {
-		d := mysqlStatements(true)
-		d.insertCounted, d.putCount, d.countedArgs, d.countMissing = "", "", nil, nil
-		return d
-	}()
-)
+	mysql := mysqlStatements(table, true)
+	mysql.insertCounted, mysql.putCount, mysql.countedArgs, mysql.countMissing = "", "", nil, nil
+	galera := mysqlGalera(table)
+	d := mysqlStatements(table, true)
+	d.variant = func(ctx context.Context, db *sql.DB) (*dialect, error) {
+		return mysqlVariant(ctx, db, galera, mariadb, mysql)
+	}
+	return d
+}
 
 // mysqlGalera is the dialect on a Galera cluster (MariaDB Galera, Percona
 // XtraDB Cluster), where only InnoDB tables are replicated: a release
 // recorded in the MEMORY table would free the lock on one node only, so
 // every release deletes the row, and nothing reads mysqlReleases.
-var mysqlGalera = func() *dialect {
-	d := mysqlStatements(false)
+func mysqlGalera(table string) *dialect {
+	d := mysqlStatements(table, false)
 	d.name = "MySQL (Galera)"
 	// A share lock is local to its node, and certification compares only
 	// the rows written: a semaphore's count row cannot order the slots
@@ -159,17 +180,17 @@ var mysqlGalera = func() *dialect {
 	// taken (semaphore.go).
 	d.insertCounted, d.putCount, d.countedArgs, d.countMissing = "", "", nil, nil
 	return d
-}()
+}
 
 // mysqlVariant tells a Galera node from a single server, and MariaDB from
-// MySQL, in one statement.
-func mysqlVariant(ctx context.Context, db *sql.DB) (*dialect, error) {
+// MySQL, in one statement, and returns that one of the dialects.
+func mysqlVariant(ctx context.Context, db *sql.DB, galera, mariadb, mysql *dialect) (*dialect, error) {
 	rows, err := db.QueryContext(ctx, "SHOW VARIABLES WHERE Variable_name IN ('wsrep_on', 'version')")
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var galera, mariadb bool
+	var isGalera, isMariaDB bool
 	for rows.Next() {
 		var name, value string
 		if err := rows.Scan(&name, &value); err != nil {
@@ -177,25 +198,25 @@ func mysqlVariant(ctx context.Context, db *sql.DB) (*dialect, error) {
 		}
 		switch strings.ToLower(name) {
 		case "wsrep_on": // absent on MySQL and on MariaDB built without wsrep
-			galera = strings.EqualFold(value, "ON")
+			isGalera = strings.EqualFold(value, "ON")
 		case "version":
-			mariadb = strings.Contains(strings.ToLower(value), "mariadb")
+			isMariaDB = strings.Contains(strings.ToLower(value), "mariadb")
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	switch {
-	case galera:
-		return mysqlGalera, nil
-	case mariadb:
-		return mariadbSingle, nil
+	case isGalera:
+		return galera, nil
+	case isMariaDB:
+		return mariadb, nil
 	}
-	return mysqlSingle, nil
+	return mysql, nil
 }
 
-func mysqlSchema() schema {
-	const table = TableName
+func mysqlSchema(name string) schema {
+	table, releases := mysqlQuote(name), mysqlReleases(name)
 	s := schema{
 		createTable: "CREATE TABLE IF NOT EXISTS " + table + ` (
 	lock_id VARBINARY(255) NOT NULL PRIMARY KEY,
@@ -218,15 +239,15 @@ func mysqlSchema() schema {
 		steps: []step{
 			{
 				name: "lock_id VARBINARY",
-				done: "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + table +
+				done: "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + name +
 					"' AND COLUMN_NAME = 'lock_id' AND DATA_TYPE = 'varbinary'",
 				run: "ALTER TABLE " + table + " MODIFY lock_id VARBINARY(255) NOT NULL",
 			},
 			{
-				name:      "table " + mysqlReleases,
-				done:      "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + mysqlReleases + "'",
-				run:       "CREATE TABLE IF NOT EXISTS " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
-				otherwise: "CREATE TABLE IF NOT EXISTS " + mysqlReleases + " (id BIGINT NOT NULL PRIMARY KEY)",
+				name:      "table " + releases,
+				done:      "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '" + releases + "'",
+				run:       "CREATE TABLE IF NOT EXISTS " + mysqlQuote(releases) + " (id BIGINT NOT NULL PRIMARY KEY) ENGINE=MEMORY",
+				otherwise: "CREATE TABLE IF NOT EXISTS " + mysqlQuote(releases) + " (id BIGINT NOT NULL PRIMARY KEY)",
 			},
 		},
 		indexes: []ddl{
@@ -238,7 +259,7 @@ func mysqlSchema() schema {
 		keys:  []string{"PRIMARY", "idx_db_mutexes_expires_at", "uix_db_mutexes_id"},
 	}
 	s.rebuild.check = "SELECT 1 FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = DATABASE()" +
-		" AND TABLE_NAME = '" + table + "' AND CONSTRAINT_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'"
+		" AND TABLE_NAME = '" + name + "' AND CONSTRAINT_NAME = 'PRIMARY' AND COLUMN_NAME = 'id'"
 	s.rebuild.steps = []string{"ALTER TABLE " + table +
 		" DROP PRIMARY KEY, ADD PRIMARY KEY (lock_id), ADD UNIQUE KEY uix_db_mutexes_id (id)"}
 	return s

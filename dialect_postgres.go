@@ -2,8 +2,10 @@ package gormmutex
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +34,48 @@ import (
 // A release wakes waiters in other processes with pg_notify (see
 // postgresWakeup below), but only while a waiter has marked the row.
 
-// postgresChannel is the channel that releases notify and waiters listen
-// on; the payload is the lock id.
-const postgresChannel = "gormmutex"
+// postgresDefaultChannel is the channel that the releases of the default
+// table (TableName) notify and its waiters listen on; the payload is the
+// lock id. Other tables have their own (postgresChannel).
+const postgresDefaultChannel = "gormmutex"
+
+// postgresChannel is the channel of the lock table table:
+// "gormmutex:<table>", or, where that is longer than PostgreSQL's 63-byte
+// identifiers, "gormmutex:" and a hash of the name. The waiters of one
+// table are not woken by the releases of another.
+func postgresChannel(table string) string {
+	if table == TableName {
+		return postgresDefaultChannel
+	}
+	ch := postgresDefaultChannel + ":" + table
+	if len(ch) > postgresMaxIdent {
+		sum := sha256.Sum256([]byte(table))
+		ch = postgresDefaultChannel + ":" + hex.EncodeToString(sum[:16])
+	}
+	return ch
+}
+
+// postgresMaxIdent is the longest identifier, in bytes (NAMEDATALEN - 1);
+// PostgreSQL cuts longer ones short, so that two long names could meet.
+const postgresMaxIdent = 63
+
+// postgresCheckTable checks a lock table's name: each part (schema and
+// table) at most postgresMaxIdent bytes.
+func postgresCheckTable(table string) error {
+	for _, part := range strings.Split(table, ".") {
+		if len(part) > postgresMaxIdent {
+			return fmt.Errorf("each part at most %d bytes on PostgreSQL", postgresMaxIdent)
+		}
+	}
+	return nil
+}
+
+// postgresQuote quotes a table name, each part on its own ("s"."t"), so
+// that its case is kept and a reserved word works. The name has no quote
+// in it (validTable).
+func postgresQuote(table string) string {
+	return `"` + strings.ReplaceAll(table, ".", `"."`) + `"`
+}
 
 // postgresWantedFor is how long the mark that a waiting acquire leaves on
 // a held lock's row asks its release to notify. Each attempt of the waiter
@@ -42,24 +83,29 @@ const postgresChannel = "gormmutex"
 // attempts (waitMax, acquire.go; TestWantedOutlastsWaits checks this).
 const postgresWantedFor = time.Second
 
-var postgresDialect = func() *dialect {
+// postgresDialect builds the dialect of the lock table table.
+func postgresDialect(table string) *dialect {
+	tbl := postgresQuote(table) // as the statements spell it
+	channel := postgresChannel(table)
 	plus := func(t string) string { return t + " + make_interval(secs => ?)" }
 	const (
 		values   = "(lock_id, created_at, expires_at, holder) VALUES (?, now(), now() + make_interval(secs => ?), ?)"
 		selected = "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM async_commit"
-		// A takeover starts the row's version again (DBMutex.Version);
-		// the fencing token is id, not version.
-		takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
-			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder, version = 0" +
-			" WHERE " + TableName + ".expires_at <= now() RETURNING id"
 		// set_config(..., true) lasts until the end of the statement's own
 		// transaction, so the commit right after it does not wait for the
 		// WAL to reach the disk: still one statement, one round trip. The
 		// CTE runs only where it is read (FROM async_commit).
 		async = "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
+	)
+	var (
+		// A takeover starts the row's version again (DBMutex.Version);
+		// the fencing token is id, not version.
+		takeover = " ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at," +
+			" expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder, version = 0" +
+			" WHERE " + tbl + ".expires_at <= now() RETURNING id"
 		// The CTE frees the row; the SELECT notifies once per freed row,
 		// and its row count is the number freed.
-		notify = " RETURNING lock_id) SELECT pg_notify('" + postgresChannel + "', lock_id) FROM released"
+		notify = " RETURNING lock_id) SELECT pg_notify('" + channel + "', lock_id) FROM released"
 		// A release notifies only while a waiter wants it. A NOTIFY is not
 		// free: at commit it takes a lock that is one for the whole server
 		// and holds it until the commit ends (on synchronous commit, until
@@ -68,12 +114,12 @@ var postgresDialect = func() *dialect {
 		// that gave up set it notify until it passes, which costs a wasted
 		// wake-up, never a missed one.
 		notifyWanted = " RETURNING lock_id, wanted_until) SELECT CASE WHEN wanted_until > now() THEN pg_notify('" +
-			postgresChannel + "', lock_id) END FROM released"
+			channel + "', lock_id) END FROM released"
 		// An announcing insert notifies once it has taken the lock, and
 		// returns the id as insert does. The LATERAL call runs once per
 		// row of acquired, so an attempt that finds the lock live sends
 		// nothing.
-		announce = ", lock_id) SELECT id FROM acquired, LATERAL pg_notify('" + postgresChannel + "', acquired.lock_id)"
+		announce = ", lock_id) SELECT id FROM acquired, LATERAL pg_notify('" + channel + "', acquired.lock_id)"
 	)
 	// want marks the row of a lock that acquired found held. It runs only
 	// when acquired returned nothing, on the row the conflict locked, and
@@ -82,17 +128,18 @@ var postgresDialect = func() *dialect {
 	// that the statement's snapshot cannot see yet (inserted since it
 	// began) leaves the mark to the next attempt.
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
-	want := "), wanted AS (UPDATE " + TableName + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) +
+	want := "), wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) +
 		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
 		secs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
 	d := build(&dialect{
 		name:               "PostgreSQL",
-		insert:             "INSERT INTO " + TableName + " " + values + takeover,
-		insertAsync:        async + "INSERT INTO " + TableName + " " + selected + takeover,
-		insertWaiting:      "WITH acquired AS (INSERT INTO " + TableName + " " + values + takeover + want,
-		insertWaitingAsync: async + ", acquired AS (INSERT INTO " + TableName + " " + selected + takeover + want,
+		table:              table,
+		insert:             "INSERT INTO " + tbl + " " + values + takeover,
+		insertAsync:        async + "INSERT INTO " + tbl + " " + selected + takeover,
+		insertWaiting:      "WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + want,
+		insertWaitingAsync: async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + want,
 		returning:          true,
-		wake:               postgresWakeup,
+		wake:               postgresWakeup(channel),
 		duration: func(d *time.Duration) any {
 			if d == nil {
 				return nil
@@ -101,42 +148,42 @@ var postgresDialect = func() *dialect {
 		},
 		transient: postgresTransient,
 		explain:   postgresExplain,
-		schema:    postgresSchema(),
-	}, "now()", plus)
+		schema:    postgresSchema(table),
+	}, tbl, "now()", plus)
 	// A fair acquire (fair.go) inserts only while no earlier waiter's
 	// place is live in the lock's queue; the range is one of the key.
 	fairValues := "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ?"
-	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + TableName + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
-	d.insertFair = "INSERT INTO " + TableName + " " + fairValues + fairGuard + takeover
-	d.insertFairAsync = async + "INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover
-	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + TableName + " " + fairValues + fairGuard + takeover + want
-	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + TableName + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
+	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
+	d.insertFair = "INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover
+	d.insertFairAsync = async + "INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover
+	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover + want
+	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
 	// A renewal of a place that a crash undoes only lets the place lapse
 	// sooner: it need not wait for the disk.
-	d.renewPlace = async + " UPDATE " + TableName + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
-		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + TableName +
+	d.renewPlace = async + " UPDATE " + tbl + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
+		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + tbl +
 		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
 	// A release marks the row free instead of deleting it (see above).
-	release := "UPDATE " + TableName + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
+	release := "UPDATE " + tbl + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
 	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
 	d.release = "WITH released AS (" + release + notifyWanted
 	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
 	// A purge that a crash undoes only leaves expired rows behind.
-	d.purge = []string{async + " DELETE FROM " + TableName + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + TableName +
+	d.purge = []string{async + " DELETE FROM " + tbl + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + tbl +
 		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
 	// The range is compared in byte order (the C collation), which the
 	// database's own collation need not be. The key serves that comparison
 	// only where the database's collation is C; elsewhere it scans.
-	d.slots = "SELECT lock_id, holder FROM " + TableName + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
+	d.slots = "SELECT lock_id, holder FROM " + tbl + " WHERE " + d.live + ` AND lock_id COLLATE "C" >= ? AND lock_id COLLATE "C" < ?`
 	// A semaphore's slot is taken only while its count row, locked FOR
 	// SHARE, holds the count: a change of count (an UPDATE) waits for the
 	// statement to commit, and a statement that finds the row changed
 	// meanwhile reads its new version after the change commits.
-	counted := " (SELECT FROM " + TableName + " WHERE lock_id = ? AND holder = ? FOR SHARE) AS count_row"
-	d.insertCounted = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM" +
+	counted := " (SELECT FROM " + tbl + " WHERE lock_id = ? AND holder = ? FOR SHARE) AS count_row"
+	d.insertCounted = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ? FROM" +
 		counted + takeover
-	d.insertCountedAsync = async + "INSERT INTO " + TableName + " " + selected + "," + counted + takeover
-	d.putCount = "INSERT INTO " + TableName + " (lock_id, created_at, expires_at, holder) VALUES (?, now(), NULL, ?)" +
+	d.insertCountedAsync = async + "INSERT INTO " + tbl + " " + selected + "," + counted + takeover
+	d.putCount = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) VALUES (?, now(), NULL, ?)" +
 		" ON CONFLICT (lock_id) DO UPDATE SET id = EXCLUDED.id, created_at = EXCLUDED.created_at, expires_at = NULL, holder = EXCLUDED.holder"
 	// The statements go to the driver as they are (exec.go), and pgx wants
 	// numbered placeholders.
@@ -154,20 +201,20 @@ var postgresDialect = func() *dialect {
 	// once per term. A waiter needs no mark on such a row, since its
 	// release notifies anyway.
 	a := *d
-	a.insert = numbered("WITH acquired AS (INSERT INTO " + TableName + " " + values + takeover + announce)
-	a.insertAsync = numbered(async + ", acquired AS (INSERT INTO " + TableName + " " + selected + takeover + announce)
+	a.insert = numbered("WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + announce)
+	a.insertAsync = numbered(async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + announce)
 	a.insertWaiting, a.insertWaitingAsync = a.insert, a.insertAsync
 	a.release = numbered("WITH released AS (" + release + notify)
 	a.releaseFast = numbered(async + ", released AS (" + release + notify + ", async_commit")
 	a.announcing = &a
 	d.announcing = &a
 	return d
-}()
+}
 
 // postgresSchema is the table and what AutoMigrate does to bring older
 // layouts, and tables that GORM's own migrator made from DBMutex, to it.
-func postgresSchema() schema {
-	const table = TableName
+func postgresSchema(name string) schema {
+	table := postgresQuote(name)
 	s := schema{
 		// fillfactor leaves room on each page for the HOT updates.
 		createTable: "CREATE TABLE IF NOT EXISTS " + table + ` (
@@ -195,15 +242,18 @@ func postgresSchema() schema {
 			done: "SELECT 1 FROM pg_class WHERE oid = '" + table + "'::regclass AND 'fillfactor=70' = ANY (reloptions)",
 			run:  "ALTER TABLE " + table + " SET (fillfactor = 70)",
 		}},
-		// Tables made by earlier versions are keyed by id, with a unique
-		// index on lock_id and an index on expires_at.
-		stale: []ddl{
-			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
-			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
-		},
 		keys: nil, // the primary key, db_mutexes_pkey, only
 	}
-	const keyedByID = "SELECT 1 FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)" +
+	if name == TableName {
+		// Tables made by earlier versions, which knew only this name, are
+		// keyed by id, with a unique index on lock_id and an index on
+		// expires_at.
+		s.stale = []ddl{
+			{"uix_db_mutexes_lock_id", "DROP INDEX IF EXISTS uix_db_mutexes_lock_id"},
+			{"idx_db_mutexes_expires_at", "DROP INDEX IF EXISTS idx_db_mutexes_expires_at"},
+		}
+	}
+	keyedByID := "SELECT 1 FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)" +
 		" WHERE c.conrelid = '" + table + "'::regclass AND c.contype = 'p' AND a.attname = 'id'"
 	s.rebuild.check = keyedByID
 	// One statement, which locks the table before it looks again, so that
@@ -265,13 +315,22 @@ func postgresExplain(err error) error {
 	return err
 }
 
-// postgresWakeup holds one connection of the pool LISTENing while a process
-// has waiters (wake.go). Behind a transaction pooler a LISTEN would stay on
-// whichever server connection ran it; Config.NoListen turns it off there.
-var postgresWakeup = &wakeup{
-	listen:   "LISTEN " + postgresChannel,
-	unlisten: "UNLISTEN " + postgresChannel,
-	wait:     pgxWaitForNotification,
+// postgresWakeup holds one connection of the pool LISTENing on channel
+// while a process has waiters (wake.go). Behind a transaction pooler a
+// LISTEN would stay on whichever server connection ran it;
+// Config.TransactionPooling turns it off there.
+func postgresWakeup(channel string) *wakeup {
+	name := channel
+	if channel != postgresDefaultChannel {
+		// A quoted identifier keeps the ':' and the table's case; the
+		// default stays "LISTEN gormmutex", as monitoring may know it.
+		name = `"` + channel + `"`
+	}
+	return &wakeup{
+		listen:   "LISTEN " + name,
+		unlisten: "UNLISTEN " + name,
+		wait:     pgxWaitForNotification,
+	}
 }
 
 // pgxWaitForNotification waits on conn for one notification and returns

@@ -58,7 +58,8 @@
 // Config.TransactionPooling; docs/deploying.md covers poolers,
 // replicas, failover and Galera clusters.
 //
-// Locks live in the table named by TableName, created by AutoMigrate. Pass
+// Locks live in the table named by TableName (with the NamingStrategy's
+// TablePrefix before it, or Config.Table), created by AutoMigrate. Pass
 // a *gorm.DB that is not inside a transaction; a lock written inside an
 // uncommitted transaction would be invisible to everyone else, so gormmutex
 // refuses it with ErrInTransaction.

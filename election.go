@@ -108,8 +108,8 @@ type Leader struct {
 
 // NewElection returns an Election named name on db. cfg.TTL is the lease
 // and is required; cfg.Holder is this process's identity, which Leader
-// reports; cfg.Logger, cfg.AsyncCommit and cfg.Observer mean what they
-// mean for a lock, and cfg.TransactionPooling makes Observe poll (see
+// reports; cfg.Logger, cfg.AsyncCommit, cfg.Observer and cfg.Table mean
+// what they mean for a lock, and cfg.TransactionPooling makes Observe poll (see
 // Observe). An Election waits, renews and resigns by its own settings:
 // cfg.Wait, cfg.KeepAlive, cfg.MinHold, cfg.SuppressAcquisitionErrors and
 // cfg.Fair must be left unset. opts change the renew deadline and retry period,
@@ -126,7 +126,7 @@ func NewElection(db *gorm.DB, name string, cfg Config, opts ...ElectionOption) (
 		return nil, lockErr("election", name, err)
 	}
 	lcfg := Config{TTL: &e.ttl, Holder: cfg.Holder, Logger: cfg.Logger, AsyncCommit: cfg.AsyncCommit, Observer: cfg.Observer,
-		TransactionPooling: cfg.TransactionPooling}
+		TransactionPooling: cfg.TransactionPooling, Table: cfg.Table}
 	eng, err := newEngine(db, lcfg)
 	if err != nil {
 		return nil, lockErr("election", name, err)

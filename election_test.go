@@ -1,7 +1,6 @@
 package gormmutex_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,14 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +26,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/child"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/gormmutex/gormmutex/observe"
@@ -764,10 +762,9 @@ func (o lostObserver) LeaseLost(_ context.Context, e observe.LostEvent) { o.f(e)
 
 // electChild is a running candidate process.
 type electChild struct {
-	i     int
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	dead  bool
+	i int
+	*child.Process
+	dead bool
 }
 
 // electEvent is one line of a candidate.
@@ -782,29 +779,18 @@ type electEvent struct {
 
 func startElectChild(t *testing.T, d electDB, i int, name string, ttl, renew, retry time.Duration, events chan<- electEvent) *electChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), electChildEnv+"=1", "ELECT_DB="+d.name, "ELECT_DSN="+d.dsn, "ELECT_NAME="+name,
-		"ELECT_HOLDER=child-"+strconv.Itoa(i), "ELECT_TTL="+ttl.String(), "ELECT_RENEW="+renew.String(), "ELECT_RETRY="+retry.String())
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	c := &electChild{i: i, cmd: cmd, stdin: stdin}
+	p := child.Start(t, child.Options{
+		Env: []string{electChildEnv + "=1", "ELECT_DB=" + d.name, "ELECT_DSN=" + d.dsn, "ELECT_NAME=" + name,
+			"ELECT_HOLDER=child-" + strconv.Itoa(i), "ELECT_TTL=" + ttl.String(), "ELECT_RENEW=" + renew.String(), "ELECT_RETRY=" + retry.String()},
+		Stdin: true,
+	})
 	go func() {
-		s := bufio.NewScanner(out)
-		for s.Scan() {
-			events <- parseElectEvent(i, s.Text())
+		for l := range p.Lines() {
+			events <- parseElectEvent(i, l)
 		}
 		events <- electEvent{child: i, kind: "exit"}
 	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return c
+	return &electChild{i: i, Process: p}
 }
 
 func parseElectEvent(i int, line string) electEvent {
@@ -934,7 +920,7 @@ func TestElectionProcesses(t *testing.T) {
 		for k := 0; k < 3; k++ {
 			log.drain(300 * time.Millisecond) // the leader acts
 			c := children[leader.child]
-			require.NoError(t, c.cmd.Process.Kill())
+			require.NoError(t, c.Kill())
 			killedAt := time.Now()
 			c.dead = true
 			prev := leader
@@ -950,7 +936,7 @@ func TestElectionProcesses(t *testing.T) {
 		log.drain(300 * time.Millisecond)
 		paused := leader
 		pc := children[paused.child]
-		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGSTOP))
+		require.NoError(t, pc.Pause())
 		stoppedAt := time.Now()
 		if !d.pausedWriterBlocks {
 			leader = log.next(ttl+retry+10*time.Second, "leader while the old one is paused", func(ev electEvent) bool {
@@ -961,7 +947,7 @@ func TestElectionProcesses(t *testing.T) {
 		if wait := time.Until(stoppedAt.Add(ttl + time.Second)); wait > 0 {
 			log.drain(wait) // paused well past its lease
 		}
-		require.NoError(t, pc.cmd.Process.Signal(syscall.SIGCONT))
+		require.NoError(t, pc.Resume())
 		resumedAt := time.Now()
 		end := log.next(10*time.Second, "end of the paused leadership", func(ev electEvent) bool {
 			return ev.kind == "end" && ev.child == paused.child && ev.term == paused.term
@@ -980,7 +966,7 @@ func TestElectionProcesses(t *testing.T) {
 		// Let the survivors leave (they resign), and collect every line.
 		for _, c := range children {
 			if !c.dead {
-				c.stdin.Close()
+				c.Stdin().Close()
 			}
 		}
 		log.next(30*time.Second, "exit of every candidate", func(electEvent) bool { return len(log.exited) == len(children) })

@@ -22,9 +22,12 @@ type engine struct {
 	state *poolState       // what this process keeps for the pool (pool.go); nil without a *sql.DB
 	log   logger.Interface // db's logger, quiet about retried conflicts
 	cfg   Config
-	d     *dialect // the database's dialect; a variant may replace it per pool (dialectOn)
+	d     *dialect // the database's dialect for the lock table; a variant may replace it per pool (dialectOn)
 	// holder is what the rows of this engine's locks say of their holder.
 	holder string
+	// purges is the background purge's schedule of the engine's table on
+	// the pool; nil without a *sql.DB.
+	purges *purgeState
 	// stmts are the statements prepared on the pool, where the dialect
 	// prepares and the pool is a plain *sql.DB; nil otherwise.
 	stmts *prepared
@@ -33,7 +36,7 @@ type engine struct {
 // newEngine checks db and cfg and returns the engine for them. It does not
 // touch the database.
 func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
-	d, err := dialectFor(db)
+	d, err := dialectFor(db, cfg.Table)
 	if err != nil {
 		return nil, err
 	}
@@ -54,6 +57,7 @@ func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
 	e.pool = e.db.Statement.ConnPool
 	if pool, ok := e.pool.(*sql.DB); ok {
 		e.state = stateOf(pool)
+		e.purges = e.state.purgeOf(d.table)
 		if d.prepare {
 			e.stmts = e.state.statements()
 		}

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/child"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
@@ -160,7 +160,7 @@ func TestFairDeadWaiters(t *testing.T) {
 		// A SQLite writer paused mid-statement would keep the whole file
 		// locked; only the kill is tried there.
 		pause := b.Name != "sqlite"
-		var paused *child
+		var paused *child.Process
 		queued := 2
 		if pause {
 			paused = startHelper(t, b, "waitfair", id, time.Minute)
@@ -170,10 +170,10 @@ func TestFairDeadWaiters(t *testing.T) {
 		last := startWaiter(context.Background(), newLocker(t, b.Pool(t), fairConfig()), id, "last", &o)
 		waitQueued(t, db, id, queued+1)
 
-		require.NoError(t, killed.cmd.Process.Kill())
-		killed.cmd.Wait()
+		require.NoError(t, killed.Kill())
+		killed.Wait()
 		if pause {
-			require.NoError(t, paused.cmd.Process.Signal(syscall.SIGSTOP))
+			require.NoError(t, paused.Pause())
 		}
 		freed := time.Now()
 		require.NoError(t, lk.Release(context.Background()))
@@ -183,8 +183,8 @@ func TestFairDeadWaiters(t *testing.T) {
 		// Generous: the bound is the lease; the margin is for a busy machine.
 		assert.Less(t, time.Since(freed), gormmutex.FairLease+5*time.Second, "how long the dead waiters held the last one up")
 		if pause {
-			require.NoError(t, paused.cmd.Process.Signal(syscall.SIGCONT))
-			token, err := strconv.ParseInt(paused.line(t, "acquired", 30*time.Second), 10, 64)
+			require.NoError(t, paused.Resume())
+			token, err := strconv.ParseInt(paused.Line(t, "acquired", 30*time.Second), 10, 64)
 			require.NoError(t, err)
 			assert.Positive(t, token, "the resumed waiter's token")
 		}
@@ -292,5 +292,35 @@ func TestFairLongAndNestedIDs(t *testing.T) {
 			require.NoError(t, <-done[i])
 		}
 		assert.Equal(t, []string{long, base, nested}, o.list(), "the locks the waiters got")
+	})
+}
+
+// TestFairOnTable: fair waiting on a Config.Table keeps its queue in that
+// table: the waiters of one lock id in two tables are two queues.
+func TestFairOnTable(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		fresh := b.FreshNamespace(t)
+		db := fresh.Pool(t)
+		require.NoError(t, gormmutex.AutoMigrate(db))
+		cfg := fairConfig()
+		cfg.Table = "fair_locks"
+		holder := tableLocker(t, db, cfg.Table, cfg)
+		id := testdb.LockID(t)
+		lk := mustAcquire(t, holder, id)
+		def := mustAcquire(t, newLocker(t, db, fairConfig()), id)
+		var o order
+		inTable := startWaiter(context.Background(), newLocker(t, fresh.Pool(t), cfg), id, "table", &o)
+		require.Eventually(t, func() bool { return gormmutex.QueuedWaitersOf(t, holder, id) == 1 }, 30*time.Second, 5*time.Millisecond,
+			"waiting for the waiter's place in %s", cfg.Table)
+		inDefault := startWaiter(context.Background(), newLocker(t, fresh.Pool(t), fairConfig()), id, "default", &o)
+		waitQueued(t, db, id, 1)
+		assert.Equal(t, 1, gormmutex.QueuedWaitersOf(t, holder, id), "places in %s", cfg.Table)
+		require.NoError(t, lk.Release(context.Background()))
+		require.NoError(t, <-inTable)
+		require.NoError(t, def.Release(context.Background()))
+		require.NoError(t, <-inDefault)
+		assert.Equal(t, []string{"table", "default"}, o.list())
 	})
 }

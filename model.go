@@ -1,10 +1,14 @@
 package gormmutex
 
-import "time"
+import (
+	"time"
 
-// TableName is the name of the table that holds the locks. It is fixed, so
-// that every process sharing a database agrees on it whatever GORM naming
-// strategy each one uses.
+	gormschema "gorm.io/gorm/schema"
+)
+
+// TableName is the default name of the table that holds the locks: a
+// Locker with an empty [Config.Table] uses it, with the TablePrefix of its
+// *gorm.DB's NamingStrategy before it.
 const TableName = "db_mutexes"
 
 // MaxLockIDLen is the longest lock id, in bytes. It keeps the key on
@@ -52,5 +56,8 @@ type DBMutex struct {
 	Version int64 `gorm:"column:version;-:migration"`
 }
 
-// TableName tells GORM the table name; see the TableName constant.
-func (DBMutex) TableName() string { return TableName }
+// TableName tells GORM the table name: [TableName] with the TablePrefix of
+// namer, the name that a Locker with an empty [Config.Table] uses, so that
+// passing DBMutex to GORM's own migrator or queries meets that table. For
+// a Locker with a Table of its own, name it with db.Table.
+func (DBMutex) TableName(namer gormschema.Namer) string { return defaultTable(namer) }

@@ -15,15 +15,28 @@ import (
 // variant found on it, when the next background purge is due, the lock's
 // statements prepared on it, and the waker that fans releases out to this
 // process's waiters. One registry holds it, keyed weakly by the *sql.DB,
-// so that closed pools are forgotten.
+// so that closed pools are forgotten. A pool can serve several lock tables
+// (Config.Table): the variant, the purge schedule and the waker are kept
+// per table (per dialect, which is built per table), and the prepared
+// statements by their text, which names the table.
 
 // poolState is one *sql.DB's state.
 type poolState struct {
 	pool *sql.DB
 
-	dialect atomic.Pointer[dialect] // the variant found on the pool; nil until checked
-	checkMu sync.Mutex              // one variant check at a time
+	variants sync.Map   // the base *dialect to the variant found on the pool for it
+	checkMu  sync.Mutex // one variant check at a time
 
+	purges sync.Map // the lock table's name to its *purgeState
+
+	mu       sync.Mutex // guards the fields below
+	prepared weak.Pointer[prepared]
+	wakers   map[*wakeup]*waker // one per notification channel, so per table
+}
+
+// purgeState is the background purge's schedule of one lock table on one
+// pool.
+type purgeState struct {
 	// nextPurge is when the next background purge is due, in unix
 	// nanoseconds (math.MaxInt64: never). Every acquire reads it, so it is
 	// read without mu; it is written under mu.
@@ -32,10 +45,17 @@ type poolState struct {
 	// repeat (repeat.go).
 	purgeFailures repeated
 
-	mu       sync.Mutex // guards the fields below
-	purging  chan struct{}
-	prepared weak.Pointer[prepared]
-	waker    *waker
+	mu      sync.Mutex // guards purging
+	purging chan struct{}
+}
+
+// purgeOf returns the purge schedule of the lock table table.
+func (s *poolState) purgeOf(table string) *purgeState {
+	if v, ok := s.purges.Load(table); ok {
+		return v.(*purgeState)
+	}
+	v, _ := s.purges.LoadOrStore(table, &purgeState{})
+	return v.(*purgeState)
 }
 
 // pools maps weak.Pointer[sql.DB] to *poolState.
@@ -56,26 +76,26 @@ func stateOf(pool *sql.DB) *poolState {
 // variant returns the dialect that base's variant check chose for the
 // pool, checking once; a check that fails is tried again next time.
 func (s *poolState) variant(ctx context.Context, base *dialect) (*dialect, error) {
-	if d := s.dialect.Load(); d != nil {
-		return d, nil
+	if d, ok := s.variants.Load(base); ok {
+		return d.(*dialect), nil
 	}
 	s.checkMu.Lock()
 	defer s.checkMu.Unlock()
-	if d := s.dialect.Load(); d != nil {
-		return d, nil
+	if d, ok := s.variants.Load(base); ok {
+		return d.(*dialect), nil
 	}
 	d, err := base.variant(ctx, s.pool)
 	if err != nil {
 		return nil, err
 	}
-	s.dialect.Store(d)
+	s.variants.Store(base, d)
 	return d, nil
 }
 
 // startPurge returns a channel to close when a background purge that
 // starts now ends, or nil if one is not due or still runs (a purge of a
 // large backlog can outlast purgeInterval).
-func (s *poolState) startPurge(now time.Time) chan struct{} {
+func (s *purgeState) startPurge(now time.Time) chan struct{} {
 	if now.UnixNano() < s.nextPurge.Load() { // the common case, without the lock
 		return nil
 	}
@@ -98,7 +118,7 @@ func (s *poolState) startPurge(now time.Time) chan struct{} {
 
 // schedulePurge sets when the next background purge is due; never stops
 // them.
-func (s *poolState) schedulePurge(at int64, never bool) {
+func (s *purgeState) schedulePurge(at int64, never bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.nextPurge.Store(at)
@@ -108,8 +128,9 @@ func (s *poolState) schedulePurge(at int64, never bool) {
 }
 
 // purgeDone returns a channel that is closed once the last background
-// purge started on the pool has ended (at once if none has started).
-func (s *poolState) purgeDone() <-chan struct{} {
+// purge of the table started on the pool has ended (at once if none has
+// started).
+func (s *purgeState) purgeDone() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.purging == nil {
@@ -163,13 +184,18 @@ func (st *prepared) get(ctx context.Context, query string) (*sql.Stmt, error) {
 	return stmt, nil
 }
 
-// wakerOf returns the pool's waker for dialect d's wake-ups, making it on
-// first use.
+// wakerOf returns the pool's waker for dialect d's wake-ups (its table's
+// channel), making it on first use.
 func (s *poolState) wakerOf(d *dialect) *waker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.waker == nil {
-		s.waker = &waker{pool: s.pool, wake: d.wake, waiters: map[string][]chan struct{}{}, watchers: map[string]map[chan struct{}]struct{}{}}
+	w := s.wakers[d.wake]
+	if w == nil {
+		if s.wakers == nil {
+			s.wakers = map[*wakeup]*waker{}
+		}
+		w = &waker{pool: s.pool, wake: d.wake, waiters: map[string][]chan struct{}{}, watchers: map[string]map[chan struct{}]struct{}{}}
+		s.wakers[d.wake] = w
 	}
-	return s.waker
+	return w
 }

@@ -1,20 +1,17 @@
 package gormmutex_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/child"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,57 +77,13 @@ func helperMain() int {
 	return 0
 }
 
-type child struct {
-	cmd   *exec.Cmd
-	lines chan string
-}
-
-func startHelper(t *testing.T, b *testdb.Backend, mode, id string, ttl time.Duration) *child {
+func startHelper(t *testing.T, b *testdb.Backend, mode, id string, ttl time.Duration) *child.Process {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode, "HELPER_BACKEND="+b.Name, "HELPER_DSN="+b.NextDSN(),
-		"HELPER_LOCK="+id, "HELPER_TTL="+ttl.String())
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = testdb.LogWriter(t) // the child's log, with the test's
-	require.NoError(t, cmd.Start())
-	c := &child{cmd: cmd, lines: make(chan string, 16)}
-	go func() {
-		s := bufio.NewScanner(out)
-		for s.Scan() {
-			c.lines <- s.Text()
-		}
-		close(c.lines)
-		io.Copy(io.Discard, out)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGCONT)
-		cmd.Process.Kill()
-		cmd.Wait()
+	return child.Start(t, child.Options{
+		Env: []string{helperEnv + "=" + mode, "HELPER_BACKEND=" + b.Name, "HELPER_DSN=" + b.NextDSN(),
+			"HELPER_LOCK=" + id, "HELPER_TTL=" + ttl.String()},
+		Stderr: testdb.LogWriter(t), // the child's log, with the test's
 	})
-	return c
-}
-
-// line waits for the child's next line that starts with prefix.
-func (c *child) line(t *testing.T, prefix string, within time.Duration) string {
-	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case l, ok := <-c.lines:
-			if !ok {
-				t.Fatalf("child exited without printing %q", prefix)
-			}
-			if strings.HasPrefix(l, "error") {
-				t.Fatalf("child: %s", l)
-			}
-			if strings.HasPrefix(l, prefix) {
-				return strings.TrimSpace(strings.TrimPrefix(l, prefix))
-			}
-		case <-deadline:
-			t.Fatalf("child did not print %q within %v", prefix, within)
-		}
-	}
 }
 
 // TestKilledHolder: a holder killed with SIGKILL keeps its lock until the
@@ -143,10 +96,10 @@ func TestKilledHolder(t *testing.T) {
 		id := testdb.LockID(t)
 		before := time.Now()
 		c := startHelper(t, b, "hold", id, ttl)
-		c.line(t, "acquired", 30*time.Second)
+		c.Line(t, "acquired", 30*time.Second)
 		acquired := time.Now()
-		require.NoError(t, c.cmd.Process.Kill())
-		c.cmd.Wait()
+		require.NoError(t, c.Kill())
+		c.Wait()
 		l := newLocker(t, b.Pool(t), gormmutex.DefaultConfig())
 		_, err := l.Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after the holder was killed")
@@ -185,15 +138,15 @@ func TestPausedHolder(t *testing.T) {
 		const ttl = time.Second
 		id := testdb.LockID(t)
 		c := startHelper(t, b, "keepalive", id, ttl)
-		childToken, _ := strconv.ParseInt(c.line(t, "acquired", 30*time.Second), 10, 64)
-		require.NoError(t, c.cmd.Process.Signal(syscall.SIGSTOP))
+		childToken, _ := strconv.ParseInt(c.Line(t, "acquired", 30*time.Second), 10, 64)
+		require.NoError(t, c.Pause())
 		l := newLocker(t, b.Pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 10 * time.Second})
 		lk, err := l.Acquire(context.Background(), id)
 		require.NoError(t, err, "Acquire while the holder is paused")
 		assert.Greater(t, lk.Token(), childToken, "competitor's token, want above the paused holder's")
-		require.NoError(t, c.cmd.Process.Signal(syscall.SIGCONT))
-		assert.Equal(t, "true", c.line(t, "cancelled", 10*time.Second), "paused holder's context cause matches ErrTimeout")
-		got := c.line(t, "done", 10*time.Second)
+		require.NoError(t, c.Resume())
+		assert.Equal(t, "true", c.Line(t, "cancelled", 10*time.Second), "paused holder's context cause matches ErrTimeout")
+		got := c.Line(t, "done", 10*time.Second)
 		assert.True(t, strings.HasPrefix(got, "true"), "paused holder's Do error matches ErrTimeout: %s, want true", got)
 		_, err = newLocker(t, b.Pool(t), gormmutex.DefaultConfig()).Acquire(context.Background(), id)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire after the paused holder's release")

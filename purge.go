@@ -11,7 +11,7 @@ import (
 )
 
 // Expired rows of other ids are purged in the background at most once per
-// purgeInterval per connection pool and process, in batches of purgeBatch
+// purgeInterval per connection pool, lock table and process, in batches of purgeBatch
 // rows so that no single statement holds many row locks. The acquire path
 // itself stays at one statement.
 const (
@@ -77,13 +77,13 @@ func (e *engine) purge(ctx context.Context, d *dialect, pace int) (int64, error)
 	return total, nil
 }
 
-// maybePurge starts a background purge if none has run on this pool in this
-// process for purgeInterval, and none is running.
+// maybePurge starts a background purge of the engine's table if none has
+// run on this pool in this process for purgeInterval, and none is running.
 func (e *engine) maybePurge(d *dialect) {
-	if e.state == nil {
+	if e.purges == nil {
 		return
 	}
-	done := e.state.startPurge(time.Now())
+	done := e.purges.startPurge(time.Now())
 	if done == nil {
 		return
 	}
@@ -107,10 +107,10 @@ func (e *engine) maybePurge(d *dialect) {
 				e.logger().Debug("gormmutex: background purge stopped: the connection pool was closed")
 				return
 			}
-			e.state.purgeFailures.fail(e.logger(), "gormmutex: background purge of expired locks failed; it is tried again later", err)
+			e.purges.purgeFailures.fail(e.logger(), "gormmutex: background purge of expired locks failed; it is tried again later", err)
 			return
 		}
-		e.state.purgeFailures.ok(e.logger(), "gormmutex: background purge of expired locks works again")
+		e.purges.purgeFailures.ok(e.logger(), "gormmutex: background purge of expired locks works again")
 		if n > 0 {
 			e.logger().Debug("gormmutex: purged expired locks", "rows", n)
 		}

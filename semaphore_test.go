@@ -1,19 +1,15 @@
 package gormmutex_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/child"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
@@ -798,54 +795,23 @@ func semHelper(mode string) int {
 	return 0
 }
 
-type semChild struct {
-	cmd   *exec.Cmd
-	lines chan string
-}
+// semChild is a semaphore holder in a process of its own.
+type semChild struct{ *child.Process }
 
-func startSemChild(t *testing.T, d semDB, mode, name string, permits int, ttl time.Duration) *semChild {
+func startSemChild(t *testing.T, d semDB, mode, name string, permits int, ttl time.Duration) semChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSemaphoreHelperProcess$")
-	cmd.Env = append(os.Environ(), semHelperEnv+"="+mode, "SEM_BACKEND="+d.name, "SEM_DSN="+d.dsn,
-		"SEM_NAME="+name, "SEM_PERMITS="+strconv.Itoa(permits), "SEM_TTL="+ttl.String())
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = os.Stderr
-	require.NoError(t, cmd.Start())
-	c := &semChild{cmd: cmd, lines: make(chan string, 16)}
-	go func() {
-		s := bufio.NewScanner(out)
-		for s.Scan() {
-			c.lines <- s.Text()
-		}
-		close(c.lines)
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return c
+	return semChild{child.Start(t, child.Options{
+		Run: "^TestSemaphoreHelperProcess$",
+		Env: []string{semHelperEnv + "=" + mode, "SEM_BACKEND=" + d.name, "SEM_DSN=" + d.dsn,
+			"SEM_NAME=" + name, "SEM_PERMITS=" + strconv.Itoa(permits), "SEM_TTL=" + ttl.String()},
+	})}
 }
 
 // line waits for the child's next line that starts with prefix and returns
 // its fields after the prefix.
-func (c *semChild) line(t *testing.T, prefix string, within time.Duration) []string {
+func (c semChild) line(t *testing.T, prefix string, within time.Duration) []string {
 	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case l, ok := <-c.lines:
-			require.True(t, ok, "child exited without printing %q", prefix)
-			require.False(t, strings.HasPrefix(l, "error"), "child: %s", l)
-			if strings.HasPrefix(l, prefix+" ") {
-				return strings.Fields(strings.TrimPrefix(l, prefix+" "))
-			}
-		case <-deadline:
-			require.FailNow(t, "child is silent", "no %q within %v", prefix, within)
-		}
-	}
+	return strings.Fields(c.Line(t, prefix, within))
 }
 
 // TestSemaphoreKilledHolder: of two permits, both held by child processes,
@@ -865,8 +831,8 @@ func TestSemaphoreKilledHolder(t *testing.T) {
 		acquired := time.Now()
 		require.NotEqual(t, victimSlot, survivorSlot)
 
-		require.NoError(t, victim.cmd.Process.Kill())
-		_ = victim.cmd.Wait()
+		require.NoError(t, victim.Kill())
+		_ = victim.Wait()
 		sem := newSemaphore(t, newLocker(t, d.pool(t), gormmutex.Config{TTL: gormmutex.Duration(time.Minute)}), name, 2)
 		_, err := sem.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "Acquire right after the holder was killed")
@@ -903,11 +869,11 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		ctx := context.Background()
 		name := semName(t)
 		ctr := newCounter(t, d.pool(t), name)
-		child := startSemChild(t, d, "keepalive", name, permits, time.Second)
-		got := child.line(t, "acquired", 30*time.Second)
+		holder := startSemChild(t, d, "keepalive", name, permits, time.Second)
+		got := holder.line(t, "acquired", 30*time.Second)
 		childToken, err := strconv.ParseInt(got[1], 10, 64)
 		require.NoError(t, err)
-		require.NoError(t, child.cmd.Process.Signal(syscall.SIGSTOP))
+		require.NoError(t, holder.Pause())
 		paused := time.Now()
 
 		admin := d.pool(t)
@@ -963,9 +929,9 @@ func TestSemaphorePausedHolder(t *testing.T) {
 		_, err = full.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked)
 
-		require.NoError(t, child.cmd.Process.Signal(syscall.SIGCONT))
-		assert.Equal(t, []string{"true"}, child.line(t, "cancelled", 10*time.Second), "paused holder's context cause is ErrTimeout")
-		assert.Equal(t, "true", child.line(t, "done", 10*time.Second)[0], "paused holder's Do returned ErrTimeout")
+		require.NoError(t, holder.Resume())
+		assert.Equal(t, []string{"true"}, holder.line(t, "cancelled", 10*time.Second), "paused holder's context cause is ErrTimeout")
+		assert.Equal(t, "true", holder.line(t, "done", 10*time.Second)[0], "paused holder's Do returned ErrTimeout")
 		_, err = full.Acquire(ctx)
 		require.ErrorIs(t, err, gormmutex.ErrLocked, "the paused holder's release freed another's permit")
 		for _, lk := range held {

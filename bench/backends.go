@@ -264,8 +264,9 @@ func closeGorm(db *gorm.DB) {
 	}
 }
 
-// migrate creates gormmutex's table (with its own AutoMigrate) and the
-// django baseline's table; with fresh, it drops them first.
+// migrate creates gormmutex's table (with its own AutoMigrate), the
+// django baseline's table and the floor's; with fresh, it drops them
+// first.
 func (b *backend) migrate(ctx context.Context, fresh bool) error {
 	if fresh {
 		// The bench's own database: every run starts from new tables, so
@@ -284,6 +285,9 @@ func (b *backend) migrate(ctx context.Context, fresh bool) error {
 	}
 	if _, err := b.admin.ExecContext(ctx, djangoDDL[b.name]); err != nil {
 		return fmt.Errorf("%s: create %s: %w", b.name, djangoTable, err)
+	}
+	if _, err := b.admin.ExecContext(ctx, floorDDL[b.name]); err != nil {
+		return fmt.Errorf("%s: create %s: %w", b.name, floorTable, err)
 	}
 	return nil
 }
@@ -350,7 +354,7 @@ func (b *backend) sibling(ctx context.Context, suffix string) (*backend, error) 
 // dropTables drops the lock tables, which on InnoDB, unlike a DELETE of
 // many rows, leaves the server no purge work that would slow what follows.
 func (b *backend) dropTables(ctx context.Context) error {
-	for _, t := range []string{djangoTable, "db_mutex_releases", gormmutex.TableName} {
+	for _, t := range []string{djangoTable, floorTable, "db_mutex_releases", gormmutex.TableName} {
 		if _, err := b.admin.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 			return fmt.Errorf("%s: drop %s: %w", b.name, t, err)
 		}
@@ -413,4 +417,23 @@ func envOr(key, def string) string {
 // withTimeout is a shorthand for bounded setup steps.
 func withTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// connRoom is how many more connections b's server accepts now, less
+// reserve left for everyone else (other test suites share the servers); -1
+// where the store has no connection limit (SQLite).
+func (b *backend) connRoom(ctx context.Context, reserve int) (room, maxConns, used int, err error) {
+	var q string
+	switch b.name {
+	case "postgres":
+		q = "SELECT current_setting('max_connections')::int, (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+	case "mysql":
+		q = "SELECT @@max_connections, (SELECT count(*) FROM information_schema.processlist)"
+	default:
+		return -1, 0, 0, nil
+	}
+	if err := b.admin.QueryRowContext(ctx, q).Scan(&maxConns, &used); err != nil {
+		return 0, 0, 0, err
+	}
+	return maxConns - used - reserve, maxConns, used, nil
 }

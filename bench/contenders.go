@@ -64,6 +64,15 @@ func pollDelay(try int) time.Duration {
 	return cur/2 + rand.N(cur/2+1)
 }
 
+// gormConns is the open connections of db's pool.
+func gormConns(db *gorm.DB) int {
+	s, err := db.DB()
+	if err != nil {
+		return 0
+	}
+	return s.Stats().OpenConnections
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -93,14 +102,57 @@ type gmPool struct {
 	fast, wait *gormmutex.Locker
 }
 
-// newGM makes the gormmutex contender on one pool per server of dbs (a
-// cluster's nodes; usually one); async sets Config.AsyncCommit,
-// PostgreSQL's opt-in fast mode, and obs Config.Observer (observer.go).
-func newGM(dbs []*gorm.DB, c *sqlcount.Counter, async bool, obs observe.Observer) *gmContender {
+// A gmVariant is a gormmutex contender with a Config of its own: a name,
+// the stores it runs on (nil: every SQL store) and what it changes in
+// [gormmutex.DefaultConfig] (nil: nothing). It runs in every scenario,
+// next to the plain gormmutex.
+type gmVariant struct {
+	name   string
+	stores []string
+	set    func(*gormmutex.Config)
+}
+
+// gmVariants are the gormmutex contenders, in the tables' order. Adding a
+// contender that is gormmutex with a different Config is one line here,
+// for example
+//
+//	{name: "gormmutex-fair", set: func(c *gormmutex.Config) { c.Fair = true }},
+var gmVariants = []gmVariant{
+	{name: "gormmutex"},
+	{name: "gormmutex-async", stores: []string{"postgres"}, set: func(c *gormmutex.Config) { c.AsyncCommit = true }},
+}
+
+// gmVariantFor returns the variant named name.
+func gmVariantFor(name string) (gmVariant, bool) {
+	for _, v := range gmVariants {
+		if v.name == name {
+			return v, true
+		}
+	}
+	return gmVariant{}, false
+}
+
+// runsOn says whether v runs on store.
+func (v gmVariant) runsOn(store string) bool {
+	return store != "redis" && (v.stores == nil || contains(v.stores, store))
+}
+
+// config is v's Config: DefaultConfig, then v's change, then the bench's
+// flags and obs as Config.Observer (observer.go).
+func (v gmVariant) config(obs observe.Observer) gormmutex.Config {
 	cfg := gormmutex.DefaultConfig()
-	cfg.AsyncCommit = async
+	if v.set != nil {
+		v.set(&cfg)
+	}
 	cfg.Observer = obs
 	cfg.TransactionPooling = transactionPooling
+	return cfg
+}
+
+// newGM makes the gormmutex contender on one pool per server of dbs (a
+// cluster's nodes; usually one), with cfg (and cfg with Wait set, for the
+// waiting scenarios).
+func newGM(dbs []*gorm.DB, c *sqlcount.Counter, cfg gormmutex.Config) *gmContender {
 	wcfg := cfg
 	wcfg.Wait = waitFor
 	g := &gmContender{c: c}
@@ -121,7 +173,14 @@ func mustLocker(db *gorm.DB, cfg gormmutex.Config) *gormmutex.Locker {
 }
 
 func (g *gmContender) counts() sqlcount.Counts { return g.c.Snapshot() }
-func (g *gmContender) table() string           { return gormmutex.TableName }
+func (g *gmContender) openConns() int {
+	n := 0
+	for _, p := range g.pools {
+		n += gormConns(p.db)
+	}
+	return n
+}
+func (g *gmContender) table() string { return gormmutex.TableName }
 func (g *gmContender) close() {
 	for _, p := range g.pools {
 		closeGorm(p.db)
@@ -213,6 +272,7 @@ func newDjango(db *gorm.DB, c *sqlcount.Counter) *djangoContender {
 }
 
 func (d *djangoContender) counts() sqlcount.Counts { return d.c.Snapshot() }
+func (d *djangoContender) openConns() int          { return gormConns(d.db) }
 func (d *djangoContender) table() string           { return djangoTable }
 func (d *djangoContender) close()                  { closeGorm(d.db) }
 
@@ -300,6 +360,7 @@ type nativeContender struct {
 }
 
 func (n *nativeContender) counts() sqlcount.Counts { return n.c.Snapshot() }
+func (n *nativeContender) openConns() int          { return n.db.Stats().OpenConnections }
 func (n *nativeContender) table() string           { return "" }
 func (n *nativeContender) close()                  { n.db.Close() }
 
@@ -443,6 +504,7 @@ func newRedsync(ctx context.Context, addr string, poolSize int) (*redsyncContend
 }
 
 func (r *redsyncContender) counts() sqlcount.Counts { return r.c.Snapshot() }
+func (r *redsyncContender) openConns() int          { return int(r.client.PoolStats().TotalConns) }
 func (r *redsyncContender) table() string           { return "" }
 func (r *redsyncContender) close()                  { r.client.Close() }
 

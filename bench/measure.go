@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +19,7 @@ type spec struct {
 	contender string
 	workers   int
 	sameKey   bool // every worker on one key (else one key each)
+	keys      int  // when set, the workers share this many keys (worker i takes key i mod keys)
 	wait      bool // wait for the lock (else fail fast)
 	permits   int  // a semaphore's permits (semaphore scenarios), else 0
 	dur       time.Duration
@@ -28,12 +28,21 @@ type spec struct {
 	on        *backend // the database the window runs on, if not its store's own (scenario d)
 }
 
-// hold is one critical section: when it started (right after acquire) and
-// ended (right before release), and by which worker.
-type hold struct {
-	acq, rel time.Time
-	w        int
+// nkeys is how many keys the window's workers use.
+func (sp spec) nkeys() int {
+	switch {
+	case sp.keys > 0:
+		return min(sp.keys, sp.workers)
+	case sp.sameKey:
+		return 1
+	}
+	return sp.workers
 }
+
+// shared says whether workers share keys, so that the window records a
+// history of its critical sections (one permit only: a semaphore of more
+// may overlap).
+func (sp spec) shared() bool { return sp.nkeys() < sp.workers && sp.permits <= 1 }
 
 // sample is what one measurement saw.
 type sample struct {
@@ -48,11 +57,20 @@ type sample struct {
 	Mallocs   uint64          // heap allocations during the window (one worker only)
 	CPU       time.Duration   // process CPU time (user+system) during the window
 	lat       []time.Duration
-	holds     []hold
+	hist      history
 	Overlaps  int // critical sections that overlapped the previous one: an exclusion failure
 	handoffs  []time.Duration
 	crossHand []time.Duration
 	Switches  int // handoffs to another worker
+	// LongestWait is the longest wait for the lock (LongestCut: by a wait
+	// the window's end cut off); NeverIn the workers that never got in.
+	LongestWait time.Duration
+	LongestCut  bool
+	NeverIn     int
+	NeverInFair int // the fewest workers that could not get in, fair or not (history.go)
+	// ConnsPeak is the most connections the contender's pools held open
+	// at once during the window (sampled every 5 ms; -1: not known).
+	ConnsPeak int
 }
 
 // measure runs spec on c and returns what it saw. keyPrefix makes the keys
@@ -72,22 +90,23 @@ func measure(parent context.Context, c contender, sp spec, keyPrefix string) (sa
 
 func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, record bool) (sample, error) {
 	n := sp.workers
+	nk := sp.nkeys()
 	keys := make([]string, n)
 	for i := range keys {
-		if sp.sameKey {
-			keys[i] = keyPrefix + "k0"
-		} else {
-			keys[i] = fmt.Sprintf("%sk%d", keyPrefix, i)
-		}
+		keys[i] = fmt.Sprintf("%sk%d", keyPrefix, i%nk)
 	}
 	// One slice of holds per worker, preallocated so that the critical
-	// section itself allocates nothing.
+	// section itself allocates nothing; starts[i] is when worker i's
+	// current Do was called.
+	recordHist := record && sp.shared()
 	holds := make([][]hold, n)
+	cuts := make([][]cutWait, n)
+	starts := make([]time.Time, n)
 	workers := make([]worker, n)
 	for i := range n {
 		i := i
-		if sp.sameKey && record && sp.permits <= 1 {
-			holds[i] = make([]hold, 0, 1<<16)
+		if recordHist {
+			holds[i] = make([]hold, 0, max(1<<16/n, 1<<10))
 		}
 		cs := func() {}
 		if holds[i] != nil {
@@ -97,7 +116,7 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 				// right before release.
 				r := time.Now()
 				if len(holds[i]) < cap(holds[i]) {
-					holds[i] = append(holds[i], hold{a, r, i})
+					holds[i] = append(holds[i], hold{start: starts[i], acq: a, rel: r, w: i, k: i % nk})
 				}
 			}
 		}
@@ -151,11 +170,14 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 			<-start
 			for time.Now().Before(end) {
 				t0 := time.Now()
+				starts[i] = t0
 				err := workers[i].do(runCtx, keys[i], sp.wait)
 				t1 := time.Now()
 				r.attempts++
 				if err == nil {
 					r.cs++
+				} else if recordHist && sp.wait {
+					cuts[i] = append(cuts[i], cutWait{start: t0, end: t1, w: i})
 				}
 				if t1.After(end) {
 					continue // a drain: counted in attempts only
@@ -181,6 +203,27 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 		runtime.GC()
 		runtime.ReadMemStats(&ms0)
 	}
+	// The pools' open connections, sampled while the window runs.
+	peak := -1
+	stopConns := make(chan struct{})
+	connsDone := make(chan struct{})
+	pc, hasConns := c.(interface{ openConns() int })
+	go func() {
+		defer close(connsDone)
+		if !hasConns {
+			return
+		}
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			peak = max(peak, pc.openConns())
+			select {
+			case <-stopConns:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	cpu0 := cpuTime()
 	t0 := time.Now()
 	end = t0.Add(sp.dur)
@@ -189,11 +232,13 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 	defer timer.Stop()
 	wg.Wait()
 	cpu1 := cpuTime()
+	close(stopConns)
+	<-connsDone
 	if record && n == 1 {
 		runtime.ReadMemStats(&ms1)
 	}
 
-	s := sample{Elapsed: sp.dur, Calls: c.counts().Sub(calls0), CPU: cpu1 - cpu0}
+	s := sample{Elapsed: sp.dur, Calls: c.counts().Sub(calls0), CPU: cpu1 - cpu0, ConnsPeak: peak}
 	if record && n == 1 {
 		s.Mallocs = ms1.Mallocs - ms0.Mallocs
 	}
@@ -209,43 +254,21 @@ func runOnce(parent context.Context, c contender, sp spec, keyPrefix string, rec
 		}
 		s.lat = append(s.lat, r.lat...)
 	}
-	if sp.sameKey && record && sp.permits <= 1 {
+	if recordHist {
 		// Critical sections of one key must not overlap; those of a
 		// semaphore of more permits may.
-		for _, h := range holds {
-			s.holds = append(s.holds, h...)
+		for i := range holds {
+			s.hist.holds = append(s.hist.holds, holds[i]...)
+			s.hist.cut = append(s.hist.cut, cuts[i]...)
 		}
-		s.analyseHolds(t0, end)
+		st := analyse(s.hist, t0, end, n)
+		s.Overlaps, s.handoffs, s.crossHand, s.Switches = st.Overlaps, st.handoffs, st.cross, st.Switches()
+		s.LongestWait, s.LongestCut, s.NeverIn, s.NeverInFair = st.LongestWait, st.LongestCut, st.NeverIn, st.FairNeverIn(n)
 	}
 	if parent.Err() != nil {
 		return s, parent.Err()
 	}
 	return s, nil
-}
-
-// analyseHolds orders the critical sections of one key and measures each
-// handoff: from one holder's release to the next holder's acquire, both
-// starting within the window. Overlapping sections would mean two holders at
-// once.
-func (s *sample) analyseHolds(from, to time.Time) {
-	h := s.holds
-	slices.SortFunc(h, func(a, b hold) int { return a.acq.Compare(b.acq) })
-	for i := 1; i < len(h); i++ {
-		prev, cur := h[i-1], h[i]
-		if cur.acq.Before(prev.rel) {
-			s.Overlaps++
-			continue
-		}
-		if prev.rel.Before(from) || cur.acq.After(to) {
-			continue
-		}
-		d := cur.acq.Sub(prev.rel)
-		s.handoffs = append(s.handoffs, d)
-		if cur.w != prev.w {
-			s.Switches++
-			s.crossHand = append(s.crossHand, d)
-		}
-	}
 }
 
 // cpuTime is the process's user plus system CPU time.

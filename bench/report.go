@@ -61,6 +61,26 @@ type Row struct {
 	CrossP99us   float64 `json:"cross_handoff_p99_us,omitempty"`
 	Overlaps     int     `json:"exclusion_failures"`
 
+	// ToAnotherPct is the share of handoffs that went to another worker
+	// than the one that released, in percent.
+	ToAnotherPct float64 `json:"to_another_pct,omitempty"`
+	// LongestWaitUs is the longest wait for the lock in any window: from a
+	// Do's call to its acquire, or to the window's end for a wait it cut
+	// off (LongestWaitCut); NeverIn the most waiters of one window that
+	// never got in.
+	LongestWaitUs  float64 `json:"longest_wait_us,omitempty"`
+	LongestWaitCut bool    `json:"longest_wait_cut,omitempty"`
+	NeverIn        int     `json:"never_in,omitempty"`
+	// NeverInFair is, for the window of NeverIn, the fewest waiters that
+	// could not get in however fair the lock (more waiters than acquires).
+	NeverInFair int `json:"never_in_if_fair,omitempty"`
+	// ConnsPeak is the most connections the contender's pools held open
+	// at once in any window (-1: not known).
+	ConnsPeak int `json:"conns_peak"`
+	// FloorPct is this row's ops/s as a share of the same store's floor
+	// (floor.go), in percent; 0 where there is none.
+	FloorPct float64 `json:"floor_pct,omitempty"`
+
 	// GMRatio is gormmutex's ops/s on the same store (for redis: on the
 	// table's store) and scenario divided by this row's.
 	GMRatio float64  `json:"gormmutex_ratio,omitempty"`
@@ -154,10 +174,7 @@ func (r *runner) rows() []Row {
 	for _, k := range r.order {
 		e := r.m[k]
 		row := Row{Store: k.Backend, Scenario: k.Scenario, Contender: k.Contender, Workers: k.Workers,
-			Keys: k.Workers, Wait: e.sp.wait, Windows: len(e.samples), OpsPerSecWindow: e.rounds, AllocsPerOp: -1}
-		if e.sp.sameKey {
-			row.Keys = 1
-		}
+			Keys: e.sp.nkeys(), Wait: e.sp.wait, Windows: len(e.samples), OpsPerSecWindow: e.rounds, AllocsPerOp: -1, ConnsPeak: -1}
 		var lat, hand, cross []time.Duration
 		var elapsed, cpu time.Duration
 		var cs int64
@@ -180,6 +197,13 @@ func (r *runner) rows() []Row {
 			cross = append(cross, s.crossHand...)
 			row.Switches += s.Switches
 			row.Overlaps += s.Overlaps
+			if us(s.LongestWait) > row.LongestWaitUs {
+				row.LongestWaitUs, row.LongestWaitCut = us(s.LongestWait), s.LongestCut
+			}
+			if s.NeverIn-s.NeverInFair > row.NeverIn-row.NeverInFair || row.NeverIn == 0 && s.NeverIn > 0 {
+				row.NeverIn, row.NeverInFair = s.NeverIn, s.NeverInFair
+			}
+			row.ConnsPeak = max(row.ConnsPeak, s.ConnsPeak)
 			if s.Mallocs > 0 {
 				mallocs += s.Mallocs
 				mallocOps += s.CSTotal
@@ -213,6 +237,7 @@ func (r *runner) rows() []Row {
 			row.Handoffs = len(hand)
 			row.HandoffP50us, row.HandoffP99us = us(percentile(hand, 50)), us(percentile(hand, 99))
 			row.CrossP50us, row.CrossP99us = us(percentile(cross, 50)), us(percentile(cross, 99))
+			row.ToAnotherPct = 100 * float64(len(cross)) / float64(len(hand))
 		}
 		nk := key{k.Backend, k.Scenario, k.Contender, 0}
 		row.Notes = r.notes[nk]
@@ -232,6 +257,17 @@ func (r *runner) rows() []Row {
 	for _, row := range out {
 		if row.Contender == "gormmutex" {
 			gm[[2]string{row.Store, row.Scenario}] = row.OpsPerSec
+		}
+	}
+	floor := map[string]float64{}
+	for _, row := range out {
+		if row.Contender == floorName {
+			floor[row.Store] = row.OpsPerSec
+		}
+	}
+	for i := range out {
+		if f := floor[out[i].Store]; f > 0 && out[i].Wait && out[i].Contender != floorName {
+			out[i].FloorPct = 100 * out[i].OpsPerSec / f
 		}
 	}
 	for i := range out {
@@ -261,6 +297,10 @@ var scenarioTitle = map[string]string{
 	"s1":      "s  8 workers, semaphore of 1, wait",
 	"s10":     "s  8 workers, semaphore of 10, wait",
 	"s100":    "s  8 workers, semaphore of 100, wait",
+	"q8":      "q  8 waiters, 1 key",
+	"q64":     "q  64 waiters, 1 key",
+	"q256":    "q  256 waiters, 1 key",
+	"q256k16": "q  256 waiters, 16 keys",
 }
 
 func (r *runner) scenarioName(s string) string {
@@ -290,8 +330,9 @@ func humanCount(n int) string {
 }
 
 // tableFor returns the rows to print for one SQL store: its own, then the
-// Redis rows of the same scenarios with the ratio to this store's gormmutex.
-func tableFor(rows []Row, store string) []Row {
+// Redis rows of the same scenarios with the ratio to this store's gormmutex;
+// the waiters scenario's rows, or every other.
+func tableFor(rows []Row, store string, waiters bool) []Row {
 	var own, redis []Row
 	gm := map[string]float64{}
 	for _, row := range rows {
@@ -300,6 +341,9 @@ func tableFor(rows []Row, store string) []Row {
 		}
 	}
 	for _, row := range rows {
+		if isWaiters(row.Scenario) != waiters {
+			continue
+		}
 		switch row.Store {
 		case store:
 			own = append(own, row)
@@ -352,14 +396,19 @@ func (r *runner) cells(row Row) []string {
 	if row.GMRatio > 0 {
 		ratio = f2(row.GMRatio) + "x"
 	}
-	hand := "-"
+	hand, another, longest, floor := "-", "-", "-", "-"
 	if row.Handoffs > 0 {
 		hand = fmt.Sprintf("%s / %s", f2(row.HandoffP50us/1000), f2(row.HandoffP99us/1000))
 		if row.Switches > 0 {
-			hand += fmt.Sprintf(" (to another: %d%%, p50 %s)", int(math.Round(100*float64(row.Switches)/float64(row.Handoffs))), f2(row.CrossP50us/1000))
-		} else {
-			hand += " (to another: 0%)"
+			hand += fmt.Sprintf(" (to another: p50 %s)", f2(row.CrossP50us/1000))
 		}
+		another = f0(row.ToAnotherPct)
+	}
+	if row.LongestWaitUs > 0 {
+		longest = longestWait(row)
+	}
+	if row.FloorPct > 0 {
+		floor = f0(row.FloorPct)
 	}
 	errs := ""
 	if row.Errors > 0 {
@@ -369,47 +418,101 @@ func (r *runner) cells(row Row) []string {
 		errs += fmt.Sprintf(" OVERLAP %d", row.Overlaps)
 	}
 	return []string{r.scenarioName(row.Scenario), name + errs, f0(row.OpsPerSec), f0(row.P50us), f0(row.P99us),
-		f2(row.CallsPerOp), allocs, f0(row.CPUusPerOp), ratio, hand}
+		f2(row.CallsPerOp), allocs, f0(row.CPUusPerOp), ratio, floor, hand, another, longest}
 }
 
-var header = []string{"scenario", "contender", "ops/s", "p50 µs", "p99 µs", "calls/op", "allocs/op", "CPU µs/op", "gm ÷ this", "handoff p50 / p99 ms"}
+// longestWait renders a row's longest wait in ms, with ">=" when the
+// window's end cut that wait off.
+func longestWait(row Row) string {
+	v := f1(row.LongestWaitUs / 1000)
+	if row.LongestWaitCut {
+		return ">=" + v
+	}
+	return v
+}
+
+var header = []string{"scenario", "contender", "ops/s", "p50 µs", "p99 µs", "calls/op", "allocs/op", "CPU µs/op", "gm ÷ this", "% of floor", "handoff p50 / p99 ms", "to another %", "longest wait ms"}
+
+// numeric says whether column i of header is right-aligned.
+func numeric(i int) bool { return (i >= 2 && i <= 9) || i >= 11 }
+
+// A layout is one kind of results table: its header, which columns are
+// right-aligned, which rows it shows and how it renders one.
+type layout struct {
+	header  []string
+	numeric func(int) bool
+	waiters bool // the waiters scenario's rows (else every other row)
+	cells   func(Row) []string
+}
+
+func (r *runner) layouts() []layout {
+	return []layout{
+		{header: header, numeric: numeric, cells: r.cells},
+		{header: waitersHeader, numeric: func(i int) bool { return i >= 2 && i != 6 }, waiters: true, cells: r.waitersCells},
+	}
+}
+
+var waitersHeader = []string{"scenario", "contender", "handoffs/s", "% of floor", "statements / handoff", "conns held", "handoff p50 / p99 ms", "to another %", "longest wait ms", "never got in"}
+
+// waitersCells renders one row of the waiters scenario's table.
+func (r *runner) waitersCells(row Row) []string {
+	c := r.cells(row)
+	conns := "-"
+	if row.ConnsPeak >= 0 {
+		conns = strconv.Itoa(row.ConnsPeak)
+	}
+	never := "-"
+	if row.Handoffs > 0 || row.LongestWaitUs > 0 {
+		never = strconv.Itoa(row.NeverIn)
+		if row.NeverInFair > 0 {
+			never += fmt.Sprintf(" (fair: %d)", row.NeverInFair)
+		}
+	}
+	// cells: 2 ops/s, 5 calls/op, 9 % of floor, 10 handoff, 11 to another, 12 longest wait.
+	return []string{c[0], c[1], c[2], c[9], c[5], conns, c[10], c[11], c[12], never}
+}
 
 func (r *runner) textTable(rows []Row) string {
 	var sb strings.Builder
-	for _, store := range []string{"postgres", "mysql", "sqlite"} {
-		b := r.backend(store)
-		t := tableFor(rows, store)
-		if b == nil || len(t) == 0 {
-			continue
-		}
-		title := b.label()
-		if r.redisVer != "" {
-			title += " (Redis " + r.redisVer + " rows for comparison)"
-		}
-		fmt.Fprintf(&sb, "\n== %s ==\n", title)
-		grid := [][]string{header}
-		for _, row := range t {
-			grid = append(grid, r.cells(row))
-		}
-		w := make([]int, len(header))
-		for _, line := range grid {
-			for i, c := range line {
-				w[i] = max(w[i], len([]rune(c)))
+	for _, lay := range r.layouts() {
+		for _, store := range []string{"postgres", "mysql", "sqlite"} {
+			b := r.backend(store)
+			t := tableFor(rows, store, lay.waiters)
+			if b == nil || len(t) == 0 {
+				continue
 			}
-		}
-		for _, line := range grid {
-			for i, c := range line {
-				pad := w[i] - len([]rune(c))
-				if i >= 2 && i <= 8 {
-					sb.WriteString(strings.Repeat(" ", pad) + c)
-				} else {
-					sb.WriteString(c + strings.Repeat(" ", pad))
-				}
-				if i < len(line)-1 {
-					sb.WriteString("  ")
+			title := b.label()
+			if lay.waiters {
+				title += ", many waiters"
+			}
+			if r.redisVer != "" {
+				title += " (Redis " + r.redisVer + " rows for comparison)"
+			}
+			fmt.Fprintf(&sb, "\n== %s ==\n", title)
+			grid := [][]string{lay.header}
+			for _, row := range t {
+				grid = append(grid, lay.cells(row))
+			}
+			w := make([]int, len(lay.header))
+			for _, line := range grid {
+				for i, c := range line {
+					w[i] = max(w[i], len([]rune(c)))
 				}
 			}
-			sb.WriteString("\n")
+			for _, line := range grid {
+				for i, c := range line {
+					pad := w[i] - len([]rune(c))
+					if lay.numeric(i) {
+						sb.WriteString(strings.Repeat(" ", pad) + c)
+					} else {
+						sb.WriteString(c + strings.Repeat(" ", pad))
+					}
+					if i < len(line)-1 {
+						sb.WriteString("  ")
+					}
+				}
+				sb.WriteString("\n")
+			}
 		}
 	}
 	return sb.String()
@@ -417,30 +520,38 @@ func (r *runner) textTable(rows []Row) string {
 
 func (r *runner) markdownTable(rows []Row) string {
 	var sb strings.Builder
-	for _, store := range []string{"postgres", "mysql", "sqlite"} {
-		b := r.backend(store)
-		t := tableFor(rows, store)
-		if b == nil || len(t) == 0 {
-			continue
+	for _, lay := range r.layouts() {
+		if lay.waiters && slices.IndexFunc(rows, func(row Row) bool { return isWaiters(row.Scenario) }) >= 0 {
+			sb.WriteString(waitersLegend)
 		}
-		title := b.label()
-		if r.redisVer != "" {
-			title += " (and Redis " + r.redisVer + " for comparison)"
-		}
-		fmt.Fprintf(&sb, "\n#### %s\n\n", title)
-		sb.WriteString("| " + strings.Join(header, " | ") + " |\n|")
-		for i := range header {
-			if i >= 2 && i <= 8 {
-				sb.WriteString("---:|")
-			} else {
-				sb.WriteString("---|")
+		for _, store := range []string{"postgres", "mysql", "sqlite"} {
+			b := r.backend(store)
+			t := tableFor(rows, store, lay.waiters)
+			if b == nil || len(t) == 0 {
+				continue
 			}
-		}
-		sb.WriteString("\n")
-		for _, row := range t {
-			c := r.cells(row)
-			c[0] = strings.TrimSpace(c[0])
-			sb.WriteString("| " + strings.Join(c, " | ") + " |\n")
+			title := b.label()
+			if lay.waiters {
+				title += ", many waiters"
+			}
+			if r.redisVer != "" {
+				title += " (and Redis " + r.redisVer + " for comparison)"
+			}
+			fmt.Fprintf(&sb, "\n#### %s\n\n", title)
+			sb.WriteString("| " + strings.Join(lay.header, " | ") + " |\n|")
+			for i := range lay.header {
+				if lay.numeric(i) {
+					sb.WriteString("---:|")
+				} else {
+					sb.WriteString("---|")
+				}
+			}
+			sb.WriteString("\n")
+			for _, row := range t {
+				c := lay.cells(row)
+				c[0] = strings.TrimSpace(c[0])
+				sb.WriteString("| " + strings.Join(c, " | ") + " |\n")
+			}
 		}
 	}
 	return sb.String()
@@ -464,8 +575,10 @@ func (r *runner) report() error {
 	if err := r.writeJSON(filepath.Join(r.cfg.out, "results.json"), rows); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(r.cfg.out, "throughput.svg"), []byte(r.svg(rows)), 0o644); err != nil {
-		return err
+	if hasScale(rows) {
+		if err := os.WriteFile(filepath.Join(r.cfg.out, "throughput.svg"), []byte(r.svg(rows)), 0o644); err != nil {
+			return err
+		}
 	}
 	md := r.markdown(rows)
 	if err := os.WriteFile(filepath.Join(r.cfg.out, "results.md"), []byte(md), 0o644); err != nil {
@@ -476,7 +589,7 @@ func (r *runner) report() error {
 			return err
 		}
 	}
-	fmt.Printf("wrote %s/{results.csv,results.json,throughput.svg,results.md}\n", r.cfg.out)
+	fmt.Printf("wrote results.csv, results.json, results.md%s in %s\n", map[bool]string{true: ", throughput.svg"}[hasScale(rows)], r.cfg.out)
 	return nil
 }
 
@@ -489,14 +602,16 @@ func writeCSV(path string, rows []Row) error {
 	_ = w.Write([]string{"store", "scenario", "contender", "workers", "keys", "wait", "windows", "ops_per_sec",
 		"ops", "locked", "errors", "ops_per_sec_pooled", "p50_us", "p90_us", "p99_us", "max_us", "calls_per_op", "allocs_per_op",
 		"client_cpu_us_per_op", "handoffs", "handoff_p50_us", "handoff_p99_us", "switches", "cross_handoff_p50_us",
-		"cross_handoff_p99_us", "exclusion_failures", "gormmutex_ratio", "notes"})
+		"cross_handoff_p99_us", "exclusion_failures", "gormmutex_ratio", "to_another_pct", "longest_wait_us", "longest_wait_cut",
+		"never_in", "never_in_if_fair", "conns_peak", "floor_pct", "notes"})
 	for _, r := range rows {
 		_ = w.Write([]string{r.Store, r.Scenario, r.Contender, strconv.Itoa(r.Workers), strconv.Itoa(r.Keys),
 			strconv.FormatBool(r.Wait), strconv.Itoa(r.Windows), f1(r.OpsPerSec), strconv.FormatInt(r.Ops, 10),
 			strconv.FormatInt(r.Locked, 10), strconv.FormatInt(r.Errors, 10), f1(r.OpsPerSecPooled), f1(r.P50us), f1(r.P90us), f1(r.P99us),
 			f1(r.MaxUs), f2(r.CallsPerOp), f1(r.AllocsPerOp), f1(r.CPUusPerOp), strconv.Itoa(r.Handoffs),
 			f1(r.HandoffP50us), f1(r.HandoffP99us), strconv.Itoa(r.Switches), f1(r.CrossP50us), f1(r.CrossP99us),
-			strconv.Itoa(r.Overlaps), f2(r.GMRatio), strings.Join(r.Notes, "; ")})
+			strconv.Itoa(r.Overlaps), f2(r.GMRatio), f1(r.ToAnotherPct), f1(r.LongestWaitUs), strconv.FormatBool(r.LongestWaitCut),
+			strconv.Itoa(r.NeverIn), strconv.Itoa(r.NeverInFair), strconv.Itoa(r.ConnsPeak), f1(r.FloorPct), strings.Join(r.Notes, "; ")})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {
@@ -705,7 +820,10 @@ func (r *runner) markdown(rows []Row) string {
 			fmt.Fprintf(&sb, "- %s\n", n)
 		}
 	}
-	sb.WriteString("\n![throughput against workers](throughput.svg)\n\n")
+	if hasScale(rows) {
+		sb.WriteString("\n![throughput against workers](throughput.svg)\n")
+	}
+	sb.WriteString("\n")
 	sb.WriteString(r.targets(rows, true))
 	return sb.String()
 }
@@ -719,9 +837,28 @@ commands) per completed critical section, including the waiters' polling in
 b. allocs/op: heap allocations per Do in the one-worker windows. CPU µs/op:
 the bench process's own CPU (client library, driver, loop) per critical
 section. gm ÷ this: gormmutex's ops/s over this row's, same store and
-scenario. handoff: from one holder's release to the next holder's acquire
-(p50 / p99), with the share of handoffs that went to another worker and
-their p50.
+scenario. % of floor: ops/s as a share of the floor row's, the time
+for the two durable commits of a handoff one after the other, with no
+waiting logic (floor.go). handoff: from one holder's release to the next
+holder's acquire (p50 / p99), with the p50 of those that went to another
+worker. to another %: the share of handoffs that went to another worker
+than the one that released. longest wait: the longest time from a Do's
+call to its acquire in any window (>=: a wait that the window's end cut
+off, lasting at least that long).
+`
+
+const waitersLegend = `
+The waiters scenario (q): 8, 64 and 256 waiters on one key, and 256
+waiters over 16 keys (16 on each), every contender waiting. handoffs/s:
+critical sections per second (over 16 keys, the keys' sum, so the share of
+the one-key floor can pass 100%). statements / handoff: every call all the
+waiters together sent to the server, per critical section. conns held: the
+most connections the contender's pools had open at once (sampled every
+5 ms). never got in: the waiters of one window that did not acquire once
+(the window where that was furthest above fair), with, where the window
+had fewer acquires than waiters, how many even a first-come-first-served
+lock would have left out ("fair: n"). The longest wait cannot pass the
+window: a ">=" there means some waiter waited the whole window.
 `
 
 const (
@@ -746,9 +883,25 @@ func (r *runner) updateReadme(rows []Row) error {
 		r.start.UTC().Format("2006-01-02"), strings.Join(os.Args[1:], " "), r.machine.NProc, mean, peak)
 	sb.WriteString(resultsLegend)
 	sb.WriteString(r.markdownTable(rows))
-	sb.WriteString("\n![throughput against workers](results/throughput.svg)\n\n")
+	if hasScale(rows) {
+		sb.WriteString("\n![throughput against workers](results/throughput.svg)\n")
+	}
+	sb.WriteString("\n")
 	sb.WriteString(r.targets(rows, true))
 	sb.WriteString("\n")
 	s = s[:i] + sb.String() + s[j:]
 	return os.WriteFile(r.cfg.updateReadme, []byte(s), 0o644)
+}
+
+// hasScale says whether rows have a scale scenario (a, w2, w4, c), the
+// chart's points: a run without them writes no chart.
+func hasScale(rows []Row) bool {
+	return slices.IndexFunc(rows, func(row Row) bool {
+		return slices.ContainsFunc(scaleScenarios, func(s struct {
+			name    string
+			workers int
+		}) bool {
+			return s.name == row.Scenario
+		})
+	}) >= 0
 }

@@ -63,17 +63,30 @@ func newRunner(cfg config) *runner {
 
 // contendersFor lists the contenders on one store, in their base order.
 func contendersFor(store string) []string {
+	var out []string
+	for _, v := range gmVariants {
+		if v.runsOn(store) {
+			out = append(out, v.name)
+		}
+	}
 	switch store {
 	case "postgres":
-		return []string{"gormmutex", "gormmutex-async", "django", "pg-advisory"}
+		return append(out, "django", "pg-advisory")
 	case "mysql":
-		return []string{"gormmutex", "django", "mysql-get_lock"}
+		return append(out, "django", "mysql-get_lock")
 	case "sqlite":
-		return []string{"gormmutex", "django"}
+		return append(out, "django")
 	case "redis":
 		return []string{"redsync"}
 	}
 	return nil
+}
+
+// isGM says whether the contender name is gormmutex's Locker (a variant of
+// gmVariants or one of scenario obs's).
+func isGM(name string) bool {
+	_, ok := gmVariantFor(name)
+	return ok || contains(observerContenders, name)
 }
 
 // newContender opens a pool of its own for one contender on b.
@@ -83,11 +96,15 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 	if o.maxConns == 0 {
 		o.maxConns = poolConns
 	}
-	switch name {
-	case "gormmutex", "gormmutex-async", "gormmutex-noop", "gormmutex-otel", "gormmutex-otel-floor":
+	switch {
+	case isGM(name):
 		obs, err := r.observer(name)
 		if err != nil {
 			return nil, err
+		}
+		v, ok := gmVariantFor(name)
+		if !ok {
+			v = gmVariant{name: name} // scenario obs's: only the Observer differs
 		}
 		// A pool on every node (only -mysql names several); the other
 		// contenders stay on the first: GET_LOCK is local to its server.
@@ -102,15 +119,15 @@ func (r *runner) newContender(b *backend, name string, o poolOpts) (contender, e
 			}
 			dbs = append(dbs, db)
 		}
-		return newGM(dbs, c, name == "gormmutex-async", obs), nil
-	case "django":
+		return newGM(dbs, c, v.config(obs)), nil
+	case name == "django":
 		o.translate = true
 		db, err := b.openGorm(o)
 		if err != nil {
 			return nil, err
 		}
 		return newDjango(db, c), nil
-	case "pg-advisory", "mysql-get_lock":
+	case name == "pg-advisory" || name == "mysql-get_lock":
 		db, err := b.openSQL(o)
 		if err != nil {
 			return nil, err
@@ -324,6 +341,21 @@ func (r *runner) main(ctx context.Context) error {
 			conts[[2]string{b.name, "semaphore"}] = newSem(db, o.c, b)
 		}
 	}
+	// The floor of a durable handoff (floor.go), next to scenario b and
+	// the waiters scenario.
+	wantWaiters := cfg.scenarios.has("waiters")
+	for _, w := range waiterScenarios {
+		wantWaiters = wantWaiters || cfg.scenarios[w.name]
+	}
+	if (cfg.scenarios.has("b") || wantWaiters) && cfg.contenders.has(floorName) {
+		for _, b := range r.backends {
+			f, err := newFloor(b)
+			if err != nil {
+				return fmt.Errorf("%s floor: %w", b.name, err)
+			}
+			conts[[2]string{b.name, floorName}] = f
+		}
+	}
 	if cfg.backends.has("redis") && cfg.contenders.has("redsync") {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rc, ver, err := newRedsync(sctx, cfg.redisAddr, poolConns)
@@ -341,7 +373,7 @@ func (r *runner) main(ctx context.Context) error {
 	defer func() {
 		time.Sleep(time.Second)
 		for _, b := range r.backends {
-			for _, t := range []string{"db_mutexes", djangoTable} {
+			for _, t := range []string{"db_mutexes", djangoTable, floorTable} {
 				cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				if n, err := b.deletePrefix(cctx, t, "bench/"+r.runID+"/"); err == nil && n > 0 {
 					r.gnote(fmt.Sprintf("%s: the final sweep deleted %d row(s) of %s committed after their window's clean-up (acquires cancelled in flight)", b.name, n, t))
@@ -425,6 +457,16 @@ func (r *runner) main(ctx context.Context) error {
 					if _, err := r.run(ctx, conts[[2]string{store, n}], sp, round); err != nil {
 						return err
 					}
+				}
+			}
+			if f, ok := conts[[2]string{store, floorName}].(*floorContender); ok {
+				if err := r.measureFloor(ctx, f, r.backend(store), round); err != nil {
+					return err
+				}
+			}
+			if wantWaiters {
+				if err := r.waitersRound(ctx, store, round, conts, names(store)); err != nil {
+					return err
 				}
 			}
 			if _, ok := obsConts[[2]string{store, observerContenders[1]}]; ok {

@@ -37,6 +37,7 @@ func newSem(db *gorm.DB, c *sqlcount.Counter, b *backend) *semContender {
 }
 
 func (s *semContender) counts() sqlcount.Counts { return s.c.Snapshot() }
+func (s *semContender) openConns() int          { return gormConns(s.db) }
 
 // table is empty: the slots' lock ids do not start with the measurement's
 // prefix, so cleanup deletes them instead.

@@ -1,17 +1,13 @@
 package gocronlock_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/gocronlock"
+	"github.com/gormmutex/gormmutex/internal/child"
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
@@ -197,10 +194,9 @@ func (pl printingLocker) Lock(ctx context.Context, key string) (gocron.Lock, err
 
 // schedulerChild is a running child and the lines it printed.
 type schedulerChild struct {
-	cmd     *exec.Cmd
+	*child.Process
 	mu      sync.Mutex
 	lines   []string
-	stdin   io.WriteCloser
 	waiting chan struct{}
 	ready   chan struct{}
 	exit    chan struct{} // closed when stdout is at its end
@@ -208,20 +204,11 @@ type schedulerChild struct {
 
 func startScheduler(t *testing.T, p schedulerParams) *schedulerChild {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), p.env()...)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	cmd.Stderr = testdb.LogWriter(t)
-	require.NoError(t, cmd.Start())
-	c := &schedulerChild{cmd: cmd, stdin: stdin, waiting: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
+	c := &schedulerChild{waiting: make(chan struct{}), ready: make(chan struct{}), exit: make(chan struct{})}
+	c.Process = child.Start(t, child.Options{Env: p.env(), Stdin: true, Stderr: testdb.LogWriter(t)})
 	go func() {
 		defer close(c.exit)
-		s := bufio.NewScanner(out)
-		for s.Scan() {
-			line := s.Text()
+		for line := range c.Lines() {
 			c.mu.Lock()
 			c.lines = append(c.lines, line)
 			c.mu.Unlock()
@@ -232,13 +219,7 @@ func startScheduler(t *testing.T, p schedulerParams) *schedulerChild {
 				close(c.ready)
 			}
 		}
-		_, _ = io.Copy(io.Discard, out)
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
 	return c
 }
 
@@ -299,7 +280,7 @@ func TestPausedScheduler(t *testing.T) {
 		// The children are up: the first tick is one to two periods away.
 		t0 := time.Now().Truncate(period).Add(2 * period)
 		for i, c := range children {
-			_, err := fmt.Fprintln(c.stdin, t0.UnixNano())
+			_, err := fmt.Fprintln(c.Stdin(), t0.UnixNano())
 			require.NoError(t, err, "sending t0 to scheduler %d", i)
 		}
 		for i, c := range children {
@@ -314,9 +295,9 @@ func TestPausedScheduler(t *testing.T) {
 
 		due := t0.Add(tick * period) // real time, for the scheduler with the right clock
 		time.Sleep(time.Until(due.Add(-400 * time.Millisecond)))
-		require.NoError(t, children[paused].cmd.Process.Signal(syscall.SIGSTOP))
+		require.NoError(t, children[paused].Pause())
 		time.Sleep(time.Until(due.Add(750 * time.Millisecond)))
-		require.NoError(t, children[paused].cmd.Process.Signal(syscall.SIGCONT))
+		require.NoError(t, children[paused].Resume())
 
 		var out strings.Builder
 		for i, c := range children {
@@ -325,7 +306,7 @@ func TestPausedScheduler(t *testing.T) {
 			case <-time.After(time.Until(t0.Add((ticks + 10) * period))):
 				t.Fatalf("scheduler %d did not finish:\n%s", i, c.output())
 			}
-			assert.NoError(t, c.cmd.Wait(), "scheduler %d", i)
+			assert.NoError(t, c.Wait(), "scheduler %d", i)
 			fmt.Fprintf(&out, "\nscheduler %d (clock %+v):\n%s", i, skews[i], c.output())
 			assert.NotContains(t, c.output(), "error", "scheduler %d printed an error", i)
 		}

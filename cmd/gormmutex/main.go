@@ -38,6 +38,11 @@
 //		give up on the whole command after this long (default 1m; 0:
 //		never); run does not take it: -wait bounds its wait for the lock,
 //		and COMMAND runs as long as it runs
+//	-table NAME
+//		the lock table (default db_mutexes), as the application's
+//		Config.Table names it: an application whose GORM NamingStrategy
+//		has a TablePrefix uses the prefixed name (app_db_mutexes);
+//		migrate creates that table
 //
 // Flags of list:
 //
@@ -183,7 +188,8 @@
 //	}
 //
 // release prints {"lock_id": ..., "released": true}, purge {"purged": N}
-// and migrate {"migrated": true, "table": "db_mutexes"}; run prints
+// and migrate {"migrated": true, "table": "db_mutexes"} (the table's name);
+// run prints
 // nothing of its own on standard output.
 //
 // Errors go to standard error, as one line of text, or with -json as one
@@ -235,7 +241,7 @@ import (
 
 const usage = `Usage: gormmutex [flags] command [arguments]
 
-Inspect and manage the lock table (db_mutexes) of github.com/gormmutex/gormmutex,
+Inspect and manage the lock table (db_mutexes, or -table) of github.com/gormmutex/gormmutex,
 and run commands under a lock.
 
 Commands:
@@ -255,6 +261,8 @@ Flags (anywhere before a "--"):
   -connect-timeout DURATION  give up connecting after this long (default 5s)
   -timeout DURATION          give up on the whole command after this long
                              (default 1m; 0: never; not for run)
+  -table NAME                the lock table (default db_mutexes), as the
+                             application's Config.Table names it
 
 Flags of list:
   -older-than DURATION       mark the locks acquired longer ago than this
@@ -299,7 +307,8 @@ type options struct {
 	json           bool
 	connectTimeout time.Duration
 	timeout        time.Duration
-	timeoutSet     bool // -timeout was given
+	timeoutSet     bool   // -timeout was given
+	table          string // -table: Config.Table of every command
 
 	list listOptions
 	run  runOptions
@@ -325,6 +334,7 @@ func (o *options) flagSet(cmd *command) *flag.FlagSet {
 	fs.StringVar(&o.dsn, "dsn", o.dsn, "")
 	fs.BoolVar(&o.json, "json", o.json, "")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", o.connectTimeout, "")
+	fs.StringVar(&o.table, "table", o.table, "")
 	fs.Func("timeout", "", func(s string) error {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -524,7 +534,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stderr: stderr,
 	}
 	if cmd.name != "run" {
-		if e.locker, err = gormmutex.New(db, gormmutex.Config{}); err != nil {
+		if e.locker, err = gormmutex.New(db, gormmutex.Config{Table: o.table}); err != nil {
 			return fail(err)
 		}
 	}
@@ -603,6 +613,8 @@ func parseArgs(o *options, args []string) (*command, []string, error) {
 		return cmd, nil, usagef("-connect-timeout must be positive")
 	case o.timeout < 0:
 		return cmd, nil, usagef("-timeout must not be negative")
+	case (gormmutex.Config{Table: o.table}).Validate() != nil:
+		return cmd, nil, usagef("-table: %v", (gormmutex.Config{Table: o.table}).Validate())
 	case cmd.long && o.timeoutSet:
 		return cmd, nil, usagef("-timeout does not apply to %s (-wait bounds the wait for the lock)", name)
 	}
@@ -658,8 +670,12 @@ func (e *env) explain(ctx context.Context, err error) error {
 	}
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if !e.db.WithContext(hctx).Migrator().HasTable(gormmutex.TableName) && hctx.Err() == nil {
-		return fmt.Errorf("%w (table %s does not exist: run the migrate command first)", err, gormmutex.TableName)
+	table := e.opts.table
+	if table == "" {
+		table = gormmutex.TableName
+	}
+	if !e.db.WithContext(hctx).Migrator().HasTable(table) && hctx.Err() == nil {
+		return fmt.Errorf("%w (table %s does not exist: run the migrate command first)", err, table)
 	}
 	return err
 }
@@ -710,16 +726,16 @@ func cmdPurge(ctx context.Context, e *env, _ []string) error {
 }
 
 func cmdMigrate(ctx context.Context, e *env, _ []string) error {
-	if err := gormmutex.AutoMigrate(e.db.WithContext(ctx)); err != nil {
+	if err := e.locker.AutoMigrate(ctx); err != nil {
 		return err
 	}
 	if e.json {
 		return e.writeJSON(struct {
 			Migrated bool   `json:"migrated"`
 			Table    string `json:"table"`
-		}{true, gormmutex.TableName})
+		}{true, e.locker.Table()})
 	}
-	_, err := fmt.Fprintf(e.stdout, "table %s is ready\n", gormmutex.TableName)
+	_, err := fmt.Fprintf(e.stdout, "table %s is ready\n", e.locker.Table())
 	return err
 }
 

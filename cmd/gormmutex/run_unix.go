@@ -52,7 +52,7 @@ func cmdRun(ctx context.Context, e *env, args []string) error {
 	// The library's log lines (renewal retries, the lost lease) would only
 	// repeat what run reports itself, and break -json's one object.
 	l, err := gormmutex.New(e.db, gormmutex.Config{TTL: &ttl, Wait: ro.wait, MinHold: ro.minHold,
-		Holder: ro.holder, Logger: slog.New(slog.DiscardHandler)})
+		Holder: ro.holder, Logger: slog.New(slog.DiscardHandler), Table: e.opts.table})
 	if err != nil {
 		return fail(exitRunFailed, "error", err)
 	}

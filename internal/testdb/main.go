@@ -33,10 +33,13 @@ type Options struct {
 }
 
 // Main is a suite's TestMain: it finds the backends (SQLite on a file in
-// a temporary folder; PostgreSQL and MySQL/MariaDB at their DSNs, unless
-// GORMMUTEX_ONLY leaves them out), prints which it uses, runs the tests,
-// prints the lines the tests gave Report, and returns the exit code.
-func Main(m *testing.M, opts Options) int {
+// a temporary folder; PostgreSQL and MySQL/MariaDB on the servers of their
+// DSNs, unless GORMMUTEX_ONLY leaves them out), each server in a database
+// of the run's own (see RunDBEnv), prints which it uses, runs the tests,
+// prints the lines the tests gave Report, drops the run's databases and
+// returns the exit code.
+func Main(m *testing.M, opts Options) (code int) {
+	quietLogs()
 	dir, err := os.MkdirTemp("", "gormmutex-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -47,6 +50,18 @@ func Main(m *testing.M, opts Options) int {
 	if !slices.Contains(Topologies, topology) {
 		fmt.Fprintf(os.Stderr, "%s=%q: want one of %s\n", TopologyEnv, topology, strings.Join(Topologies, ", "))
 		return 2
+	}
+	var runErrs map[string]error
+	run, runErrs = startRunDB()
+	if run != nil {
+		defer func() {
+			if err := run.finish(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				if code == 0 {
+					code = 1
+				}
+			}
+		}()
 	}
 	backends = []*Backend{
 		newBackend("sqlite", []string{SQLite(filepath.Join(dir, "locks.db"))}, topology),
@@ -59,12 +74,15 @@ func Main(m *testing.M, opts Options) int {
 		case !only(b.Name):
 			b.skip, b.quiet = b.Name+" is not in "+OnlyEnv, true
 			summary = append(summary, b.Name+": not run")
+		case runErrs[b.Name] != nil:
+			b.skip = runErrs[b.Name].Error()
+			summary = append(summary, fmt.Sprintf("%s: UNAVAILABLE (%v)", b.Name, b.skip))
 		default:
 			if err := b.probe(opts.Migrate); err != nil {
 				b.skip = err.Error()
 				summary = append(summary, fmt.Sprintf("%s: UNAVAILABLE (%v)", b.Name, err))
 			} else {
-				summary = append(summary, fmt.Sprintf("%s: ok", b.Name))
+				summary = append(summary, fmt.Sprintf("%s: ok", b.Name)+b.runNote())
 			}
 		}
 	}
@@ -73,7 +91,7 @@ func Main(m *testing.M, opts Options) int {
 		suite = "test"
 	}
 	fmt.Printf("%s databases (topology %s): %s\n", suite, topology, strings.Join(summary, "; "))
-	code := m.Run()
+	code = m.Run()
 	if opts.AfterRun != nil {
 		opts.AfterRun()
 	}
@@ -83,6 +101,15 @@ func Main(m *testing.M, opts Options) int {
 	}
 	reportMu.Unlock()
 	return code
+}
+
+// runNote names the run's database in the summary line, for the
+// backends that use one.
+func (b *Backend) runNote() string {
+	if run == nil || b.InProcess {
+		return ""
+	}
+	return " in database " + run.name
 }
 
 // Backends returns the backends Main found, in a fixed order.

@@ -101,7 +101,14 @@ func (b *Backend) probe(migrate func(*gorm.DB) error) error {
 func (b *Backend) FreshNamespace(t testing.TB) *Backend {
 	t.Helper()
 	Need(t, b.Namespaces, "a schema of the test's own is needed")
+	// Within the run's database (see RunDBEnv) where there is one, the
+	// name starts with the run's: the reaper drops MySQL's namespaces,
+	// which are databases of their own, with the run's. A process the
+	// run started shares the run's name, hence the process id.
 	name := fmt.Sprintf("gm_test_%d_%d", time.Now().UnixNano(), idSeq.Add(1))
+	if r := os.Getenv(RunDBEnv); strings.HasPrefix(r, "gm_run_") {
+		name = fmt.Sprintf("%s_t%d_%d", r, os.Getpid()%1000000, idSeq.Add(1))
+	}
 	switch b.Name {
 	case "sqlite":
 		dir := t.TempDir()

@@ -53,10 +53,13 @@ func PostgresDSNs() []string {
 // WithMySQLOptions).
 func MySQL() string { return MySQLDSNs()[0] }
 
+// defaultMySQL is the MySQL/MariaDB DSN without GORMMUTEX_MYSQL_DSN.
+const defaultMySQL = "root@tcp(127.0.0.1:3306)/test?parseTime=true"
+
 // MySQLDSNs returns every MySQL/MariaDB DSN of GORMMUTEX_MYSQL_DSN, each
 // with the options of WithMySQLOptions.
 func MySQLDSNs() []string {
-	dsns := SplitDSNs(envOr(MySQLEnv, "root@tcp(127.0.0.1:3306)/test?parseTime=true"))
+	dsns := SplitDSNs(envOr(MySQLEnv, defaultMySQL))
 	for i, d := range dsns {
 		dsns[i] = WithMySQLOptions(d)
 	}

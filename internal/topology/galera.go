@@ -191,20 +191,17 @@ func (nd *GaleraNode) start(bootstrap bool) error {
 	if err != nil {
 		return err
 	}
-	proc, err := startProcess(fmt.Sprintf("mariadbd node%d :%d", nd.Index, nd.Port), cmd)
+	proc, err := startServer(fmt.Sprintf("mariadbd node%d :%d", nd.Index, nd.Port), cmd, "Synced", 120*time.Second, nd.log,
+		syscall.SIGKILL, func() bool {
+			s, err := nd.State()
+			return err == nil && s == "Synced"
+		})
 	if err != nil {
 		return err
 	}
 	nd.mu.Lock()
 	nd.proc = proc
 	nd.mu.Unlock()
-	if err := waitFor(proc, "Synced", 120*time.Second, nd.log, func() bool {
-		s, err := nd.State()
-		return err == nil && s == "Synced"
-	}); err != nil {
-		_ = proc.signal(syscall.SIGKILL, 10*time.Second)
-		return err
-	}
 	return nil
 }
 

@@ -2,9 +2,10 @@ package topology
 
 import (
 	"fmt"
-	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,16 @@ const (
 	TransactionPooling = "transaction"
 	SessionPooling     = "session"
 )
+
+// PgBouncerEnv names a folder holding the pgbouncer binary to use instead
+// of the one on PATH (.ci/run builds one: Debian 12's 1.18.0 exits on some
+// cancel requests, see docs/deploying.md).
+const PgBouncerEnv = "GORMMUTEX_PGBOUNCER_DIR"
+
+// fixedPgBouncer is the first PgBouncer release without the fatal errors on
+// cancel requests that 1.18.0 has (pgbouncer issues #801, #822; fixed in
+// 1.19.0 and 1.20.1).
+const fixedPgBouncer = "1.20.1"
 
 // PgBouncerConfig says how to start PgBouncer.
 type PgBouncerConfig struct {
@@ -31,7 +42,8 @@ type PgBouncerConfig struct {
 }
 
 // PgBouncer is a PgBouncer process on 127.0.0.1 in front of one PostgreSQL
-// database, with trust authentication for user postgres.
+// server, with trust authentication for user postgres: its database
+// Database, and through a wildcard entry any other database of the server.
 type PgBouncer struct {
 	Port int    // TCP port on 127.0.0.1
 	Mode string // pool_mode
@@ -41,12 +53,17 @@ type PgBouncer struct {
 	proc *process
 }
 
-// StartPgBouncer starts PgBouncer (Debian package pgbouncer) on a free port.
+// StartPgBouncer starts PgBouncer (from GORMMUTEX_PGBOUNCER_DIR, else the
+// Debian package pgbouncer) on a free port, and warns on stderr when that
+// PgBouncer is one with the fatal errors on cancel requests.
 // PgBouncer refuses to run as root, so it runs as the postgres user.
 func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
-	bin, err := findBinary("", "pgbouncer")
+	bin, err := findBinary(os.Getenv(PgBouncerEnv), "pgbouncer")
 	if err != nil {
 		return nil, err
+	}
+	if v := pgbouncerVersion(bin); v != "" && versionLess(v, fixedPgBouncer) {
+		fmt.Fprintf(os.Stderr, "topo: warning: PgBouncer %s exits on some cancel requests (fixed in %s); set %s to a newer one (.ci/run builds one)\n", v, fixedPgBouncer, PgBouncerEnv)
 	}
 	if cfg.Mode != TransactionPooling && cfg.Mode != SessionPooling {
 		return nil, fmt.Errorf("topology: pgbouncer pool mode %q", cfg.Mode)
@@ -61,24 +78,24 @@ func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := privateDir(acct, "pgbouncer")
+	dir, port, err := privateServer(acct, "pgbouncer")
 	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	b := &PgBouncer{Port: port, Mode: cfg.Mode, db: cfg.Database, dir: dir, log: filepath.Join(dir, "pgbouncer.log")}
 	ini := strings.Join([]string{
 		"[databases]",
 		fmt.Sprintf("%s = host=127.0.0.1 port=%d dbname=%s user=postgres", cfg.Database, cfg.UpstreamPort, cfg.Database),
+		// Any other database a client names, on the same server: the
+		// database a test run makes for itself (internal/testdb's RunDBEnv).
+		fmt.Sprintf("* = host=127.0.0.1 port=%d user=postgres", cfg.UpstreamPort),
 		"[pgbouncer]",
 		"listen_addr = 127.0.0.1",
 		fmt.Sprintf("listen_port = %d", port),
 		"unix_socket_dir =",
 		"auth_type = trust",
+		// For Stop's summary of how long clients waited (SHOW STATS).
+		"stats_users = postgres",
 		"auth_file = " + filepath.Join(dir, "users.txt"),
 		"pool_mode = " + cfg.Mode,
 		fmt.Sprintf("default_pool_size = %d", cfg.PoolSize),
@@ -103,19 +120,9 @@ func StartPgBouncer(cfg PgBouncerConfig) (*PgBouncer, error) {
 		b.removeDir()
 		return nil, err
 	}
-	if b.proc, err = startProcess(fmt.Sprintf("pgbouncer :%d", port), cmd); err != nil {
+	if b.proc, err = startServer(fmt.Sprintf("pgbouncer :%d", port), cmd, "listening", 20*time.Second,
+		filepath.Join(dir, "stderr.log"), syscall.SIGTERM, func() bool { return listening(port) }); err != nil {
 		b.removeDir()
-		return nil, err
-	}
-	if err := waitFor(b.proc, "listening", 20*time.Second, filepath.Join(dir, "stderr.log"), func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	}); err != nil {
-		b.Stop()
 		return nil, err
 	}
 	return b, nil
@@ -151,6 +158,9 @@ func (b *PgBouncer) Stop() error {
 			err = fmt.Errorf("topology: %s had exited before it was stopped (%v); the end of its log:\n%s",
 				b.proc.name, b.proc.err, lastLines(b.Log(), 20))
 		} else {
+			if w := b.waits(); w != "" {
+				fmt.Fprintf(os.Stderr, "topo: %s: %s\n", b.proc.name, w)
+			}
 			err = b.proc.signal(syscall.SIGTERM, 10*time.Second)
 		}
 	}
@@ -158,13 +168,87 @@ func (b *PgBouncer) Stop() error {
 	return err
 }
 
-// lastLines returns the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+func (b *PgBouncer) removeDir() { os.RemoveAll(b.dir) }
+
+// waits summarises, from PgBouncer's SHOW STATS, how many transactions it
+// ran and how long clients waited for a server connection: a pool too small
+// for its clients shows here, not as an error. Empty if psql is missing or
+// the query fails.
+func (b *PgBouncer) waits() string {
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		return ""
 	}
-	return strings.Join(lines, "\n")
+	out, err := exec.Command(psql, "-h", "127.0.0.1", "-p", strconv.Itoa(b.Port), "-U", "postgres", "-d", "pgbouncer",
+		"-XA", "-F", "\t", "-c", "SHOW STATS").Output()
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(out), "\n")
+	header := strings.Split(lines[0], "\t")
+	// Every database the clients used: b.db, and through the "*" entry
+	// the database a test run makes for itself; not PgBouncer's own.
+	var xacts, queries int64
+	var waited time.Duration
+	seen := false
+	for _, line := range lines[1:] {
+		row := strings.Split(line, "\t")
+		if len(row) < len(header) || row[0] == "pgbouncer" {
+			continue
+		}
+		// The columns differ between versions: read them by name.
+		col := func(name string) int64 {
+			for i, h := range header {
+				if h == name {
+					n, _ := strconv.ParseInt(row[i], 10, 64)
+					return n
+				}
+			}
+			return 0
+		}
+		seen = true
+		xacts += col("total_xact_count")
+		queries += col("total_query_count")
+		waited += time.Duration(col("total_wait_time")) * time.Microsecond
+	}
+	if !seen {
+		return ""
+	}
+	per := time.Duration(0)
+	if queries > 0 {
+		per = waited / time.Duration(queries)
+	}
+	return fmt.Sprintf("%d transactions; clients waited %v in all for a server connection, %v per query on average",
+		xacts, waited.Round(time.Millisecond), per)
 }
 
-func (b *PgBouncer) removeDir() { os.RemoveAll(b.dir) }
+// pgbouncerVersion returns the version bin reports ("1.18.0"), or "".
+func pgbouncerVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(out)) // "PgBouncer 1.18.0 ..."
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// versionLess compares dotted numeric versions.
+func versionLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) || i < len(pb); i++ {
+		var x, y int
+		if i < len(pa) {
+			x, _ = strconv.Atoi(pa[i])
+		}
+		if i < len(pb) {
+			y, _ = strconv.Atoi(pb[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}

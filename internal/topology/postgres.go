@@ -99,13 +99,8 @@ func newPostgres(binDir string) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := privateDir(acct, "pg")
+	dir, port, err := privateServer(acct, "pg")
 	if err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
-	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	return &Postgres{Port: port, DataDir: filepath.Join(dir, "data"), dir: dir, bin: binDir, acct: acct,
@@ -120,15 +115,11 @@ func (p *Postgres) start() error {
 	if err != nil {
 		return err
 	}
-	proc, err := startProcess(fmt.Sprintf("postgres :%d", p.Port), cmd)
+	proc, err := startServer(fmt.Sprintf("postgres :%d", p.Port), cmd, "ready", 60*time.Second, p.log, syscall.SIGQUIT, p.ready)
 	if err != nil {
 		return err
 	}
 	p.proc = proc
-	if err := waitFor(proc, "ready", 60*time.Second, p.log, p.ready); err != nil {
-		_ = proc.signal(syscall.SIGQUIT, 10*time.Second)
-		return err
-	}
 	return nil
 }
 

@@ -17,7 +17,6 @@ package topology
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -27,7 +26,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // ErrUnavailable reports that a topology cannot be started on this machine
@@ -152,155 +150,6 @@ func (a *account) run(name string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s: %v: %s", filepath.Base(name), strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
-}
-
-// privateDir creates a temporary folder that acct owns.
-func privateDir(acct *account, prefix string) (string, error) {
-	dir, err := os.MkdirTemp("", "gormmutex-"+prefix+"-")
-	if err != nil {
-		return "", err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", err
-	}
-	return dir, acct.chown(dir)
-}
-
-// FreePort returns a TCP port on 127.0.0.1 that nothing listens on now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func freePorts(n int) ([]int, error) {
-	// Hold every listener until all are chosen so that the ports differ.
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
-}
-
-// process is one server process the harness started and must stop.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error         // Wait's result, written before done is closed
-}
-
-func startProcess(name string, cmd *exec.Cmd) (*process, error) {
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		if f, ok := cmd.Stdout.(*os.File); ok {
-			f.Close()
-		}
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// Pid returns the process id.
-func (p *process) Pid() int { return p.cmd.Process.Pid }
-
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// signal sends sig to the process (by pid) and waits up to wait for it to
-// exit, then kills it.
-func (p *process) signal(sig syscall.Signal, wait time.Duration) error {
-	if p == nil || p.exited() {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
-		return fmt.Errorf("signal %s (pid %d): %w", p.name, p.Pid(), err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(wait):
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
-	return fmt.Errorf("%s (pid %d) did not exit within %s of %v; killed", p.name, p.Pid(), wait, sig)
-}
-
-// waitFor polls cond every 50 ms until it returns true, the process exits
-// or timeout passes; logPath's tail goes into the error.
-func waitFor(p *process, what string, timeout time.Duration, logPath string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return nil
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited before %s: %v\n%s", p.name, what, p.err, tail(logPath))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not %s after %s\n%s", p.name, what, timeout, tail(logPath))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// tail returns the last lines of a log file, for error messages.
-func tail(path string) string {
-	if path == "" {
-		return ""
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func writeFile(acct *account, path, content string) error {
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		return err
-	}
-	return acct.chown(path)
-}
-
-func appendFile(path, content string) error {
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // Stopper is anything the harness started.

@@ -2,23 +2,14 @@ package topology
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"syscall"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
 )
 
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
-
-func listening(port int) bool {
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
 
 // TestPostgresAndPgBouncerLeaveNothingBehind starts PostgreSQL and PgBouncer
 // in front of it, and checks that Stop ends both processes, frees their
@@ -74,5 +65,17 @@ func TestStartNamedUnknown(t *testing.T) {
 	_, err := StartNamed("nope")
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("StartNamed(nope) = %v, want an error that is not ErrUnavailable", err)
+	}
+}
+
+func TestVersionLess(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		less bool
+	}{
+		{"1.18.0", "1.20.1", true}, {"1.20.1", "1.20.1", false}, {"1.24.1", "1.20.1", false},
+		{"1.9", "1.20.1", true}, {"2.0", "1.20.1", false},
+	} {
+		assert.Equal(t, c.less, versionLess(c.a, c.b), "%s < %s", c.a, c.b)
 	}
 }

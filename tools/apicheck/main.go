@@ -14,15 +14,20 @@
 //
 // check fails when a recorded line is gone (a removed or changed
 // identifier: an incompatible change) unless the newest entry of
-// CHANGELOG.md names the identifier under a "Breaking" heading, and when
-// a new line is not named anywhere in that entry (a compatible addition
-// must be listed too). Once the changes are listed, `make api` records the
-// new API.
+// CHANGELOG.md (its first "## " heading) names the identifier under a
+// "Breaking" heading; when a method is added to an exported interface
+// that has no unexported methods (every implementation elsewhere breaks)
+// unless it is named under "Breaking" too; and when any other new line is
+// not named anywhere in that entry (a compatible addition must be listed
+// too). Once the changes are listed, `make api` records the new API.
+//
+// A method or field M of the type T is named as `T.M`, `pkg.T.M`,
+// `(*T).M` or "`M` of `T`"; anything else as `pkg.N` or `N` (see
+// [names] for the exact rule). Each failure gives the spelling to use.
 package main
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"go/types"
@@ -84,7 +89,7 @@ func write(repo string, dirs []string) error {
 }
 
 func check(repo string, dirs []string) error {
-	entry, breaking, err := newestEntry(filepath.Join(repo, "CHANGELOG.md"))
+	heading, entry, breaking, err := newestEntry(filepath.Join(repo, "CHANGELOG.md"))
 	if err != nil {
 		return err
 	}
@@ -99,23 +104,97 @@ func check(repo string, dirs []string) error {
 			return fmt.Errorf("%s: %w", dir, err)
 		}
 		removed, added := diff(want, got)
+		ifaces, sealed := interfaces(want)
 		for _, l := range removed {
 			if !names(breaking, l) {
-				problems = append(problems, fmt.Sprintf("removed or changed, and not named under Breaking in CHANGELOG.md: %s (%s)", l, key(l)))
+				problems = append(problems, problem(l, "removed or changed", true))
 			}
 		}
 		for _, l := range added {
+			if iface, ok := interfaceOf(l); ok && ifaces[iface] && !sealed[iface] {
+				// Every implementation outside the package lacks the
+				// new method, and no longer satisfies the interface.
+				if !names(breaking, l) {
+					problems = append(problems, problem(l, "added to an exported interface, which breaks its implementations", true))
+				}
+				continue
+			}
 			if !names(entry, l) {
-				problems = append(problems, fmt.Sprintf("added, and not named in CHANGELOG.md's newest entry: %s (%s)", l, key(l)))
+				problems = append(problems, problem(l, "added", false))
 			}
 		}
 		fmt.Printf("apicheck: %s: %d features, %d removed or changed, %d added\n", dir, len(got), len(removed), len(added))
 	}
 	if len(problems) > 0 {
-		return errors.New("the API differs from api/ in ways CHANGELOG.md does not list:\n  " + strings.Join(problems, "\n  ") +
-			"\nname each in CHANGELOG.md's newest entry (a removal or change under \"### Breaking\"), then record the API with `make api`")
+		return fmt.Errorf("the API differs from api/ in ways CHANGELOG.md's newest entry (%q) does not list:\n%s"+
+			"once they are listed, record the API with `make api`", heading, strings.Join(problems, ""))
 	}
 	return nil
+}
+
+// problem describes the unlisted change on line l, with the bullet that
+// would list it.
+func problem(l, what string, breaking bool) string {
+	where := `in any section of the newest entry (an addition: "### Added")`
+	if breaking {
+		where = `under "### Breaking" in the newest entry`
+	}
+	return fmt.Sprintf("  %s: %s\n    list it %s, spelled %s; for example:\n      - %s: ...\n",
+		what, l, where, spellings(l), spelling(l))
+}
+
+// spelling is the name a changelog bullet gives the feature on line l:
+// `T.M` for a method or field (of the type T), `pkg.N` for anything else.
+func spelling(l string) string {
+	k := key(l)
+	if parts := strings.Split(k, "."); len(parts) == 3 {
+		return "`" + parts[1] + "." + parts[2] + "`"
+	}
+	return "`" + k + "`"
+}
+
+// spellings lists the spellings [names] accepts for line l.
+func spellings(l string) string {
+	parts := strings.Split(key(l), ".")
+	if len(parts) == 3 {
+		p, t, m := parts[0], parts[1], parts[2]
+		return fmt.Sprintf("`%s.%s` (or `%s.%s.%s`, `(*%s).%s`, or `%s` of `%s`)", t, m, p, t, m, t, m, m, t)
+	}
+	if len(parts) != 2 {
+		return "`" + key(l) + "`"
+	}
+	return fmt.Sprintf("`%s.%s` (or `%s`)", parts[0], parts[1], parts[1])
+}
+
+var (
+	reIface     = regexp.MustCompile(`^pkg ([^,]+), type (\w+)(?:\[[^\]]*\])? interface`)
+	reIfaceOnly = regexp.MustCompile(`^pkg ([^,]+), type (\w+)(?:\[[^\]]*\])? interface$`)
+)
+
+// interfaces returns the exported interfaces the baseline lines record
+// (as "pkg.Type", the package's full path), and those of them that have
+// unexported methods: no other package can implement these, so a method
+// added to one breaks nobody.
+func interfaces(lines []string) (ifaces, sealed map[string]bool) {
+	ifaces, sealed = map[string]bool{}, map[string]bool{}
+	for _, l := range lines {
+		if m := reIfaceOnly.FindStringSubmatch(l); m != nil {
+			ifaces[m[1]+"."+m[2]] = true
+		}
+		if m := reIface.FindStringSubmatch(l); m != nil && strings.HasSuffix(l, ", unexported methods") {
+			sealed[m[1]+"."+m[2]] = true
+		}
+	}
+	return ifaces, sealed
+}
+
+// interfaceOf returns the interface ("pkg.Type") whose method line l
+// records.
+func interfaceOf(l string) (string, bool) {
+	if m := reIface.FindStringSubmatch(l); m != nil && len(l) > len(m[0]) {
+		return m[1] + "." + m[2], true
+	}
+	return "", false
 }
 
 // features lists the exported API of the module in dir, sorted.
@@ -278,6 +357,9 @@ var (
 // pkg.Name, pkg.Type.Method or pkg.Type.Field, pkg being the package's
 // last path element.
 func key(l string) string {
+	if strings.HasSuffix(l, " interface, unexported methods") {
+		l = strings.TrimSuffix(l, ", unexported methods")
+	}
 	for _, re := range []*regexp.Regexp{reMethod, reMember} {
 		if m := re.FindStringSubmatch(l); m != nil {
 			return filepath.Base(m[1]) + "." + m[2] + "." + m[3]
@@ -291,24 +373,57 @@ func key(l string) string {
 	return l
 }
 
-// names reports whether text names the feature on line l: its key
-// (gormmutex.Locker.Semaphore), or the key without the package in
-// backquotes, as in `Locker.Semaphore` or `New(`.
+// names reports whether text names the feature on line l. The rule, for
+// a method or field M of the type T in the package pkg (key pkg.T.M):
+//
+//   - pkg.T.M anywhere, in backquotes or not;
+//   - in backquotes, T.M, (*T).M or (T).M, the type optionally written
+//     pkg.T, and followed by the closing backquote, "(", "[" or a space:
+//     `T.M`, `(*T).M`, `T.M(ctx)`;
+//   - `M` of `T`: M in backquotes (optionally with its arguments, as in
+//     `M(ctx)`), the word "of", then T in backquotes (optionally *T or
+//     pkg.T).
+//
+// For anything else, a const, var, func or type N (key pkg.N): pkg.N
+// anywhere, or N in backquotes followed by the closing backquote, "(",
+// "[" or a space: `N`, `N(db, cfg)`. Line breaks count as spaces.
 func names(text, l string) bool {
+	text = strings.Join(strings.Fields(text), " ")
 	k := key(l)
-	if regexp.MustCompile(`(^|[^\w.])` + regexp.QuoteMeta(k) + `($|[^\w])`).MatchString(text) {
+	q := regexp.QuoteMeta
+	if regexp.MustCompile(`(^|[^\w.])` + q(k) + `($|[^\w])`).MatchString(text) {
 		return true
 	}
-	short := k[strings.Index(k, ".")+1:]
-	return regexp.MustCompile("`" + regexp.QuoteMeta(short) + "[`(\\[ ]").MatchString(text)
+	parts := strings.Split(k, ".")
+	end := "[`(\\[ ]"
+	switch len(parts) {
+	case 2:
+		return regexp.MustCompile("`" + q(parts[1]) + end).MatchString(text)
+	case 3:
+	default:
+		return false
+	}
+	p, t, m := q(parts[0]), q(parts[1]), q(parts[2])
+	typ := `(?:` + p + `\.)?` + t
+	for _, re := range []string{
+		"`" + typ + `\.` + m + end,
+		"`\\(\\*?" + typ + `\)\.` + m + end,
+		"`" + m + "(?:[(\\[][^`]*)?` of `\\*?" + typ + "[`\\[]",
+	} {
+		if regexp.MustCompile(re).MatchString(text) {
+			return true
+		}
+	}
+	return false
 }
 
-// newestEntry returns the text of CHANGELOG.md's newest entry (the first
-// "## " heading to the next), and of its "Breaking" sections.
-func newestEntry(path string) (entry, breaking string, err error) {
+// newestEntry returns the heading and the text of CHANGELOG.md's newest
+// entry (the first "## " heading to the next), and the text of its
+// "Breaking" sections.
+func newestEntry(path string) (heading, entry, breaking string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	defer f.Close()
 	var e, b strings.Builder
@@ -320,7 +435,7 @@ func newestEntry(path string) (entry, breaking string, err error) {
 			if in {
 				break
 			}
-			in = true
+			in, heading = true, line
 			continue
 		}
 		if !in {
@@ -335,9 +450,9 @@ func newestEntry(path string) (entry, breaking string, err error) {
 		}
 	}
 	if !in {
-		return "", "", fmt.Errorf("%s has no entry (a \"## \" heading)", path)
+		return "", "", "", fmt.Errorf("%s has no entry (a \"## \" heading)", path)
 	}
-	return e.String(), b.String(), sc.Err()
+	return heading, e.String(), b.String(), sc.Err()
 }
 
 func readLines(path string) ([]string, error) {

@@ -137,3 +137,88 @@ func TestRepositoryMethodRemoved(t *testing.T) {
 		t.Fatalf("Semaphore.Name removed: got %v, want an error naming gormmutex.Semaphore.Name", err)
 	}
 }
+
+const ifaceSrc = `package fixture
+
+// I is implemented elsewhere.
+type I interface {
+	A()
+}
+
+// S is sealed: only this package implements it.
+type S interface {
+	A()
+	s()
+}
+`
+
+// TestInterfaceMethodAdded: a method added to an exported interface breaks
+// every implementation outside the package, so it must be named under
+// Breaking, and the failure message gives the bullet to write; an
+// interface with unexported methods, which nobody else implements, takes
+// a new method as an addition.
+func TestInterfaceMethodAdded(t *testing.T) {
+	dir := t.TempDir()
+	fixture(t, dir, ifaceSrc, "")
+	if err := write(dir, []string{"."}); err != nil {
+		t.Fatal(err)
+	}
+	grown := strings.Replace(ifaceSrc, "\tA()\n}\n\n// S", "\tA()\n\tB(n int) error\n}\n\n// S", 1)
+	fixture(t, dir, grown, "")
+	err := check(dir, []string{"."})
+	if err == nil {
+		t.Fatal("a method added to an interface passed with no changelog")
+	}
+	for _, want := range []string{
+		"added to an exported interface",
+		`under "### Breaking" in the newest entry`,
+		"- `I.B`: ...",
+		"`(*I).B`",
+		`"## [Unreleased]"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the message lacks %q:\n%v", want, err)
+		}
+	}
+	fixture(t, dir, grown, "### Added\n\n- `I.B`, for counting.\n")
+	if err := check(dir, []string{"."}); err == nil {
+		t.Fatal("a method added to an interface, named only under Added, passed")
+	}
+	fixture(t, dir, grown, "### Breaking\n\n- `I.B`: implementations need it.\n")
+	if err := check(dir, []string{"."}); err != nil {
+		t.Fatalf("named under Breaking: %v", err)
+	}
+	sealed := strings.Replace(ifaceSrc, "\ts()\n", "\ts()\n\tC()\n", 1)
+	fixture(t, dir, sealed, "### Added\n\n- `S.C`.\n")
+	if err := check(dir, []string{"."}); err != nil {
+		t.Fatalf("a method added to a sealed interface, under Added: %v", err)
+	}
+}
+
+// TestMethodSpellings: a changelog may name the method B of the type T as
+// `T.B`, `fixture.T.B`, `(*T).B`, `(T).B` or "`B` of `T`" (a line break
+// in between is a space); other types' and methods' names do not count.
+func TestMethodSpellings(t *testing.T) {
+	l := "pkg example.com/fixture, method (*T) B(int) error"
+	for text, want := range map[string]bool{
+		"- `T.B` is gone.":                         true,
+		"- `T.B(n)` is gone.":                      true,
+		"- fixture.T.B is gone.":                   true,
+		"- `(*T).B` is gone.":                      true,
+		"- `(T).B` is gone.":                       true,
+		"- `(*fixture.T).B` is gone.":              true,
+		"- `B` of `T` is gone.":                    true,
+		"- `B(n)` of\n  `*T` is gone.":             true,
+		"- `B` of `fixture.T` is gone.":            true,
+		"- `B` of `U` is gone.":                    false,
+		"- `(*T).Bx` is gone.":                     false,
+		"- `U.B` is gone.":                         false,
+		"- `B` is gone.":                           false,
+		"- `T.BB`, and `T` itself, are gone.":      false,
+		"- `Bx` of `T`, and `B`, of nothing else.": false,
+	} {
+		if got := names(text, l); got != want {
+			t.Errorf("names(%q) = %v, want %v", text, got, want)
+		}
+	}
+}

@@ -3,14 +3,24 @@
 // release is tagged.
 //
 // It lays out a file:// module proxy from the repository's HEAD commit,
-// with every public module at the release version (the zips made by
-// golang.org/x/mod/zip, as the public proxy makes them from a tag), and
-// checks each zip: a LICENSE at its top, and nothing a consumer should not
-// get (database files, build output). Then, for each install line of
+// with every public module at the release version (zips made by
+// golang.org/x/mod/zip from `git archive`, as the public proxy makes them
+// from a tag; a linked worktree works too), and checks each zip: a LICENSE
+// of the module's own at its top, and nothing a consumer should not get
+// (databases, benchmark results, binaries, files over 1 MB that are not
+// docs, another module's files). Then, for each install line of
 // README.md, in a fresh module outside the repository (GOWORK=off,
-// GOFLAGS=-mod=mod, a module cache of its own), it runs that line exactly
-// and builds a program that uses what it installed; the program for the
-// root module also runs, taking a lock on SQLite.
+// GOFLAGS=-mod=mod), it runs that line exactly and builds a program that
+// uses what it installed; the program for the root module also runs,
+// taking a lock on SQLite. The root's line goes first, alone; then two
+// lines are checked at a time (-parallel).
+//
+// The consumers share one module cache. By default it is kept between
+// runs in the user's cache folder (-cache), so other modules are not
+// fetched and compiled again (SQLite's cgo driver above all); this
+// repository's modules are purged from it before and after each run, under
+// a lock, so they only ever come from this run's proxy. -cache "" gives a
+// run a fresh cache of its own.
 //
 //	go run ./proxycheck -repo .. -version v0.1.0
 //
@@ -25,6 +35,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -32,6 +43,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/modfile"
@@ -45,19 +57,41 @@ import (
 var public = []string{".", "gocronlock", "robfigcronlock", "otelgormmutex"}
 
 func main() {
-	repo := flag.String("repo", ".", "the repository's root")
-	version := flag.String("version", "v0.1.0", "the release version to check")
-	keep := flag.Bool("keep", false, "keep the proxy and the consumer modules (their folder is printed)")
+	var o options
+	flag.StringVar(&o.repo, "repo", ".", "the repository's root")
+	flag.StringVar(&o.version, "version", "v0.1.0", "the release version to check")
+	flag.BoolVar(&o.keep, "keep", false, "keep the proxy and the consumer modules (their folder is printed)")
+	flag.StringVar(&o.cache, "cache", defaultCache(), "the folder of the module cache the consumers share, kept between runs for other modules than this repository's (empty: a fresh one in the work folder)")
+	flag.IntVar(&o.parallel, "parallel", 2, "how many install lines are checked at a time")
 	flag.Parse()
-	if err := run(*repo, *version, *keep); err != nil {
+	start := time.Now()
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "proxycheck: FAIL:", err)
 		os.Exit(1)
 	}
-	fmt.Println("proxycheck: ok")
+	fmt.Printf("proxycheck: ok (%s)\n", time.Since(start).Round(time.Second))
 }
 
-func run(repo, version string, keep bool) error {
-	root, err := filepath.Abs(repo)
+type options struct {
+	repo, version string
+	keep          bool
+	cache         string
+	parallel      int
+}
+
+// defaultCache is the module cache the consumers share across runs: a
+// folder of the user's cache, apart from the go command's own so that
+// this repository's modules laid out here never reach it.
+func defaultCache() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "gormmutex-proxycheck")
+}
+
+func run(o options) error {
+	root, err := filepath.Abs(o.repo)
 	if err != nil {
 		return err
 	}
@@ -65,7 +99,7 @@ func run(repo, version string, keep bool) error {
 	if err != nil {
 		return err
 	}
-	if keep {
+	if o.keep {
 		fmt.Println("proxycheck: working in", work)
 	} else {
 		defer removeAll(work)
@@ -73,32 +107,81 @@ func run(repo, version string, keep bool) error {
 	proxy := filepath.Join(work, "proxy")
 	var paths []string
 	for _, dir := range public {
-		p, err := publish(root, dir, version, proxy)
+		p, err := publish(root, dir, o.version, proxy)
 		if err != nil {
 			return fmt.Errorf("module in %s: %w", dir, err)
 		}
 		paths = append(paths, p)
-		fmt.Printf("proxycheck: %s@%s laid out\n", p, version)
+		fmt.Printf("proxycheck: %s@%s laid out\n", p, o.version)
 	}
 	lines, err := installLines(filepath.Join(root, "README.md"))
 	if err != nil {
 		return err
 	}
-	if err := checkLines(lines, paths, version); err != nil {
+	if err := checkLines(lines, paths, o.version); err != nil {
 		return err
 	}
-	env, err := consumerEnv(work, proxy, paths[0])
+	modcache := filepath.Join(work, "modcache")
+	if o.cache != "" {
+		unlock, err := lockCache(o.cache)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		modcache = filepath.Join(o.cache, "modcache")
+		// Only other modules' copies are kept: this repository's come
+		// from this run's proxy, or from nowhere.
+		purge(modcache, paths[0])
+		defer purge(modcache, paths[0])
+	}
+	env, err := consumerEnv(work, modcache, proxy, paths[0])
 	if err != nil {
 		return err
 	}
+	return consumeAll(work, lines, env, o.parallel)
+}
+
+// consumeAll checks every install line, each in a fresh module, and
+// returns their errors. The first line (the root module's, which every
+// other needs, with SQLite's cgo driver) runs alone, filling the module
+// and build caches; then the others run parallel at a time, so that two
+// go commands never compile the same packages at once.
+func consumeAll(work string, lines []string, env []string, parallel int) error {
+	errs := make([]error, len(lines))
+	sem := make(chan struct{}, max(parallel, 1))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
 	for i, line := range lines {
-		dir := filepath.Join(work, fmt.Sprintf("consumer%d", i))
-		if err := consume(dir, line, env); err != nil {
-			return fmt.Errorf("%s: %w", line, err)
+		if i == 1 {
+			wg.Wait()
 		}
-		fmt.Printf("proxycheck: %s: ok\n", line)
+		wg.Add(1)
+		sem <- struct{}{} // in the README's order
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			err := consume(filepath.Join(work, fmt.Sprintf("consumer%d", i)), line, env)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs[i] = fmt.Errorf("%s: %w", line, err)
+				fmt.Printf("proxycheck: %s: FAIL (%s)\n", line, time.Since(start).Round(100*time.Millisecond))
+				return
+			}
+			fmt.Printf("proxycheck: %s: ok (%s)\n", line, time.Since(start).Round(100*time.Millisecond))
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// purge removes this repository's modules from the module cache, the
+// extracted folders and the downloads.
+func purge(modcache, rootPath string) {
+	owner := path.Dir(rootPath) // github.com/gormmutex
+	removeAll(filepath.Join(modcache, filepath.FromSlash(owner)))
+	removeAll(filepath.Join(modcache, "cache", "download", filepath.FromSlash(owner)))
 }
 
 // publish writes the module in dir of the repository's HEAD commit into
@@ -140,11 +223,10 @@ func publish(root, dir, version, proxy string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	subdir := dir
-	if subdir == "." {
-		subdir = ""
+	files, err := committedFiles(root, "HEAD", dir)
+	if err == nil {
+		err = modzip.Create(f, mv, files)
 	}
-	err = modzip.CreateFromVCS(f, mv, root, "HEAD", subdir)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -178,16 +260,17 @@ func publish(root, dir, version, proxy string) (string, error) {
 	return modPath, nil
 }
 
-// forbidden are the files no consumer should download: databases the
-// tests or examples left, build output, editor and OS litter.
-var forbidden = regexp.MustCompile(`(?i)(\.(db|db-wal|db-shm|sqlite3?|test|out|tmp|exe|prof)$|(^|/)(topo\.bin|\.DS_Store)$)`)
-
 // maxZip is far above what the modules need (a few hundred kilobytes)
 // and far below the proxy's own limit: a zip larger than this holds
 // something that does not belong.
 const maxZip = 4 << 20
 
-// checkZip checks what the zip of mv holds.
+// maxFile is the largest file a zip may hold, docs aside: no source file
+// of these modules comes near it, and a larger one is data or a binary.
+const maxFile = 1 << 20
+
+// checkZip checks what the zip of mv holds: a LICENSE of its own at its
+// top, and nothing but what a consumer needs (see [unwanted]).
 func checkZip(zipPath string, mv module.Version) error {
 	st, err := os.Stat(zipPath)
 	if err != nil {
@@ -212,17 +295,86 @@ func checkZip(zipPath string, mv module.Version) error {
 		if rel == "LICENSE" {
 			license = true
 		}
-		if forbidden.MatchString(rel) {
-			bad = append(bad, rel)
+		rc, err := zf.Open()
+		if err != nil {
+			return err
+		}
+		head := make([]byte, 8000)
+		n, err := io.ReadFull(rc, head)
+		rc.Close()
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: %w", zf.Name, err)
+		}
+		if why := unwanted(rel, int64(zf.UncompressedSize64), head[:n]); why != "" {
+			bad = append(bad, rel+" ("+why+")")
 		}
 	}
 	if !license {
-		return fmt.Errorf("the zip of %s has no LICENSE at its top (pkg.go.dev shows no documentation without one)", mv)
+		return fmt.Errorf("the zip of %s has no LICENSE at its top: commit one in the module's folder (pkg.go.dev shows no documentation without one)", mv)
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("the zip of %s holds files a consumer should not get: %s", mv, strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// forbiddenName matches the names of files no consumer should download:
+// databases the tests or examples left, test binaries and profiles, build
+// output, editor and OS litter.
+var forbiddenName = regexp.MustCompile(`(?i)(\.(db|db-wal|db-shm|db-journal|sqlite3?|test|out|tmp|exe|dll|so|dylib|a|o|prof|pprof)$|(^|/)(topo\.bin|\.DS_Store)$)`)
+
+// docExt are the extensions of documentation: text and the images it
+// shows.
+var docExt = []string{".md", ".txt", ".svg", ".png", ".jpg", ".jpeg", ".gif"}
+
+// private are the folders of this repository's own modules: in a public
+// module's zip they mean a go.mod went missing.
+var private = []string{"bench", "topology", "tools"}
+
+// unwanted says why the file rel (its size and first bytes given) does
+// not belong in a module zip, or returns "". A consumer gets sources,
+// go.mod and go.sum, LICENSE and docs; not a database (by name or by
+// content), not benchmark results or other data files beyond docs, not
+// an executable or other binary file (by content), not a file above
+// [maxFile] other than docs, and nothing of bench, topology or tools.
+func unwanted(rel string, size int64, head []byte) string {
+	ext := strings.ToLower(path.Ext(rel))
+	doc := slices.Contains(docExt, ext) || rel == "LICENSE"
+	first := strings.SplitN(rel, "/", 2)[0]
+	switch {
+	case slices.Contains(private, first) && strings.Contains(rel, "/"):
+		return "a file of the repository's own module " + first
+	case forbiddenName.MatchString(rel):
+		return "a database, binary or build output, by its name"
+	case bytes.HasPrefix(head, []byte("SQLite format 3\x00")):
+		return "a SQLite database"
+	case isExecutable(head):
+		return "an executable or object file"
+	case !doc && slices.Contains(strings.Split(path.Dir(rel), "/"), "results"):
+		return "benchmark results that are not docs"
+	case !doc && size > maxFile:
+		return fmt.Sprintf("%d bytes, more than %d, and not docs", size, maxFile)
+	case !doc && bytes.IndexByte(head, 0) >= 0:
+		return "a binary file"
+	}
+	return ""
+}
+
+// isExecutable reports whether head begins an ELF, Mach-O, PE or wasm
+// binary, or an ar archive (a static library).
+func isExecutable(head []byte) bool {
+	for _, magic := range [][]byte{
+		[]byte("\x7fELF"),
+		{0xfe, 0xed, 0xfa, 0xce}, {0xfe, 0xed, 0xfa, 0xcf}, {0xce, 0xfa, 0xed, 0xfe}, {0xcf, 0xfa, 0xed, 0xfe}, {0xca, 0xfe, 0xba, 0xbe},
+		[]byte("\x00asm"),
+		[]byte("!<arch>\n"),
+	} {
+		if bytes.HasPrefix(head, magic) {
+			return true
+		}
+	}
+	// PE: "MZ", and the PE header where the DOS header says.
+	return len(head) > 0x40 && bytes.HasPrefix(head, []byte("MZ"))
 }
 
 // installLines returns README.md's install commands for this
@@ -270,10 +422,11 @@ func checkLines(lines, paths []string, version string) error {
 
 // consumerEnv returns the environment of a consumer outside the
 // repository: the file proxy first, then the module cache's downloads and
-// the usual proxy for everything else; a module cache of its own, so no
-// earlier run's copy of a module stands in for this one; no checksum
-// database for this repository's modules, which it has never seen.
-func consumerEnv(work, proxy, rootPath string) ([]string, error) {
+// the usual proxy for everything else; the module cache modcache, which
+// holds no copy of this repository's modules when the run starts; no
+// checksum database for this repository's modules, which it has never
+// seen.
+func consumerEnv(work, modcache, proxy, rootPath string) ([]string, error) {
 	out, err := exec.Command("go", "env", "GOMODCACHE", "GOPROXY").Output()
 	if err != nil {
 		return nil, err
@@ -298,7 +451,7 @@ func consumerEnv(work, proxy, rootPath string) ([]string, error) {
 		"GOPROXY="+proxies,
 		"GOFLAGS=-mod=mod",
 		"GOWORK=off",
-		"GOMODCACHE="+filepath.Join(work, "modcache"),
+		"GOMODCACHE="+modcache,
 		"GONOSUMDB="+rootPath,
 		"GOBIN="+filepath.Join(work, "bin"),
 	), nil

@@ -396,8 +396,12 @@ func TestHistoryKillAndPauseGalera(t *testing.T) {
 // TestHistoryMariaDBDirect checks the same history on the directly connected
 // MariaDB of the other suites (GORMMUTEX_MYSQL_DSN, by default 127.0.0.1:3306).
 func TestHistoryMariaDBDirect(t *testing.T) {
-	dsn := testdb.MySQL()
-	db, err := gorm.Open(mysqlDialector(dsn), &gorm.Config{})
+	// A database of the run's own on that server (see internal/testdb).
+	dsn, err := testdb.RunDSN("mysql")
+	var db *gorm.DB
+	if err == nil {
+		db, err = gorm.Open(mysqlDialector(dsn), &gorm.Config{})
+	}
 	if err == nil {
 		err = gormmutex.AutoMigrate(db)
 		if sqlDB, e := db.DB(); e == nil {

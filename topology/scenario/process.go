@@ -1,13 +1,10 @@
 package scenario
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gormmutex/gormmutex"
+	"github.com/gormmutex/gormmutex/internal/child"
 )
 
 // The environment of a worker process: the test binary started again with
@@ -101,7 +99,7 @@ func worker(name string) error {
 // Worker is a worker process started by StartWorker.
 type Worker struct {
 	Name string
-	cmd  *exec.Cmd
+	proc *child.Process
 	done chan struct{} // closed once its output is read and it has exited
 	mu   sync.Mutex    // guards open, ops, held, acqErrs
 	open map[int64]Op  // acquired, not yet released
@@ -116,28 +114,18 @@ type Worker struct {
 // The process is killed when t ends.
 func StartWorker(t testing.TB, name, driver, dsn, lockID string, ttl time.Duration) *Worker {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), workerEnv+"="+name, workerDriver+"="+driver, workerDSN+"="+dsn,
-		workerLock+"="+lockID, workerTTL+"="+ttl.String())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w := &Worker{Name: name, cmd: cmd, done: make(chan struct{}), open: map[int64]Op{}}
-	go w.read(out)
+	w := &Worker{Name: name, done: make(chan struct{}), open: map[int64]Op{}}
+	w.proc = child.Start(t, child.Options{Env: []string{workerEnv + "=" + name, workerDriver + "=" + driver, workerDSN + "=" + dsn,
+		workerLock + "=" + lockID, workerTTL + "=" + ttl.String()}})
+	go w.read()
 	t.Cleanup(func() { w.Kill() })
 	return w
 }
 
-func (w *Worker) read(r io.Reader) {
+func (w *Worker) read() {
 	defer close(w.done)
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	for line := range w.proc.Lines() {
+		f := strings.Fields(line)
 		if len(f) < 3 {
 			continue
 		}
@@ -172,7 +160,7 @@ func (w *Worker) read(r io.Reader) {
 		}
 		w.mu.Unlock()
 	}
-	_ = w.cmd.Wait()
+	_ = w.proc.Wait()
 }
 
 // Holding reports whether the worker's last report was an acquisition
@@ -192,11 +180,11 @@ func (w *Worker) AcquireErrors() int {
 }
 
 // Signal sends sig to the worker process.
-func (w *Worker) Signal(sig syscall.Signal) error { return w.cmd.Process.Signal(sig) }
+func (w *Worker) Signal(sig syscall.Signal) error { return w.proc.Signal(sig) }
 
 // Kill kills the worker (SIGKILL) and waits until its output is read.
 func (w *Worker) Kill() {
-	_ = w.cmd.Process.Kill()
+	_ = w.proc.Kill()
 	<-w.done
 }
 
