@@ -45,6 +45,12 @@ type request struct {
 	// announce makes the lock's acquisitions and releases notify, where
 	// the database can (the dialect's announcing copy): an election's.
 	announce bool
+	// fair makes a waiter take a place in the lock's queue and the lock
+	// only in its turn (Config.Fair, fair.go); ticket is the id of the
+	// waiter's place, 0 before it has one (it then yields to every live
+	// place).
+	fair   bool
+	ticket int64
 	// info names the lock to an Observer; st, where not nil, counts the
 	// acquire for one.
 	info observe.LockInfo
@@ -54,7 +60,7 @@ type request struct {
 // lockRequest is the request of Locker.Acquire and Locker.Do for lockID.
 func (e *engine) lockRequest(lockID string) request {
 	return request{lockID: lockID, wait: e.cfg.Wait, lookupHolder: !e.cfg.SuppressAcquisitionErrors,
-		info: e.info(observe.KindLock, lockID, lockID)}
+		fair: e.cfg.Fair, info: e.info(observe.KindLock, lockID, lockID)}
 }
 
 // Acquire takes the lock lockID, waiting up to Config.Wait while it is held
@@ -126,6 +132,10 @@ func (e *engine) acquire(ctx context.Context, r request) (*Lock, error) {
 		}
 		if r.st != nil {
 			r.st.waiting(ctx)
+		}
+		if r.fair {
+			unregister()
+			return e.waitFair(ctx, d, r, deadline, wk)
 		}
 		err = sleep(ctx, min(b.next(), time.Until(deadline)), woke)
 		unregister()
@@ -221,6 +231,10 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 	var sent time.Time
 	insert := d.acquireStatement(waiting, e.cfg.AsyncCommit)
 	args := []any{r.lockID, d.duration(e.cfg.TTL), e.holder}
+	fair := r.fair && d.insertFair != ""
+	if fair {
+		insert, args = d.fairStatement(waiting, e.cfg.AsyncCommit), fairArgs(d, r, args)
+	}
 	counted := r.countRow != "" && d.insertCounted != ""
 	if counted {
 		insert = d.insertCounted
@@ -251,6 +265,9 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 		// The semaphore's count row is missing: the slot was not taken,
 		// and the semaphore writes the row (semaphore.go).
 		id, err = 0, nil
+	}
+	if fair && err != nil && d.fairRefused != nil && d.fairRefused(err) {
+		id, err = 0, nil // an earlier waiter is queued
 	}
 	return id, sent, d.explainErr(err)
 }

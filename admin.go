@@ -23,14 +23,15 @@ func rowColumns(readTime func(col string) string) string {
 // not yet free), ordered by lock id, with their holder, acquisition time and
 // expiry on the database's clock. A semaphore's permits are listed as
 // locks on its slots; the row that keeps its count is not a lock and is
-// left out.
+// left out, as are the places of waiters in a fair lock's queue
+// (Config.Fair).
 func (l *Locker) List(ctx context.Context) ([]DBMutex, error) {
 	d, err := l.dialectOn(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	rows, err := l.readRows(ctx, d, d.list)
-	rows = slices.DeleteFunc(rows, func(r DBMutex) bool { return isCountRow(r.LockID) })
+	rows = slices.DeleteFunc(rows, func(r DBMutex) bool { return isCountRow(r.LockID) || isQueueRow(r.LockID) })
 	return rows, d.explainErr(err)
 }
 

@@ -102,6 +102,25 @@ type Config struct {
 	// settings such a pooler needs.
 	TransactionPooling bool `json:"transaction_pooling" yaml:"transaction_pooling"`
 
+	// Fair serves the waiters of a lock in the order they started waiting
+	// (first in, first out), across processes and machines: a waiter whose
+	// first attempt finds the lock held takes a numbered place in a queue
+	// kept in the lock table, and an acquire takes the lock only when no
+	// live place of an earlier waiter is ahead of it (a newcomer yields to
+	// every waiter). A waiter that gives up or is cancelled leaves the
+	// queue at once; one that crashes or is paused loses its place within
+	// two seconds, so it holds up the ones behind it for at most that
+	// long. An uncontended acquire, and an attempt with Wait 0, cost what
+	// they cost without Fair; waiting costs more statements (a place to
+	// keep, renew and read), and a handoff is slower, since the next
+	// waiter in line must notice that the lock is free: on MySQL and
+	// SQLite, where nothing notifies, by polling. Every process that
+	// waits for a lock must set Fair for its order to hold: an unfair
+	// acquire does not look at the queue. [Locker.Semaphore] and
+	// [NewElection] refuse it. See docs/locks-and-configuration.md.
+	// Default false.
+	Fair bool `json:"fair" yaml:"fair"`
+
 	// Holder says who holds the lock, in the lock's row, at most 200 bytes.
 	// Empty means "hostname:pid"; a Holder that is set is stored as
 	// "Holder (hostname:pid)", so that the host and process of a lock stay
@@ -190,7 +209,7 @@ func (c Config) validate() (key string, err error) {
 
 // configKeys are the keys that UnmarshalJSON and UnmarshalYAML accept.
 var configKeys = []string{"ttl", "wait", "keep_alive", "min_hold", "suppress_acquisition_errors", "async_commit",
-	"transaction_pooling", "holder", "table"}
+	"transaction_pooling", "holder", "table", "fair"}
 
 // UnmarshalJSON reads a Config written as JSON. Durations are strings with
 // a unit, such as "30m" or "1800s". A "ttl" key that is absent gives
@@ -301,6 +320,8 @@ func (c *Config) apply(m map[string]any, where func(key string) location) error 
 			out.AsyncCommit, err = parseBool(v)
 		case "transaction_pooling":
 			out.TransactionPooling, err = parseBool(v)
+		case "fair":
+			out.Fair, err = parseBool(v)
 		case "holder":
 			s, ok := v.(string)
 			if !ok {
@@ -549,6 +570,7 @@ type encoded struct {
 	TransactionPooling        bool    `json:"transaction_pooling,omitempty" yaml:"transaction_pooling,omitempty"`
 	Holder                    string  `json:"holder,omitempty" yaml:"holder,omitempty"`
 	Table                     string  `json:"table,omitempty" yaml:"table,omitempty"`
+	Fair                      bool    `json:"fair,omitempty" yaml:"fair,omitempty"`
 }
 
 func (c Config) encode() encoded {
@@ -557,7 +579,7 @@ func (c Config) encode() encoded {
 		s := c.TTL.String()
 		ttl = &s
 	}
-	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.TransactionPooling, c.Holder, c.Table}
+	return encoded{ttl, c.Wait.String(), c.SuppressAcquisitionErrors, c.KeepAlive, c.MinHold.String(), c.AsyncCommit, c.TransactionPooling, c.Holder, c.Table, c.Fair}
 }
 
 // MarshalJSON writes the Config the way [Config.UnmarshalJSON] reads it,

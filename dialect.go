@@ -69,6 +69,32 @@ type dialect struct {
 	// wakes the waiter. Set only where wake is.
 	insertWaiting, insertWaitingAsync string
 
+	// insertFair, insertFairAsync, insertFairWaiting and
+	// insertFairWaitingAsync are insert, insertAsync, insertWaiting and
+	// insertWaitingAsync for Config.Fair (fair.go): they take the lock only
+	// while no live row of the lock's queue, in the half-open range of lock
+	// ids given, has an id below the ticket given (lockID, ttl, holder,
+	// from, to, ticket). Otherwise they take nothing, as when the lock is
+	// live elsewhere; where fairRefused is set, by failing with the error
+	// it recognises.
+	insertFair, insertFairAsync, insertFairWaiting, insertFairWaitingAsync string
+	// fairArgs, where set, orders insertFair's bind arguments; otherwise
+	// they come in the order above.
+	fairArgs func(lockID, ttl, holder, from, to, ticket any) []any
+	// fairRefused, where set, says that an insertFair failed because an
+	// earlier waiter is queued: it took nothing.
+	fairRefused func(error) bool
+	// queuePosition reads a waiter's place in a lock's queue: twice the
+	// number of live rows in the range with a smaller id, plus 1 if the
+	// waiter's own row (its ticket) is live (ticket, ticket, from, to,
+	// ticket).
+	queuePosition string
+	// renewPlace, where set, renews a waiter's live place and returns the
+	// number of live places in the range with a smaller id; no row if the
+	// place has lapsed (ttl, lockID, id, from, to, id). Elsewhere the
+	// waiter runs refresh, then queuePosition.
+	renewPlace string
+
 	// release frees the holder's live row (lockID, id), durably.
 	release string
 	// releaseFast frees the holder's live row without waiting for the disk,
@@ -257,6 +283,8 @@ func build(d *dialect, table, now string, plus func(string) string) *dialect {
 	d.list = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY lock_id", columns, table, d.live)
 	d.lookup = fmt.Sprintf("SELECT %s FROM %s WHERE lock_id = ? AND %s", columns, table, d.live)
 	d.slots = fmt.Sprintf("SELECT lock_id, holder FROM %s WHERE %s AND lock_id >= ? AND lock_id < ?", table, d.live)
+	d.queuePosition = fmt.Sprintf("SELECT 2 * COUNT(CASE WHEN id < ? THEN 1 END) + COUNT(CASE WHEN id = ? THEN 1 END) FROM %s"+
+		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > %s AND id <= ?", table, now)
 	d.swapCount = fmt.Sprintf("UPDATE %s SET holder = ?, version = version + 1 WHERE lock_id = ? AND holder = ?", table)
 	if d.purge == nil {
 		d.purge = []string{fmt.Sprintf("DELETE FROM %[1]s WHERE lock_id IN (SELECT lock_id FROM %[1]s WHERE expires_at <= %[2]s LIMIT ?) AND expires_at <= %[2]s", table, now)}

@@ -116,6 +116,17 @@ func mysqlStatements(table string, fastRelease bool) *dialect {
 		taken("created_at") + ", " + taken("expires_at") + ", " + taken("holder") + ", version = IF(id = VALUES(id), 0, version)"
 	d.insert = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder)" +
 		" VALUES (?, " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
+	// A fair acquire (fair.go) takes the lock only while no earlier
+	// waiter's place is live in the lock's queue. Where one is, it inserts
+	// NULL as the lock id, which fails (1048) and writes nothing, whether
+	// or not the lock's row exists; an INSERT ... SELECT that inserts no
+	// row would hold InnoDB's table-wide AUTO-INC lock (see below).
+	d.insertFair = "INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) VALUES (IF(EXISTS (SELECT 1 FROM " + tbl +
+		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + mysqlNow + " AND id < ?), NULL, ?), " + mysqlNow + ", " + mysqlPlus(mysqlNow) + ", ?)" + update
+	d.fairArgs = func(lockID, ttl, holder, from, to, ticket any) []any {
+		return []any{from, to, ticket, lockID, ttl, holder}
+	}
+	d.fairRefused = func(err error) bool { return strings.HasPrefix(err.Error(), "Error 1048") }
 	// A semaphore's slot is taken only while its count row holds the
 	// count. The row is read by a locking read, which waits for a change
 	// of count in progress and reads the latest committed row whatever the

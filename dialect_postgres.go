@@ -150,6 +150,19 @@ func postgresDialect(table string) *dialect {
 		explain:   postgresExplain,
 		schema:    postgresSchema(table),
 	}, tbl, "now()", plus)
+	// A fair acquire (fair.go) inserts only while no earlier waiter's
+	// place is live in the lock's queue; the range is one of the key.
+	fairValues := "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ?"
+	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
+	d.insertFair = "INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover
+	d.insertFairAsync = async + "INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover
+	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover + want
+	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
+	// A renewal of a place that a crash undoes only lets the place lapse
+	// sooner: it need not wait for the disk.
+	d.renewPlace = async + " UPDATE " + tbl + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
+		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + tbl +
+		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
 	// A release marks the row free instead of deleting it (see above).
 	release := "UPDATE " + tbl + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
 	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
@@ -176,7 +189,8 @@ func postgresDialect(table string) *dialect {
 	// numbered placeholders.
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
 		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup,
-		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount} {
+		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount,
+		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition, &d.renewPlace} {
 		*q = numbered(*q)
 	}
 	// An election's lock announces every change of term to the observers

@@ -111,8 +111,8 @@ type Leader struct {
 // reports; cfg.Logger, cfg.AsyncCommit, cfg.Observer and cfg.Table mean
 // what they mean for a lock, and cfg.TransactionPooling makes Observe poll (see
 // Observe). An Election waits, renews and resigns by its own settings:
-// cfg.Wait, cfg.KeepAlive, cfg.MinHold and cfg.SuppressAcquisitionErrors
-// must be left unset. opts change the renew deadline and retry period,
+// cfg.Wait, cfg.KeepAlive, cfg.MinHold, cfg.SuppressAcquisitionErrors and
+// cfg.Fair must be left unset. opts change the renew deadline and retry period,
 // which must satisfy TTL > renew deadline > RetryPeriodJitter × retry
 // period > 0.
 //
@@ -152,6 +152,9 @@ func (e *Election) configure(cfg Config, opts []ElectionOption) error {
 	}
 	if cfg.SuppressAcquisitionErrors {
 		unset = append(unset, "SuppressAcquisitionErrors")
+	}
+	if cfg.Fair {
+		unset = append(unset, "Fair")
 	}
 	if len(unset) > 0 {
 		return fmt.Errorf("%w: an election does not use Config.%s: it campaigns every retry period, renews its lease itself and leads until it loses or resigns; leave %s unset",

@@ -49,6 +49,9 @@ func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
 	if cfg.AsyncCommit && !d.asyncCommit() {
 		return nil, fmt.Errorf("%w: AsyncCommit is for PostgreSQL only, not %s", ErrInvalidConfig, d.name)
 	}
+	if cfg.Fair && d.insertFair == "" {
+		return nil, fmt.Errorf("%w: Fair is not supported on %s", ErrInvalidConfig, d.name)
+	}
 	e := &engine{cfg: cfg, d: d}
 	e.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
 	e.pool = e.db.Statement.ConnPool

@@ -217,8 +217,9 @@ func (e *engine) detach(ctx context.Context, timeout time.Duration) (context.Con
 }
 
 // quietTransient is a GORM logger that drops the trace of a statement that
-// failed with a transient error, which retry handles, or because a
-// semaphore's count row is missing, which the semaphore handles.
+// failed with a transient error, which retry handles, because a
+// semaphore's count row is missing, which the semaphore handles, or
+// because a fair acquire found an earlier waiter queued (fair.go).
 type quietTransient struct {
 	logger.Interface
 	d *dialect
@@ -229,7 +230,7 @@ func (q quietTransient) LogMode(level logger.LogLevel) logger.Interface {
 }
 
 func (q quietTransient) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
-	if err != nil && (q.d.transient(err) || q.d.countMissing != nil && q.d.countMissing(err)) {
+	if err != nil && (q.d.transient(err) || q.d.countMissing != nil && q.d.countMissing(err) || q.d.fairRefused != nil && q.d.fairRefused(err)) {
 		return
 	}
 	q.Interface.Trace(ctx, begin, fc, err)

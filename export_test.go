@@ -8,6 +8,8 @@ package gormmutex
 // not enough.
 
 import (
+	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -188,3 +190,34 @@ func LockerWakeups(l *Locker) int64 {
 	}
 	return w.delivered.Load()
 }
+
+// QueuedWaiters returns how many waiters hold a live place in the queue of
+// the fair lock lockID (Config.Fair), read on db.
+func QueuedWaiters(tb testing.TB, db *gorm.DB, lockID string) int {
+	tb.Helper()
+	l, err := New(db, DefaultConfig())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return QueuedWaitersOf(tb, l, lockID)
+}
+
+// QueuedWaitersOf is QueuedWaiters in l's table.
+func QueuedWaitersOf(tb testing.TB, l *Locker, lockID string) int {
+	tb.Helper()
+	ctx := context.Background()
+	d, err := l.dialectOn(ctx, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	from, to := queueRange(lockID)
+	n, _, err := l.queryID(ctx, d.queuePosition, int64(math.MaxInt64), int64(math.MaxInt64), from, to, int64(math.MaxInt64))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return int(n / 2)
+}
+
+// FairLease is how long a fair waiter's place in the queue outlives its
+// last renewal: the longest a crashed or paused waiter holds up the others.
+const FairLease = fairLease

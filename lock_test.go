@@ -121,17 +121,25 @@ func TestIsolationLevels(t *testing.T) {
 // lost and no two overlapped.
 func contend(t *testing.T, b *testdb.Backend, pools, perPool int) {
 	t.Helper()
+	contendWith(t, b, pools, perPool, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute})
+}
+
+// contendWith is contend with the Lockers' Config cfg; it also checks that
+// each holder's fencing token is above the one before.
+func contendWith(t *testing.T, b *testdb.Backend, pools, perPool int, cfg gormmutex.Config) {
+	t.Helper()
 	setup := b.Pool(t)
 	table := "gormmutex_test_counter"
 	require.NoError(t, setup.Exec("CREATE TABLE IF NOT EXISTS "+table+" (name VARCHAR(255) PRIMARY KEY, value INTEGER NOT NULL)").Error)
 	id := testdb.LockID(t)
 	require.NoError(t, setup.Exec("INSERT INTO "+table+" (name, value) VALUES (?, 0)", id).Error)
 	var inside, maxInside atomic.Int32
+	var lastToken atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, pools*perPool)
 	for p := 0; p < pools; p++ {
 		db := b.Pool(t)
-		l := newLocker(t, db, gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: time.Minute})
+		l := newLocker(t, db, cfg)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -140,6 +148,11 @@ func contend(t *testing.T, b *testdb.Backend, pools, perPool int) {
 					n := inside.Add(1)
 					defer inside.Add(-1)
 					for m := maxInside.Load(); n > m && !maxInside.CompareAndSwap(m, n); m = maxInside.Load() {
+					}
+					if lk, ok := gormmutex.FromContext(ctx); ok {
+						if prev := lastToken.Swap(lk.Token()); lk.Token() <= prev {
+							return fmt.Errorf("token %d after %d", lk.Token(), prev)
+						}
 					}
 					var v int
 					if err := db.WithContext(ctx).Raw("SELECT value FROM "+table+" WHERE name = ?", id).Scan(&v).Error; err != nil {

@@ -28,6 +28,8 @@ const helperEnv = "GORMMUTEX_TEST_HELPER"
 //	hold:      Acquire with TTL, print "acquired TOKEN", then sleep until killed.
 //	keepalive: Do with KeepAlive and TTL; fn prints "acquired TOKEN" and waits for
 //	           its context; then print "cancelled CAUSE" and "done ERR".
+//	waitfair:  Acquire with Fair, TTL and a Wait of a minute, print "acquired
+//	           TOKEN", release, print "released ERR".
 func helperMain() int {
 	mode := os.Getenv(helperEnv)
 	name, dsn, id := os.Getenv("HELPER_BACKEND"), os.Getenv("HELPER_DSN"), os.Getenv("HELPER_LOCK")
@@ -48,6 +50,14 @@ func helperMain() int {
 		}
 		fmt.Println("acquired", lk.Token())
 		<-ctx.Done()
+	case "waitfair":
+		lk, err := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: &ttl, Wait: time.Minute, Fair: true})).Acquire(ctx, id)
+		if err != nil {
+			fmt.Println("error", err)
+			return 1
+		}
+		fmt.Println("acquired", lk.Token())
+		fmt.Println("released", lk.Release(ctx))
 	case "keepalive":
 		err := testdb.Must(gormmutex.New(db, gormmutex.Config{TTL: &ttl, KeepAlive: true})).Do(ctx, id, func(ctx context.Context) error {
 			lk, _ := gormmutex.FromContext(ctx)

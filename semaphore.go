@@ -67,6 +67,8 @@ type Semaphore struct {
 // with l's Config: Wait is how long Acquire and Do wait for a free permit,
 // TTL, KeepAlive and MinHold apply to each permit as to a lock, and
 // SuppressAcquisitionErrors makes Do skip fn when no permit is free.
+// Config.Fair is refused with an error matching ErrInvalidConfig: a
+// semaphore's waiters are not served in order.
 //
 // name must be 1 to MaxSemaphoreNameLen bytes of UTF-8 without NUL, and
 // permits 1 to MaxPermits; otherwise every method returns an error
@@ -84,6 +86,9 @@ func (l *Locker) Semaphore(name string, permits int) (*Semaphore, error) {
 			ErrInvalidLockID, MaxSemaphoreNameLen, len(name))
 	case permits < 1 || permits > MaxPermits:
 		return nil, fmt.Errorf("%w: semaphore %q: permits %d, want 1 to %d", ErrInvalidConfig, name, permits, MaxPermits)
+	case l.cfg.Fair:
+		return nil, fmt.Errorf("%w: semaphore %q: Config.Fair is for locks; a semaphore's waiters poll for any free permit, in no order: use a Locker without Fair",
+			ErrInvalidConfig, name)
 	}
 	return &Semaphore{eng: l.engine, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}, nil
 }

@@ -87,10 +87,30 @@ func (w *waker) startLocked() chan struct{} {
 // release closes, once the listener is active, and a function that removes
 // the waiter. It returns a nil channel when notifications cannot be had.
 func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, func()) {
+	ch, unregister, ready := w.registerNow(lockID)
+	if ch == nil {
+		return nil, unregister
+	}
+	// Wait briefly for the listener on first use; a waiter that registers
+	// before it is active only risks missing a wake-up, and polls anyway.
+	t := time.NewTimer(listenStart)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return ch, unregister
+}
+
+// registerNow is register without waiting for the listener: it also
+// returns the channel closed once the listener is active (or has failed);
+// a nil channel and a nil ready where notifications cannot be had.
+func (w *waker) registerNow(lockID string) (<-chan struct{}, func(), <-chan struct{}) {
 	w.mu.Lock()
 	if w.broken {
 		w.mu.Unlock()
-		return nil, func() {}
+		return nil, func() {}, nil
 	}
 	ch := make(chan struct{})
 	w.waiters[lockID] = append(w.waiters[lockID], ch)
@@ -112,16 +132,14 @@ func (w *waker) register(ctx context.Context, lockID string) (<-chan struct{}, f
 			w.waiters[lockID] = list
 		}
 	}
-	// Wait briefly for the listener on first use; a waiter that registers
-	// before it is active only risks missing a wake-up, and polls anyway.
-	t := time.NewTimer(listenStart)
-	defer t.Stop()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	return ch, unregister
+	return ch, unregister, ready
+}
+
+// isActive says whether the listener is active: notifications arrive.
+func (w *waker) isActive() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active
 }
 
 // watch returns a channel that receives whenever a notification for
