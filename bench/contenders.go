@@ -113,13 +113,11 @@ type gmVariant struct {
 }
 
 // gmVariants are the gormmutex contenders, in the tables' order. Adding a
-// contender that is gormmutex with a different Config is one line here,
-// for example
-//
-//	{name: "gormmutex-fair", set: func(c *gormmutex.Config) { c.Fair = true }},
+// contender that is gormmutex with a different Config is one line here.
 var gmVariants = []gmVariant{
 	{name: "gormmutex"},
 	{name: "gormmutex-async", stores: []string{"postgres"}, set: func(c *gormmutex.Config) { c.AsyncCommit = true }},
+	{name: "gormmutex-fair", set: func(c *gormmutex.Config) { c.Fair = true }},
 }
 
 // gmVariantFor returns the variant named name.

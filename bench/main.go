@@ -70,7 +70,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 4, "rounds; every contender runs once per scenario per round, in rotating order")
 	flag.BoolVar(&cfg.quick, "quick", false, "smoke run (about 1.5 minutes): -dur 500ms -warm 100ms -rounds 1 -expired 100000 -live 10000 -delays 5ms, unless those flags are set")
 	flag.StringVar(&backends, "backends", "postgres,mysql,sqlite,redis", "stores to measure")
-	flag.StringVar(&contenders, "contenders", "", "contenders to measure (default all): gormmutex,gormmutex-async,django,pg-advisory,mysql-get_lock,redsync,semaphore,floor")
+	flag.StringVar(&contenders, "contenders", "", "contenders to measure (default all): gormmutex,gormmutex-async,gormmutex-fair,django,pg-advisory,mysql-get_lock,redsync,semaphore,floor")
 	flag.StringVar(&scenarios, "scenarios", "", "scenario groups (default all): scale (a, w2, w4, c; or name them one by one), b, waiters (q8, q64, q256, q256k16: many waiters on one key, and 256 over 16 keys), bulk (d, e), latency, sem (s1, s10, s100), observer (obs: Do with no, a no-op and the OpenTelemetry Observer)")
 	flag.IntVar(&cfg.connReserve, "conn-reserve", 20, "connections of each server's max_connections the waiters scenario leaves to others: a native lock's window that would need more is skipped")
 	flag.IntVar(&cfg.expired, "expired", 1000000, "expired rows of other ids for scenario d (0: skip)")
