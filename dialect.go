@@ -44,17 +44,38 @@ type dialect struct {
 	// wake is how a release wakes waiters in other processes; nil where it
 	// cannot, and waiters poll.
 	wake *wakeup
-	// announcing, where set, is the copy of the dialect whose acquisitions
-	// and releases always notify (see wake), for elections: their
-	// observers learn of every change of term without polling
-	// (Election.Observe). It is set on that copy too, to itself; nil
-	// where the database cannot notify.
-	announcing *dialect
 	// variant, where set, looks at the database once per pool, before the
 	// first lock statement, and returns the dialect to use on that pool (a
 	// Galera cluster instead of a single MariaDB server, say).
 	variant func(ctx context.Context, db *sql.DB) (*dialect, error)
 
+	// The statements, by feature: a lock's, fair waiting's, a semaphore's
+	// and an election's. Each group is embedded, so that its fields read as
+	// the dialect's own (d.insert); each database's file sets them group
+	// by group.
+	lockStatements
+	fairStatements
+	semaphoreStatements
+	electionStatements
+
+	// duration turns a TTL or MinHold into the bind value that the
+	// dialect's interval expression takes; nil stays nil (never expires).
+	duration func(*time.Duration) any
+	// transient says whether an error is a conflict the database reports
+	// under contention (deadlock, serialization failure, busy), or a
+	// connection that ended before the statement committed, which is
+	// retried rather than returned.
+	transient func(error) bool
+	// explain, where set, adds to an error what the user can do about it
+	// (a DSN option that is missing, say); it returns err itself otherwise.
+	explain func(err error) error
+
+	schema schema
+}
+
+// lockStatements are a lock's (acquire.go, lock.go, keepalive.go): take,
+// release and renew it, and read or clear the rows (admin.go, purge.go).
+type lockStatements struct {
 	// insert creates the lock row, or takes over the row of the same lock
 	// id if it is free (expired, or released where releases keep the row),
 	// giving it a fresh id (lockID, ttl, holder). No row, or a LastInsertId
@@ -68,32 +89,6 @@ type dialect struct {
 	// elsewhere, they also mark its row as waited for, so that its release
 	// wakes the waiter. Set only where wake is.
 	insertWaiting, insertWaitingAsync string
-
-	// insertFair, insertFairAsync, insertFairWaiting and
-	// insertFairWaitingAsync are insert, insertAsync, insertWaiting and
-	// insertWaitingAsync for Config.Fair (fair.go): they take the lock only
-	// while no live row of the lock's queue, in the half-open range of lock
-	// ids given, has an id below the ticket given (lockID, ttl, holder,
-	// from, to, ticket). Otherwise they take nothing, as when the lock is
-	// live elsewhere; where fairRefused is set, by failing with the error
-	// it recognises.
-	insertFair, insertFairAsync, insertFairWaiting, insertFairWaitingAsync string
-	// fairArgs, where set, orders insertFair's bind arguments; otherwise
-	// they come in the order above.
-	fairArgs func(lockID, ttl, holder, from, to, ticket any) []any
-	// fairRefused, where set, says that an insertFair failed because an
-	// earlier waiter is queued: it took nothing.
-	fairRefused func(error) bool
-	// queuePosition reads a waiter's place in a lock's queue: twice the
-	// number of live rows in the range with a smaller id, plus 1 if the
-	// waiter's own row (its ticket) is live (ticket, ticket, from, to,
-	// ticket).
-	queuePosition string
-	// renewPlace, where set, renews a waiter's live place and returns the
-	// number of live places in the range with a smaller id; no row if the
-	// place has lapsed (ttl, lockID, id, from, to, id). Elsewhere the
-	// waiter runs refresh, then queuePosition.
-	renewPlace string
 
 	// release frees the holder's live row (lockID, id), durably.
 	release string
@@ -128,6 +123,41 @@ type dialect struct {
 	// Unix epoch, UTC, as an integer (see dbTime, admin.go), where what the
 	// driver makes of the column depends on the DSN.
 	readTime func(col string) string
+}
+
+// fairStatements are fair waiting's (Config.Fair, fair.go): a waiter's
+// place in a lock's queue, and the acquire that yields to earlier places.
+type fairStatements struct {
+	// insertFair, insertFairAsync, insertFairWaiting and
+	// insertFairWaitingAsync are insert, insertAsync, insertWaiting and
+	// insertWaitingAsync for Config.Fair (fair.go): they take the lock only
+	// while no live row of the lock's queue, in the half-open range of lock
+	// ids given, has an id below the ticket given (lockID, ttl, holder,
+	// from, to, ticket). Otherwise they take nothing, as when the lock is
+	// live elsewhere; where fairRefused is set, by failing with the error
+	// it recognises.
+	insertFair, insertFairAsync, insertFairWaiting, insertFairWaitingAsync string
+	// fairArgs, where set, orders insertFair's bind arguments; otherwise
+	// they come in the order above.
+	fairArgs func(lockID, ttl, holder, from, to, ticket any) []any
+	// fairRefused, where set, says that an insertFair failed because an
+	// earlier waiter is queued: it took nothing.
+	fairRefused func(error) bool
+	// queuePosition reads a waiter's place in a lock's queue: twice the
+	// number of live rows in the range with a smaller id, plus 1 if the
+	// waiter's own row (its ticket) is live (ticket, ticket, from, to,
+	// ticket).
+	queuePosition string
+	// renewPlace, where set, renews a waiter's live place and returns the
+	// number of live places in the range with a smaller id; no row if the
+	// place has lapsed (ttl, lockID, id, from, to, id). Elsewhere the
+	// waiter runs refresh, then queuePosition.
+	renewPlace string
+}
+
+// semaphoreStatements are a semaphore's (semaphore.go): its permits' slots
+// and its count row.
+type semaphoreStatements struct {
 	// slots reads the lock ids and holders of the live rows in a half-open
 	// range of ids (from, to), in byte order: a semaphore's permits and its
 	// count row (semaphore.go).
@@ -153,20 +183,16 @@ type dialect struct {
 	// swapCount replaces a count row's count if it still holds the one
 	// given (count, countRowID, old).
 	swapCount string
+}
 
-	// duration turns a TTL or MinHold into the bind value that the
-	// dialect's interval expression takes; nil stays nil (never expires).
-	duration func(*time.Duration) any
-	// transient says whether an error is a conflict the database reports
-	// under contention (deadlock, serialization failure, busy), or a
-	// connection that ended before the statement committed, which is
-	// retried rather than returned.
-	transient func(error) bool
-	// explain, where set, adds to an error what the user can do about it
-	// (a DSN option that is missing, say); it returns err itself otherwise.
-	explain func(err error) error
-
-	schema schema
+// electionStatements are an election's (election.go).
+type electionStatements struct {
+	// announcing, where set, is the copy of the dialect whose acquisitions
+	// and releases always notify (see wake), for elections: their
+	// observers learn of every change of term without polling
+	// (Election.Observe). It is set on that copy too, to itself; nil
+	// where the database cannot notify.
+	announcing *dialect
 }
 
 // asyncCommit says the database supports Config.AsyncCommit.

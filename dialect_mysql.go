@@ -93,9 +93,9 @@ func mysqlStatements(table string, fastRelease bool) *dialect {
 			}
 			return d.Microseconds()
 		},
-		transient: mysqlTransient,
-		readTime:  mysqlReadTime,
-		schema:    mysqlSchema(table),
+		transient:      mysqlTransient,
+		lockStatements: lockStatements{readTime: mysqlReadTime},
+		schema:         mysqlSchema(table),
 	}
 	d.purge = []string{"DELETE FROM " + tbl + " WHERE expires_at <= " + mysqlNow + " LIMIT ?"}
 	if fastRelease {

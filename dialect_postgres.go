@@ -132,14 +132,16 @@ func postgresDialect(table string) *dialect {
 		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
 		secs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
 	d := build(&dialect{
-		name:               "PostgreSQL",
-		table:              table,
-		insert:             "INSERT INTO " + tbl + " " + values + takeover,
-		insertAsync:        async + "INSERT INTO " + tbl + " " + selected + takeover,
-		insertWaiting:      "WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + want,
-		insertWaitingAsync: async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + want,
-		returning:          true,
-		wake:               postgresWakeup(channel),
+		name:  "PostgreSQL",
+		table: table,
+		lockStatements: lockStatements{
+			insert:             "INSERT INTO " + tbl + " " + values + takeover,
+			insertAsync:        async + "INSERT INTO " + tbl + " " + selected + takeover,
+			insertWaiting:      "WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + want,
+			insertWaitingAsync: async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + want,
+		},
+		returning: true,
+		wake:      postgresWakeup(channel),
 		duration: func(d *time.Duration) any {
 			if d == nil {
 				return nil
@@ -150,6 +152,16 @@ func postgresDialect(table string) *dialect {
 		explain:   postgresExplain,
 		schema:    postgresSchema(table),
 	}, tbl, "now()", plus)
+	// The rest of the lock's statements. A release marks the row free
+	// instead of deleting it (see above).
+	release := "UPDATE " + tbl + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
+	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
+	d.release = "WITH released AS (" + release + notifyWanted
+	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
+	// A purge that a crash undoes only leaves expired rows behind.
+	d.purge = []string{async + " DELETE FROM " + tbl + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + tbl +
+		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
+	// Fair waiting's statements.
 	// A fair acquire (fair.go) inserts only while no earlier waiter's
 	// place is live in the lock's queue; the range is one of the key.
 	fairValues := "(lock_id, created_at, expires_at, holder) SELECT ?, now(), now() + make_interval(secs => ?), ?"
@@ -163,14 +175,7 @@ func postgresDialect(table string) *dialect {
 	d.renewPlace = async + " UPDATE " + tbl + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
 		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + tbl +
 		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
-	// A release marks the row free instead of deleting it (see above).
-	release := "UPDATE " + tbl + " SET expires_at = '-infinity' WHERE lock_id = ? AND id = ? AND " + d.live
-	d.releaseFast = async + ", released AS (" + release + notifyWanted + ", async_commit"
-	d.release = "WITH released AS (" + release + notifyWanted
-	d.forceRelease = "WITH released AS (" + d.forceRelease + notify
-	// A purge that a crash undoes only leaves expired rows behind.
-	d.purge = []string{async + " DELETE FROM " + tbl + " USING async_commit WHERE lock_id IN (SELECT lock_id FROM " + tbl +
-		" WHERE expires_at <= now() LIMIT ?) AND expires_at <= now()"}
+	// A semaphore's statements.
 	// The range is compared in byte order (the C collation), which the
 	// database's own collation need not be. The key serves that comparison
 	// only where the database's collation is C; elsewhere it scans.

@@ -48,25 +48,31 @@ func sqliteDialect(table string) *dialect {
 		table:     table,
 		prepare:   true,
 		inProcess: true,
-		insert: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
-			" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" + takeover,
-		// A fair acquire (fair.go) inserts only while no earlier waiter's
-		// place is live in the lock's queue.
-		insertFair: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
-			" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? WHERE NOT EXISTS (SELECT 1 FROM " + tbl +
-			" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)" + takeover,
-		// A waiter's renewal of its place also reads how many are ahead.
-		renewPlace: "UPDATE " + tbl + " SET expires_at = " + plus(now) + ", version = version + 1 WHERE lock_id = ? AND id = ? AND expires_at > " + now +
-			" RETURNING (SELECT count(*) FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)",
-		// A write statement runs with the database's write lock from its
-		// start, so the count row it reads cannot change before it
-		// commits.
-		insertCounted: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
-			" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? FROM " + tbl +
-			" AS count_row WHERE count_row.lock_id = ? AND count_row.holder = ?" + takeover,
-		putCount: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
-			" VALUES (?, " + nextID + ", " + now + ", NULL, ?)" +
-			" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at, expires_at = NULL, holder = excluded.holder",
+		lockStatements: lockStatements{
+			insert: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
+				" VALUES (?, " + nextID + ", " + now + ", " + plus(now) + ", ?)" + takeover,
+		},
+		fairStatements: fairStatements{
+			// A fair acquire (fair.go) inserts only while no earlier waiter's
+			// place is live in the lock's queue.
+			insertFair: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
+				" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? WHERE NOT EXISTS (SELECT 1 FROM " + tbl +
+				" WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)" + takeover,
+			// A waiter's renewal of its place also reads how many are ahead.
+			renewPlace: "UPDATE " + tbl + " SET expires_at = " + plus(now) + ", version = version + 1 WHERE lock_id = ? AND id = ? AND expires_at > " + now +
+				" RETURNING (SELECT count(*) FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > " + now + " AND id < ?)",
+		},
+		semaphoreStatements: semaphoreStatements{
+			// A write statement runs with the database's write lock from its
+			// start, so the count row it reads cannot change before it
+			// commits.
+			insertCounted: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
+				" SELECT ?, " + nextID + ", " + now + ", " + plus(now) + ", ? FROM " + tbl +
+				" AS count_row WHERE count_row.lock_id = ? AND count_row.holder = ?" + takeover,
+			putCount: "INSERT INTO " + tbl + " (lock_id, id, created_at, expires_at, holder)" +
+				" VALUES (?, " + nextID + ", " + now + ", NULL, ?)" +
+				" ON CONFLICT (lock_id) DO UPDATE SET id = excluded.id, created_at = excluded.created_at, expires_at = NULL, holder = excluded.holder",
+		},
 		returning: true,
 		duration: func(d *time.Duration) any {
 			if d == nil {
