@@ -231,8 +231,10 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 	var sent time.Time
 	insert := d.acquireStatement(waiting, e.cfg.AsyncCommit)
 	args := []any{r.lockID, d.duration(e.cfg.TTL), e.holder}
-	fair := r.fair && d.insertFair != ""
-	if fair {
+	if r.fair && d.insertFair == "" {
+		return 0, time.Time{}, fmt.Errorf("%w: Fair: fair waiting is not available on %s (its acquire reads the lock table in a subquery of the INSERT, which %[2]s refuses); PostgreSQL, MariaDB and SQLite have it", ErrInvalidConfig, d.name)
+	}
+	if r.fair {
 		insert, args = d.fairStatement(waiting, e.cfg.AsyncCommit), fairArgs(d, r, args)
 	}
 	counted := r.countRow != "" && d.insertCounted != ""
@@ -266,7 +268,7 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 		// and the semaphore writes the row (semaphore.go).
 		id, err = 0, nil
 	}
-	if fair && err != nil && d.fairRefused != nil && d.fairRefused(err) {
+	if r.fair && err != nil && d.fairRefused != nil && d.fairRefused(err) {
 		id, err = 0, nil // an earlier waiter is queued
 	}
 	return id, sent, d.explainErr(err)

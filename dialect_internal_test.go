@@ -3,6 +3,7 @@ package gormmutex
 // White-box: what each dialect's AutoMigrate creates besides the table.
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -49,4 +50,32 @@ func TestAutoMigrateCreatesDialectObjects(t *testing.T) {
 // or a release between two attempts would not notify.
 func TestWantedOutlastsWaits(t *testing.T) {
 	assert.GreaterOrEqual(t, postgresWantedFor, 4*waitMax)
+}
+
+// TestFairWithoutFairStatements: on a database whose dialect has no fair
+// statements (MySQL proper refuses the subquery they use), a fair acquire
+// is an error naming Fair, and takes nothing: never a silently unfair
+// acquire.
+func TestFairWithoutFairStatements(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		ctx := context.Background()
+		cfg := DefaultConfig()
+		cfg.Fair = true
+		e, err := newEngine(b.Pool(t), cfg)
+		require.NoError(t, err)
+		d, err := e.dialectOn(ctx, false)
+		require.NoError(t, err)
+		unfair := *d
+		unfair.name, unfair.fairStatements = "MySQL", fairStatements{}
+		id := testdb.LockID(t)
+		token, _, err := e.insert(ctx, ctx, &unfair, e.lockRequest(id), false)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+		assert.Contains(t, err.Error(), "Fair")
+		assert.Zero(t, token)
+		_, held, err := e.lookup(ctx, id)
+		require.NoError(t, err)
+		assert.False(t, held, "the lock was taken")
+	})
 }

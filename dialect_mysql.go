@@ -159,6 +159,10 @@ func mysqlDialect(table string) *dialect {
 	// as on Galera.
 	mysql := mysqlStatements(table, true)
 	mysql.insertCounted, mysql.putCount, mysql.countedArgs, mysql.countMissing = "", "", nil, nil
+	// For the same reason fair waiting's acquire, whose VALUES read the
+	// lock's queue in the table, is not there: a fair acquire on MySQL is
+	// an error (acquire.go), never a silently unfair one.
+	mysql.fairStatements = fairStatements{}
 	galera := mysqlGalera(table)
 	d := mysqlStatements(table, true)
 	d.variant = func(ctx context.Context, db *sql.DB) (*dialect, error) {
