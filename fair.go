@@ -159,6 +159,12 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 			p.unwatch()
 		}
 	}()
+	if wk != nil && d.leavePlace != "" {
+		// Before the place is taken, so that its first read counts
+		// from there.
+		watched, p.unwatch = wk.watch(p.from)
+		listening = wk.live(ctx, listenStart)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, lockErr("acquire", r.lockID, err)
