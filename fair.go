@@ -161,9 +161,11 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 	}()
 	if wk != nil && d.leavePlace != "" {
 		// Before the place is taken, so that its first read counts
-		// from there.
+		// from there where the listener is already active; it does not
+		// wait for the listener to start, which would hold the place
+		// back while others queue.
 		watched, p.unwatch = wk.watch(p.from)
-		listening = wk.live(ctx, listenStart)
+		listening = wk.live(ctx, 0)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
