@@ -148,7 +148,9 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 	// listener; listening says that the listener was active before the
 	// place was last read, and base is the count of leaves then, so that
 	// no leave since that read goes uncounted. A place ahead that lapses
-	// sends nothing: the renewal, which reads the place, finds it.
+	// sends nothing, nor does a leave while the listener is down (a
+	// listener that stopped and started again between two looks at it):
+	// the renewal, which reads the place, finds both within fairRenew.
 	var (
 		watched   <-chan struct{}
 		listening bool
@@ -197,10 +199,7 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 			if time.Until(deadline) <= 0 {
 				return nil, lockErr("acquire", r.lockID, e.held(ctx, ErrLocked, r))
 			}
-			if wk != nil && d.leavePlace != "" {
-				if watched == nil {
-					watched, p.unwatch = wk.watch(p.from)
-				}
+			if watched != nil {
 				if !listening && wk.live(ctx, listenStart) {
 					listening = true
 					continue // read the place again, now that leaves are heard
