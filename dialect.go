@@ -153,6 +153,12 @@ type fairStatements struct {
 	// place has lapsed (ttl, lockID, id, from, to, id). Elsewhere the
 	// waiter runs refresh, then queuePosition.
 	renewPlace string
+	// leavePlace, where set, deletes a waiter's place and notifies with the
+	// start of the queue's range as payload, so that the waiter behind it,
+	// which watches for that instead of polling, reads its place again
+	// (lockID, id, from); elsewhere the waiter runs dropOwn. Set only
+	// where wake is.
+	leavePlace string
 }
 
 // semaphoreStatements are a semaphore's (semaphore.go): its permits' slots

@@ -175,6 +175,12 @@ func postgresDialect(table string) *dialect {
 	d.renewPlace = async + " UPDATE " + tbl + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
 		" FROM async_commit WHERE lock_id = ? AND id = ? AND expires_at > now() RETURNING (SELECT count(*) FROM " + tbl +
 		" WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
+	// A waiter that leaves its place (it got the lock or gave up) wakes
+	// the one behind it, which may now be the head: the payload is the
+	// queue's range, which no release sends. A leave that a crash undoes
+	// only leaves the place to lapse: it need not wait for the disk.
+	d.leavePlace = async + ", left_place AS (DELETE FROM " + tbl + " WHERE lock_id = ? AND id = ? RETURNING 1)" +
+		" SELECT pg_notify('" + channel + "', ?) FROM left_place, async_commit"
 	// A semaphore's statements.
 	// The range is compared in byte order (the C collation), which the
 	// database's own collation need not be. The key serves that comparison
@@ -195,7 +201,7 @@ func postgresDialect(table string) *dialect {
 	for _, q := range []*string{&d.insert, &d.insertAsync, &d.insertWaiting, &d.insertWaitingAsync, &d.release, &d.releaseFast,
 		&d.releaseMinHold, &d.dropOwn, &d.refresh, &d.forceRelease, &d.purge[0], &d.slots, &d.lookup,
 		&d.insertCounted, &d.insertCountedAsync, &d.putCount, &d.swapCount,
-		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition, &d.renewPlace} {
+		&d.insertFair, &d.insertFairAsync, &d.insertFairWaiting, &d.insertFairWaitingAsync, &d.queuePosition, &d.renewPlace, &d.leavePlace} {
 		*q = numbered(*q)
 	}
 	// An election's lock announces every change of term to the observers

@@ -125,6 +125,7 @@ type place struct {
 	lockID   string    // the place's row
 	ticket   int64     // the row's id; 0 while the waiter has no place
 	renewed  time.Time // local time at which its lease was last set
+	unwatch  func()    // ends the watch for leaves, where one was started
 }
 
 // waitFair waits for the lock r asks for, in turn, after a first attempt
@@ -139,17 +140,51 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 	b := backoff{min: waitMin, max: waitMax}
 	pos := -1 // the waiter's place in the queue: 0 at the head; -1 unknown
 	var pc pacer
+	// Where a leave notifies (dialect.leavePlace), the waiters behind the
+	// head do not poll: each counts the leaves that this process hears
+	// (waker.heardOf) and reads its place again once as many have been
+	// heard as there were places ahead of it, when it is likely the head.
+	// watched is signalled at every leave heard, and at the end of the
+	// listener; listening says that the listener was active before the
+	// place was last read, and base is the count of leaves then, so that
+	// no leave since that read goes uncounted. A place ahead that lapses
+	// sends nothing, nor does a leave while the listener is down (a
+	// listener that stopped and started again between two looks at it):
+	// the renewal, which reads the place, finds both within fairRenew.
+	var (
+		watched   <-chan struct{}
+		listening bool
+		base      uint64
+	)
+	defer func() {
+		if watched != nil {
+			p.unwatch()
+		}
+	}()
+	if wk != nil && d.leavePlace != "" {
+		// Before the place is taken, so that its first read counts
+		// from there where the listener is already active; it does not
+		// wait for the listener to start, which would hold the place
+		// back while others queue.
+		watched, p.unwatch = wk.watch(p.from)
+		listening = wk.live(ctx, 0)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, lockErr("acquire", r.lockID, err)
 		}
+		if listening {
+			base = wk.heardOf(p.from)
+		}
+		read := false // pos is fresh: the renewal read it
 		if p.ticket == 0 || time.Since(p.renewed) >= fairRenew {
 			var err error
 			if pos, err = e.keepPlace(ctx, d, p); err != nil {
 				return nil, lockErr("acquire", r.lockID, err)
 			}
+			read = pos >= 0
 		}
-		if pos != 0 {
+		if pos != 0 && !read {
 			var err error
 			if pos, err = e.position(ctx, d, p); err != nil {
 				return nil, lockErr("acquire", r.lockID, err)
@@ -164,10 +199,31 @@ func (e *engine) waitFair(ctx context.Context, d *dialect, r request, deadline t
 			if time.Until(deadline) <= 0 {
 				return nil, lockErr("acquire", r.lockID, e.held(ctx, ErrLocked, r))
 			}
+			if watched != nil {
+				if !listening && wk.live(ctx, listenStart) {
+					listening = true
+					continue // read the place again, now that leaves are heard
+				}
+				if listening {
+					// Asleep until pos leaves are heard, or until the
+					// renewal.
+					for wk.heardOf(p.from)-base < uint64(pos) {
+						wait := min(time.Until(p.renewed.Add(fairRenew)), time.Until(deadline))
+						if wait <= 0 {
+							break
+						}
+						if err := sleep(ctx, wait, watched); err != nil {
+							return nil, lockErr("acquire", r.lockID, err)
+						}
+						if !wk.isActive() {
+							listening = false
+							break
+						}
+					}
+					continue
+				}
+			}
 			wait := min(pc.next(pos), untilRenew, time.Until(deadline))
-			// Even where releases notify, the waiter right behind the head
-			// polls: what makes it the head is the head taking the lock,
-			// which sends nothing.
 			if err := sleep(ctx, max(wait, 0), nil); err != nil {
 				return nil, lockErr("acquire", r.lockID, err)
 			}
@@ -313,7 +369,11 @@ func (e *engine) leave(ctx context.Context, d *dialect, p *place) {
 	}
 	sctx, cancel := e.detach(ctx, attemptTimeout)
 	defer cancel()
-	_, _ = e.exec(sctx, d, d.dropOwn, p.lockID, p.ticket)
+	if d.leavePlace != "" {
+		_, _ = e.exec(sctx, d, d.leavePlace, p.lockID, p.ticket, p.from)
+	} else {
+		_, _ = e.exec(sctx, d, d.dropOwn, p.lockID, p.ticket)
+	}
 	p.ticket = 0
 }
 

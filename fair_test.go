@@ -324,3 +324,46 @@ func TestFairOnTable(t *testing.T) {
 		assert.Equal(t, []string{"table", "default"}, o.list())
 	})
 }
+
+// TestFairWaitersListen: where the database notifies, the waiters behind
+// the head of a fair queue do not poll: each sleeps until it has heard as
+// many places ahead of it leave as there were, and otherwise reads its
+// place only when it renews it (every second). Two waiters behind the
+// head, in pools of their own, send a few statements while the holder
+// keeps the lock, not one every few milliseconds; and all get the lock in
+// order once it is released.
+func TestFairWaitersListen(t *testing.T) {
+	t.Parallel()
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		t.Parallel()
+		id := testdb.LockID(t)
+		db := b.Pool(t)
+		lk := mustAcquire(t, newLocker(t, db, fairConfig()), id)
+		var o order
+		done := []<-chan error{startWaiter(context.Background(), newLocker(t, b.Pool(t), fairConfig()), id, "head", &o)}
+		waitQueued(t, db, id, 1)
+		c := &sqlcount.Counter{}
+		for i, name := range []string{"second", "third"} {
+			done = append(done, startWaiter(context.Background(), newLocker(t, b.CountedPool(t, c), fairConfig()), id, name, &o))
+			waitQueued(t, db, id, i+2)
+		}
+		time.Sleep(50 * time.Millisecond) // past their first reads
+		c.Reset()
+		start := time.Now()
+		time.Sleep(500 * time.Millisecond)
+		n := c.Reset().Total()
+		elapsed := time.Since(start)
+		// Each renews at most once a second, and may read its place once
+		// more (a listener that was starting).
+		bound := 2 * (2 + int64(2*elapsed/gormmutex.FairLease))
+		testdb.Report("statements on %-8s by 2 waiters behind the head in %v: %d", b.Name, elapsed.Round(time.Millisecond), n)
+		if b.Notifies {
+			assert.LessOrEqual(t, n, bound, "statements by the waiters behind the head in %v", elapsed)
+		}
+		require.NoError(t, lk.Release(context.Background()))
+		for _, d := range done {
+			require.NoError(t, <-d)
+		}
+		assert.Equal(t, []string{"head", "second", "third"}, o.list(), "the order in which the waiters got the lock")
+	})
+}

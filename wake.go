@@ -66,6 +66,7 @@ type waker struct {
 	mu        sync.Mutex // guards the fields below
 	waiters   map[string][]chan struct{}
 	watchers  map[string]map[chan struct{}]struct{} // each buffered (1)
+	heard     map[string]uint64                     // notifications per watched id, while it is watched
 	listening bool                                  // a listener goroutine is running
 	active    bool                                  // its LISTEN has run: notifications arrive
 	ready     chan struct{}                         // closed once the listener is active (or failed)
@@ -161,8 +162,19 @@ func (w *waker) watch(lockID string) (<-chan struct{}, func()) {
 		delete(w.watchers[lockID], ch)
 		if len(w.watchers[lockID]) == 0 {
 			delete(w.watchers, lockID)
+			delete(w.heard, lockID)
 		}
 	}
+}
+
+// heardOf returns how many notifications for lockID arrived while it was
+// watched, which the signals of watch, coalescing, cannot tell. Only the
+// difference between two reads means anything, and only while the
+// listener stayed active between them.
+func (w *waker) heardOf(lockID string) uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.heard[lockID]
 }
 
 // live starts the listener unless it runs, waits up to within (or until
@@ -197,8 +209,14 @@ func (w *waker) live(ctx context.Context, within time.Duration) bool {
 func (w *waker) notified(lockID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for ch := range w.watchers[lockID] {
-		signal(ch)
+	if set := w.watchers[lockID]; len(set) > 0 {
+		if w.heard == nil {
+			w.heard = map[string]uint64{}
+		}
+		w.heard[lockID]++
+		for ch := range set {
+			signal(ch)
+		}
 	}
 	if list := w.waiters[lockID]; len(list) > 0 {
 		w.delivered.Add(1)
