@@ -227,8 +227,6 @@ func (d *dialect) acquireStatement(waiting, async bool) string {
 // sent: after a transient conflict it is sent again, and the lock's expiry
 // estimate (Lock.ExpiresAt) counts from the last sending.
 func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waiting bool) (int64, time.Time, error) {
-	var id int64
-	var sent time.Time
 	insert := d.acquireStatement(waiting, e.cfg.AsyncCommit)
 	args := []any{r.lockID, d.duration(e.cfg.TTL), e.holder}
 	if r.fair && d.insertFair == "" {
@@ -248,9 +246,27 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 			args = d.countedArgs(args[0], args[1], args[2], args[3], args[4])
 		}
 	}
+	id, sent, err := e.insertRow(ctx, sctx, d, insert, args)
+	if counted && err != nil && d.countMissing != nil && d.countMissing(err) {
+		// The semaphore's count row is missing: the slot was not taken,
+		// and the semaphore writes the row (semaphore.go).
+		id, err = 0, nil
+	}
+	if r.fair && err != nil && d.fairRefused != nil && d.fairRefused(err) {
+		id, err = 0, nil // an earlier waiter is queued
+	}
+	return id, sent, d.explainErr(err)
+}
+
+// insertRow runs insert, an INSERT that returns the new row's id (as a
+// result row where the dialect returns one, else as LastInsertId), retried
+// on transient errors. It returns the id, 0 where it inserted nothing, and
+// the local time at which the statement that decided it was sent.
+func (e *engine) insertRow(ctx, sctx context.Context, d *dialect, insert string, args []any) (int64, time.Time, error) {
+	var id int64
+	var sent time.Time
 	err := e.retryOn(ctx, sctx, d, func(sctx context.Context) error {
-		id = 0
-		sent = time.Now()
+		id, sent = 0, time.Now()
 		if d.returning {
 			var err error
 			id, _, err = e.queryID(sctx, insert, args...)
@@ -263,13 +279,5 @@ func (e *engine) insert(ctx, sctx context.Context, d *dialect, r request, waitin
 		id, err = res.LastInsertId()
 		return err
 	})
-	if counted && err != nil && d.countMissing != nil && d.countMissing(err) {
-		// The semaphore's count row is missing: the slot was not taken,
-		// and the semaphore writes the row (semaphore.go).
-		id, err = 0, nil
-	}
-	if r.fair && err != nil && d.fairRefused != nil && d.fairRefused(err) {
-		id, err = 0, nil // an earlier waiter is queued
-	}
-	return id, sent, d.explainErr(err)
+	return id, sent, err
 }

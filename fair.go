@@ -306,8 +306,6 @@ func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) (int, erro
 	p.lockID = p.from + hex.EncodeToString(suffix[:])
 	sctx, cancel := e.detach(ctx, attemptTimeout)
 	defer cancel()
-	var id int64
-	var sent time.Time
 	args := []any{p.lockID, d.duration(&lease), e.holder}
 	// A place that a database crash forgets only sends its waiter to the
 	// back of the queue: it need not wait for the disk.
@@ -315,20 +313,7 @@ func (e *engine) keepPlace(ctx context.Context, d *dialect, p *place) (int, erro
 	if d.insertAsync != "" {
 		insert = d.insertAsync
 	}
-	err := e.retryOn(ctx, sctx, d, func(sctx context.Context) error {
-		id, sent = 0, time.Now()
-		if d.returning {
-			var err error
-			id, _, err = e.queryID(sctx, insert, args...)
-			return err
-		}
-		res, err := e.run(sctx, insert, args...)
-		if err != nil {
-			return err
-		}
-		id, err = res.LastInsertId()
-		return err
-	})
+	id, sent, err := e.insertRow(ctx, sctx, d, insert, args)
 	if err != nil {
 		return -1, d.explainErr(err)
 	}
