@@ -61,7 +61,7 @@ func main() {
 	flag.StringVar(&o.repo, "repo", ".", "the repository's root")
 	flag.StringVar(&o.version, "version", "v0.1.0", "the release version to check")
 	flag.BoolVar(&o.keep, "keep", false, "keep the proxy and the consumer modules (their folder is printed)")
-	flag.StringVar(&o.cache, "cache", defaultCache(), "the folder of the module cache the consumers share, kept between runs for other modules than this repository's (empty: a fresh one in the work folder)")
+	flag.StringVar(&o.cache, "cache", "", "a module cache the consumers share, kept between runs for other modules than this repository's, e.g. ~/.cache/gormmutex-proxycheck (empty, the default: a fresh one in the work folder; a kept one once compiled a mix of an old and a new tree)")
 	flag.IntVar(&o.parallel, "parallel", 2, "how many install lines are checked at a time")
 	flag.Parse()
 	start := time.Now()
@@ -77,17 +77,6 @@ type options struct {
 	keep          bool
 	cache         string
 	parallel      int
-}
-
-// defaultCache is the module cache the consumers share across runs: a
-// folder of the user's cache, apart from the go command's own so that
-// this repository's modules laid out here never reach it.
-func defaultCache() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(dir, "gormmutex-proxycheck")
 }
 
 func run(o options) error {
