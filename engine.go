@@ -36,23 +36,33 @@ type engine struct {
 // newEngine checks db and cfg and returns the engine for them. It does not
 // touch the database.
 func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
+	e := new(engine)
+	if err := e.init(db, cfg); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// init checks db and cfg and sets e up for them, as newEngine does; a
+// [Locker] holds its engine by value and sets it up in place.
+func (e *engine) init(db *gorm.DB, cfg Config) error {
 	d, err := dialectFor(db, cfg.Table)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, ok := db.Statement.ConnPool.(gorm.TxCommitter); ok {
-		return nil, ErrInTransaction
+		return ErrInTransaction
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.AsyncCommit && !d.asyncCommit() {
-		return nil, fmt.Errorf("%w: AsyncCommit is for PostgreSQL only, not %s", ErrInvalidConfig, d.name)
+		return fmt.Errorf("%w: AsyncCommit is for PostgreSQL only, not %s", ErrInvalidConfig, d.name)
 	}
 	if cfg.Fair && d.insertFair == "" {
-		return nil, fmt.Errorf("%w: Fair is not supported on %s", ErrInvalidConfig, d.name)
+		return fmt.Errorf("%w: Fair is not supported on %s", ErrInvalidConfig, d.name)
 	}
-	e := &engine{cfg: cfg, d: d}
+	*e = engine{cfg: cfg, d: d}
 	e.db = db.Session(&gorm.Session{NewDB: true, Initialized: true})
 	e.pool = e.db.Statement.ConnPool
 	if pool, ok := e.pool.(*sql.DB); ok {
@@ -67,7 +77,7 @@ func newEngine(db *gorm.DB, cfg Config) (*engine, error) {
 	e.log = quietTransient{e.db.Logger, d}
 	e.db.Logger = e.log
 	e.holder = holderOf(cfg.Holder)
-	return e, nil
+	return nil
 }
 
 // dialectOn returns the dialect for the engine's pool: the database's, or

@@ -18,7 +18,7 @@ import (
 // uses db's connection pool. Semaphores ([Locker.Semaphore]) and elections
 // ([NewElection]) work on the same machinery beside it.
 type Locker struct {
-	*engine // the database, its statements and the Config (engine.go)
+	engine // the database, its statements and the Config (engine.go); by value, so that New allocates once
 }
 
 // New returns a Locker that takes locks through db with cfg. It returns an
@@ -28,11 +28,11 @@ type Locker struct {
 // modified, and conditions or scopes on it do not reach the lock's
 // statements.
 func New(db *gorm.DB, cfg Config) (*Locker, error) {
-	e, err := newEngine(db, cfg)
-	if err != nil {
+	l := new(Locker)
+	if err := l.init(db, cfg); err != nil {
 		return nil, err
 	}
-	return &Locker{e}, nil
+	return l, nil
 }
 
 // Do runs fn while holding the lock lockID, with [DefaultConfig]: it

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/gormmutex/gormmutex"
 	"github.com/gormmutex/gormmutex/internal/sqlcount"
@@ -74,5 +75,31 @@ func TestRoundTrips(t *testing.T) {
 			assert.Zero(t, do.Begin+do.Commit+do.Prepare, "uncontended Do on Config.Table used a transaction or a prepare: %v", do)
 			assert.EqualValues(t, 2, held.Total(), "round trips of an Acquire of a held lock on Config.Table (%v)", held)
 		})
+	})
+}
+
+// TestNewAllocations bounds what New allocates besides GORM's own session
+// on the caller's handle: the package-level Do makes a Locker at each call,
+// so what New allocates is paid by every Do. New allocates the Locker (its
+// engine inside it) and the quiet logger, and nothing per call for the
+// table's name or dialect, which are built once.
+func TestNewAllocations(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, b *testdb.Backend) {
+		db := b.Pool(t)
+		session := testing.AllocsPerRun(100, func() {
+			_ = db.Session(&gorm.Session{NewDB: true, Initialized: true})
+		})
+		for _, table := range []string{"", "app_locks"} {
+			cfg := gormmutex.DefaultConfig()
+			cfg.Table = table
+			_, err := gormmutex.New(db, cfg) // builds the dialect for the table once
+			require.NoError(t, err)
+			allocs := testing.AllocsPerRun(100, func() {
+				if _, err := gormmutex.New(db, cfg); err != nil {
+					t.Fatal(err)
+				}
+			})
+			assert.LessOrEqual(t, allocs, session+2, "New with Table %q allocates %v times, GORM's session %v", table, allocs, session)
+		}
 	})
 }

@@ -90,7 +90,7 @@ func (l *Locker) Semaphore(name string, permits int) (*Semaphore, error) {
 		return nil, fmt.Errorf("%w: semaphore %q: Config.Fair is for locks; a semaphore's waiters poll for any free permit, in no order: use a Locker without Fair",
 			ErrInvalidConfig, name)
 	}
-	return &Semaphore{eng: l.engine, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}, nil
+	return &Semaphore{eng: &l.engine, name: name, permits: permits, prefix: semaphorePrefix + name + "/"}, nil
 }
 
 // slotRequest is the request for slot i: one attempt, which finds no
