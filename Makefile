@@ -3,13 +3,13 @@
 STATICCHECK_VERSION ?= v0.8.2
 GO ?= go
 
-.PHONY: test demo lint fuzz bench ci oldgo topology proxycheck api apicheck release
+.PHONY: test demo lint fuzz bench benchcmp ci oldgo topology proxycheck api apicheck release
 
 # Every module, each with its own go.mod. The public ones are published;
 # topology and tools are this repository's own (tests through topologies,
 # the release checks) and need the newest Go only.
 PUBLIC_MODULES = . gocronlock robfigcronlock otelgormmutex
-MODULES = $(PUBLIC_MODULES) bench
+MODULES = $(PUBLIC_MODULES) bench bench/uncontended
 ALL_MODULES = $(MODULES) topology tools
 # The version the release checks lay the modules out at.
 VERSION ?= v0.1.0
@@ -91,6 +91,13 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 .
 	cd bench && $(GO) run . -out results -update-readme README.md
 	cd bench && $(GO) run ./election -out results/election.md
+
+# An uncontended Do timed by one program built against BASE and against the
+# working tree, run in turn (bench/uncontended/compare.sh): the comparison
+# across commits, which bench/ cannot make because its own harness changes.
+BASE ?= c19d5a8
+benchcmp:
+	bench/uncontended/compare.sh $(BASE)
 
 # The oldest supported Go (the toolchain is fetched through the Go module
 # proxy, once): every go.mod states it, every module builds and passes vet
