@@ -57,21 +57,6 @@ type request struct {
 	st   *acquireStats
 }
 
-// lockRequest is the request of Locker.Acquire and Locker.Do for lockID.
-func (e *engine) lockRequest(lockID string) request {
-	return request{lockID: lockID, wait: e.cfg.Wait, lookupHolder: !e.cfg.SuppressAcquisitionErrors,
-		fair: e.cfg.Fair, info: e.info(observe.KindLock, lockID, lockID)}
-}
-
-// Acquire takes the lock lockID, waiting up to Config.Wait while it is held
-// by someone else. It returns an error matching [ErrLocked] if the lock is
-// still held then (with a [*HeldError] that says by whom), [ErrInvalidLockID]
-// for a bad id (before any SQL runs), or an error matching ctx.Err() if ctx
-// ends first. The caller must Release the returned Lock.
-func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
-	return l.acquireObserved(ctx, l.lockRequest(lockID))
-}
-
 // acquireObserved is acquire, reported to Config.Observer if there is one.
 func (e *engine) acquireObserved(ctx context.Context, r request) (*Lock, error) {
 	obs := e.cfg.Observer

@@ -57,6 +57,23 @@ func Do(db *gorm.DB, lockID string, fn func() error) error {
 	return l.Do(ctx, lockID, f)
 }
 
+// lockRequest is the request of Locker.Acquire and Locker.Do for lockID:
+// from here the lock id goes to acquire.go, which runs the dialect's
+// statement through exec.go.
+func (e *engine) lockRequest(lockID string) request {
+	return request{lockID: lockID, wait: e.cfg.Wait, lookupHolder: !e.cfg.SuppressAcquisitionErrors,
+		fair: e.cfg.Fair, info: observe.LockInfo{Kind: observe.KindLock, Name: lockID, LockID: lockID, Database: e.d.name}}
+}
+
+// Acquire takes the lock lockID, waiting up to Config.Wait while it is held
+// by someone else. It returns an error matching [ErrLocked] if the lock is
+// still held then (with a [*HeldError] that says by whom), [ErrInvalidLockID]
+// for a bad id (before any SQL runs), or an error matching ctx.Err() if ctx
+// ends first. The caller must Release the returned Lock.
+func (l *Locker) Acquire(ctx context.Context, lockID string) (*Lock, error) {
+	return l.acquireObserved(ctx, l.lockRequest(lockID))
+}
+
 // Do acquires the lock lockID (waiting up to Config.Wait), runs fn and
 // releases the lock, even when ctx has been cancelled meanwhile.
 //
