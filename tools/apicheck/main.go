@@ -43,6 +43,15 @@ import (
 // modules are the public modules' folders, relative to the repository.
 var modules = []string{".", "gocronlock", "robfigcronlock", "otelgormmutex"}
 
+// rootPackage is the package users take locks with, and rootBudget the
+// most features it may export (types, funcs, methods, consts, vars, struct
+// fields and interface methods): users who take locks should see locks,
+// and vocabulary such as the Observer's lives in packages of its own.
+const (
+	rootPackage = "github.com/gormmutex/gormmutex"
+	rootBudget  = 110
+)
+
 func main() {
 	repo := flag.String("repo", ".", "the repository's root")
 	flag.Parse()
@@ -103,6 +112,9 @@ func check(repo string, dirs []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", dir, err)
 		}
+		if p := overBudget(got); p != "" {
+			problems = append(problems, p)
+		}
 		removed, added := diff(want, got)
 		ifaces, sealed := interfaces(want)
 		for _, l := range removed {
@@ -130,6 +142,21 @@ func check(repo string, dirs []string) error {
 			"once they are listed, record the API with `make api`", heading, strings.Join(problems, ""))
 	}
 	return nil
+}
+
+// overBudget describes the root package's features beyond rootBudget, or
+// returns "".
+func overBudget(lines []string) string {
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, "pkg "+rootPackage+", ") {
+			n++
+		}
+	}
+	if n <= rootBudget {
+		return ""
+	}
+	return fmt.Sprintf("- the package %s exports %d features, more than its budget of %d: move what users who take locks do not need into a package of its own (as the Observer's events are in observe)\n", rootPackage, n, rootBudget)
 }
 
 // problem describes the unlisted change on line l, with the bullet that

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,5 +221,22 @@ func TestMethodSpellings(t *testing.T) {
 		if got := names(text, l); got != want {
 			t.Errorf("names(%q) = %v, want %v", text, got, want)
 		}
+	}
+}
+
+// TestRootBudget: the root package may export at most rootBudget features;
+// one more fails the check, and features of other packages do not count.
+func TestRootBudget(t *testing.T) {
+	var lines []string
+	for i := range rootBudget {
+		lines = append(lines, fmt.Sprintf("pkg %s, const C%d untyped int", rootPackage, i))
+	}
+	lines = append(lines, "pkg "+rootPackage+"/observe, const X untyped int")
+	if p := overBudget(lines); p != "" {
+		t.Fatalf("at the budget: %s", p)
+	}
+	lines = append(lines, "pkg "+rootPackage+", const Over untyped int")
+	if p := overBudget(lines); !strings.Contains(p, "exports 111 features, more than its budget of 110") {
+		t.Fatalf("one over the budget: %q", p)
 	}
 }
