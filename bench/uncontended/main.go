@@ -4,7 +4,9 @@
 // first release, so compare.sh can build this one program against two trees
 // and run the builds in turn. The bench/ harness itself changes between
 // commits (what it records per operation), which is why a comparison across
-// commits uses this program and not bench/.
+// commits uses this program and not bench/. For the same reason it opens
+// the database with the GORM drivers alone, not through internal/dbopen,
+// which older commits do not have.
 package main
 
 import (
