@@ -121,24 +121,15 @@ func postgresDialect(table string) *dialect {
 		// nothing.
 		announce = ", lock_id) SELECT id FROM acquired, LATERAL pg_notify('" + channel + "', acquired.lock_id)"
 	)
-	// want marks the row of a lock that acquired found held. It runs only
-	// when acquired returned nothing, on the row the conflict locked, and
-	// writes only when the mark has less than half its time left, so that
-	// waiters polling a busy lock do not write at every attempt. A row
-	// that the statement's snapshot cannot see yet (inserted since it
-	// began) leaves the mark to the next attempt.
-	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
-	want := "), wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) +
-		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
-		secs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
+	waiting := postgresWaiting(tbl)
 	d := build(&dialect{
 		name:  "PostgreSQL",
 		table: table,
 		lockStatements: lockStatements{
 			insert:             "INSERT INTO " + tbl + " " + values + takeover,
 			insertAsync:        async + "INSERT INTO " + tbl + " " + selected + takeover,
-			insertWaiting:      "WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + want,
-			insertWaitingAsync: async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + want,
+			insertWaiting:      waiting("", ""),
+			insertWaitingAsync: waiting(async, ""),
 		},
 		returning: true,
 		wake:      postgresWakeup(channel),
@@ -168,8 +159,10 @@ func postgresDialect(table string) *dialect {
 	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
 	d.insertFair = "INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover
 	d.insertFairAsync = async + "INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover
-	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover + want
-	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
+	// The waiting ones bind the same arguments as numbers.
+	fairFirst := " AND NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id >= $4 AND lock_id < $5 AND expires_at > now() AND id < $6)"
+	d.insertFairWaiting = waiting("", fairFirst)
+	d.insertFairWaitingAsync = waiting(async, fairFirst)
 	// A renewal of a place that a crash undoes only lets the place lapse
 	// sooner: it need not wait for the disk.
 	d.renewPlace = async + " UPDATE " + tbl + " SET expires_at = now() + make_interval(secs => ?), version = version + 1" +
@@ -220,6 +213,63 @@ func postgresDialect(table string) *dialect {
 	a.announcing = &a
 	d.announcing = &a
 	return d
+}
+
+// postgresWaiting returns the builder of the acquire of a caller that will
+// wait (lockStatements.insertWaiting): prefix is "" or the async_commit
+// CTE, guard an extra condition for taking the lock ("" or the fair one,
+// " AND ..."). Its arguments are $1 lock id, $2 TTL, $3 holder, and
+// those of the guard.
+//
+// It takes the lock as insert does, a free row with a fresh id from the
+// sequence (id = DEFAULT, the column's nextval, drawn once the row is
+// locked) and its version reset, but an attempt that finds the lock live
+// elsewhere writes and locks nothing, so it gets no transaction id and its
+// commit writes no WAL and waits for no flush. insert's ON CONFLICT DO
+// UPDATE locks the conflicting row before its WHERE finds it live; that
+// lock alone gives the attempt a transaction id, so every failed attempt
+// commits like a write, and the attempts that meet another's lock on the
+// row queue behind it one by one. Here:
+//
+//   - taken locks the row only where the statement's snapshot sees it free
+//     (expired, or released: '-infinity'; never one whose expires_at is
+//     NULL), and SKIP LOCKED passes over a row that another transaction has
+//     locked, as the winner of a race for a freed row has: the losers do not
+//     wait for it. In READ COMMITTED a row that changed since the snapshot
+//     is locked in its newest version and the condition checked again on
+//     it, so a takeover that committed meanwhile is seen and not repeated;
+//     only that narrow case (the snapshot taken before another's takeover
+//     committed, the lock tried after) still locks the row for nothing.
+//   - created inserts only where the snapshot sees no row at all; ON
+//     CONFLICT DO NOTHING, which locks no row, gives way to one inserted
+//     since.
+//   - wanted marks the row of a lock that acquired found held (live in
+//     the snapshot): only when the mark has less than half its time left, so that
+//     waiters polling a busy lock do not write at every attempt, and
+//     skipping a row that another transaction has locked. A row that the
+//     statement's snapshot cannot see yet (inserted since it began) leaves
+//     the mark to the next attempt.
+func postgresWaiting(tbl string) func(prefix, guard string) string {
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
+	stale := "(wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " + secs(postgresWantedFor/2) + "))"
+	return func(prefix, guard string) string {
+		with, from := "WITH ", ""
+		if prefix != "" {
+			// The CTE runs where it is read, before anything is written.
+			with, from = prefix+", ", " FROM async_commit"
+		}
+		return with + "taken AS (UPDATE " + tbl + " SET id = DEFAULT, created_at = now(), expires_at = now() + make_interval(secs => $2)," +
+			" holder = $3, version = 0" + from + " WHERE lock_id = (SELECT lock_id FROM " + tbl +
+			" WHERE lock_id = $1 AND expires_at <= now()" + guard + " FOR NO KEY UPDATE SKIP LOCKED) AND expires_at <= now() RETURNING id)," +
+			" created AS (INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) SELECT $1, now(), now() + make_interval(secs => $2), $3" +
+			from + " WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id = $1)" + guard + " ON CONFLICT (lock_id) DO NOTHING RETURNING id)," +
+			" acquired AS (SELECT id FROM taken UNION ALL SELECT id FROM created)," +
+			" wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) + ")" + from +
+			" WHERE lock_id = (SELECT lock_id FROM " + tbl + " WHERE lock_id = $1 AND (expires_at IS NULL OR expires_at > now())" +
+			" AND NOT EXISTS (SELECT 1 FROM acquired) AND " + stale +
+			" FOR NO KEY UPDATE SKIP LOCKED) AND " + stale + ")" +
+			" SELECT id FROM acquired"
+	}
 }
 
 // postgresSchema is the table and what AutoMigrate does to bring older
