@@ -250,8 +250,9 @@ func postgresSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds
 // its WHERE finds it live, and that lock alone gives the attempt a
 // transaction id: every failed attempt committed like a write, waiting for
 // the disk, and attempts that met another's lock on the row queued behind
-// it one by one. Waiters make most attempts on a held lock, and a release
-// wakes them all together (TestWaitingAttemptLocksNothing,
+// it one by one. Waiters make most attempts on a held lock: a woken
+// waiter, the releaser coming back and the waiters whose backoff ran out
+// try together (TestWaitingAttemptLocksNothing,
 // TestWaitingAttemptSkipsLockedRow).
 //
 //   - taken locks the row only where the statement's snapshot sees it
@@ -262,18 +263,18 @@ func postgresSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds
 //     again on that, so a takeover that committed meanwhile is not
 //     repeated; only then (the snapshot taken before another's takeover
 //     committed, the lock tried after) does a failed attempt still lock
-//     the row. It also passes over a row whose release is still
-//     committing: that attempt fails where insert's would have waited and
-//     taken it, and the release's notification wakes a waiter for it.
+//     the row. An attempt whose snapshot still sees the row held, its
+//     release committing, fails too, where insert's would have waited for
+//     the commit and taken it; the release's notification wakes a waiter.
 //   - created inserts only where the snapshot sees no row at all; ON
 //     CONFLICT DO NOTHING, which locks no row, gives way to one inserted
 //     since.
 //   - wanted marks the row of a lock that acquired found held, live in the
 //     snapshot (not one that another's takeover has locked), and only when
 //     the mark is stale (postgresMarkStale), so that waiters polling a busy
-//     lock do not write at every attempt. A row that the snapshot cannot
-//     see yet (inserted since it began) leaves the mark to the next
-//     attempt.
+//     lock do not write at every attempt. Such a mark waits for another's
+//     lock on the row, as before. A row that the snapshot cannot see yet
+//     (inserted since it began) leaves the mark to the next attempt.
 func postgresWaiting(tbl string) string {
 	return "WITH taken AS (UPDATE " + tbl + " SET id = DEFAULT, created_at = now(), expires_at = now() + make_interval(secs => $2)," +
 		" holder = $3, version = 0 WHERE lock_id = (SELECT lock_id FROM " + tbl +
