@@ -121,23 +121,26 @@ func postgresDialect(table string) *dialect {
 		// nothing.
 		announce = ", lock_id) SELECT id FROM acquired, LATERAL pg_notify('" + channel + "', acquired.lock_id)"
 	)
-	// want marks the row of a lock that acquired found held. It runs only
+	// want ends the waiting acquires that have the insert's shape (with
+	// AsyncCommit, and the fair ones; see postgresWaiting for the other).
+	// It marks the row of a lock that acquired found held. It runs only
 	// when acquired returned nothing, on the row the conflict locked, and
 	// writes only when the mark has less than half its time left, so that
 	// waiters polling a busy lock do not write at every attempt. A row
 	// that the statement's snapshot cannot see yet (inserted since it
 	// began) leaves the mark to the next attempt.
-	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
-	want := "), wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + secs(postgresWantedFor) +
-		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
-		secs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
+	want := "), wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + postgresSecs(postgresWantedFor) +
+		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND " + postgresMarkStale + ") SELECT id FROM acquired"
 	d := build(&dialect{
 		name:  "PostgreSQL",
 		table: table,
 		lockStatements: lockStatements{
-			insert:             "INSERT INTO " + tbl + " " + values + takeover,
-			insertAsync:        async + "INSERT INTO " + tbl + " " + selected + takeover,
-			insertWaiting:      "WITH acquired AS (INSERT INTO " + tbl + " " + values + takeover + want,
+			insert:      "INSERT INTO " + tbl + " " + values + takeover,
+			insertAsync: async + "INSERT INTO " + tbl + " " + selected + takeover,
+			// The durable waiting acquire is a statement of its own
+			// (postgresWaiting); with AsyncCommit a failed attempt's row
+			// lock costs no flush, and the insert's shape measured faster.
+			insertWaiting:      postgresWaiting(tbl),
 			insertWaitingAsync: async + ", acquired AS (INSERT INTO " + tbl + " " + selected + takeover + want,
 		},
 		returning: true,
@@ -168,6 +171,9 @@ func postgresDialect(table string) *dialect {
 	fairGuard := " WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id >= ? AND lock_id < ? AND expires_at > now() AND id < ?)"
 	d.insertFair = "INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover
 	d.insertFairAsync = async + "INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover
+	// Only the head of the queue tries for the lock, so few attempts fail
+	// on a held row: the fair waiting acquires keep the insert's shape
+	// (postgresWaiting's measured no faster for them).
 	d.insertFairWaiting = "WITH acquired AS (INSERT INTO " + tbl + " " + fairValues + fairGuard + takeover + want
 	d.insertFairWaitingAsync = async + ", acquired AS (INSERT INTO " + tbl + " " + fairValues + " FROM async_commit" + fairGuard + takeover + want
 	// A renewal of a place that a crash undoes only lets the place lapse
@@ -220,6 +226,65 @@ func postgresDialect(table string) *dialect {
 	a.announcing = &a
 	d.announcing = &a
 	return d
+}
+
+// postgresMarkStale says that a row's mark (wanted_until) has less than
+// half of postgresWantedFor left, and a waiter that finds the lock held
+// renews it.
+var postgresMarkStale = "(wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " + postgresSecs(postgresWantedFor/2) + "))"
+
+// postgresSecs spells d in seconds, for make_interval.
+func postgresSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
+
+// postgresWaiting returns the acquire of a caller that will wait
+// (lockStatements.insertWaiting) on the lock table tbl. Its arguments are
+// $1 lock id, $2 TTL, $3 holder, as insert's.
+//
+// It takes the lock as insert does: a missing row is inserted, a free one
+// (expired, or released: '-infinity'; never one whose expires_at is NULL)
+// is given a fresh id from the sequence (id = DEFAULT, the column's
+// nextval, drawn once the row is locked) and its version is reset. But an
+// attempt that finds the lock live elsewhere locks and writes nothing, so
+// it gets no transaction id, and its commit writes no WAL and waits for no
+// flush. insert's ON CONFLICT DO UPDATE locks the conflicting row before
+// its WHERE finds it live, and that lock alone gives the attempt a
+// transaction id: every failed attempt committed like a write, waiting for
+// the disk, and attempts that met another's lock on the row queued behind
+// it one by one. Waiters make most attempts on a held lock: a woken
+// waiter, the releaser coming back and the waiters whose backoff ran out
+// try together (TestWaitingAttemptLocksNothing,
+// TestWaitingAttemptSkipsLockedRow).
+//
+//   - taken locks the row only where the statement's snapshot sees it
+//     free, and SKIP LOCKED passes over a row that another transaction has
+//     locked, as the winner of a race for a freed row has: the others do
+//     not queue behind it. In READ COMMITTED a row that changed since the
+//     snapshot is locked in its newest version and the condition checked
+//     again on that, so a takeover that committed meanwhile is not
+//     repeated; only then (the snapshot taken before another's takeover
+//     committed, the lock tried after) does a failed attempt still lock
+//     the row. An attempt whose snapshot still sees the row held, its
+//     release committing, fails too, where insert's would have waited for
+//     the commit and taken it; the release's notification wakes a waiter.
+//   - created inserts only where the snapshot sees no row at all; ON
+//     CONFLICT DO NOTHING, which locks no row, gives way to one inserted
+//     since.
+//   - wanted marks the row of a lock that acquired found held, live in the
+//     snapshot (not one that another's takeover has locked), and only when
+//     the mark is stale (postgresMarkStale), so that waiters polling a busy
+//     lock do not write at every attempt. Such a mark waits for another's
+//     lock on the row, as before. A row that the snapshot cannot see yet
+//     (inserted since it began) leaves the mark to the next attempt.
+func postgresWaiting(tbl string) string {
+	return "WITH taken AS (UPDATE " + tbl + " SET id = DEFAULT, created_at = now(), expires_at = now() + make_interval(secs => $2)," +
+		" holder = $3, version = 0 WHERE lock_id = (SELECT lock_id FROM " + tbl +
+		" WHERE lock_id = $1 AND expires_at <= now() FOR NO KEY UPDATE SKIP LOCKED) AND expires_at <= now() RETURNING id)," +
+		" created AS (INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) SELECT $1, now(), now() + make_interval(secs => $2), $3" +
+		" WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id = $1) ON CONFLICT (lock_id) DO NOTHING RETURNING id)," +
+		" acquired AS (SELECT id FROM taken UNION ALL SELECT id FROM created)," +
+		" wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + postgresSecs(postgresWantedFor) + ")" +
+		" WHERE lock_id = $1 AND (expires_at IS NULL OR expires_at > now()) AND NOT EXISTS (SELECT 1 FROM acquired) AND " + postgresMarkStale + ")" +
+		" SELECT id FROM acquired"
 }
 
 // postgresSchema is the table and what AutoMigrate does to bring older
