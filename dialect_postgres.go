@@ -129,8 +129,7 @@ func postgresDialect(table string) *dialect {
 	// waiters polling a busy lock do not write at every attempt. A row
 	// that the statement's snapshot cannot see yet (inserted since it
 	// began) leaves the mark to the next attempt.
-	want := "), wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + postgresSecs(postgresWantedFor) +
-		") WHERE lock_id = $1 AND NOT EXISTS (SELECT 1 FROM acquired) AND " + postgresMarkStale + ") SELECT id FROM acquired"
+	want := "), " + postgresMark(tbl, "")
 	d := build(&dialect{
 		name:  "PostgreSQL",
 		table: table,
@@ -228,10 +227,17 @@ func postgresDialect(table string) *dialect {
 	return d
 }
 
-// postgresMarkStale says that a row's mark (wanted_until) has less than
-// half of postgresWantedFor left, and a waiter that finds the lock held
-// renews it.
-var postgresMarkStale = "(wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " + postgresSecs(postgresWantedFor/2) + "))"
+// postgresMark is the last part of a waiting acquire on the lock table
+// tbl: the CTE wanted, which marks the row of lock $1 as waited for
+// (wanted_until) when acquired took nothing, the row matches where (an
+// extra condition, or ""), and the mark has less than half of
+// postgresWantedFor left, so that waiters polling a busy lock do not write
+// at every attempt; then the acquired id.
+func postgresMark(tbl, where string) string {
+	return "wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + postgresSecs(postgresWantedFor) +
+		") WHERE lock_id = $1" + where + " AND NOT EXISTS (SELECT 1 FROM acquired) AND (wanted_until IS NULL OR wanted_until < now() + make_interval(secs => " +
+		postgresSecs(postgresWantedFor/2) + "))) SELECT id FROM acquired"
+}
 
 // postgresSecs spells d in seconds, for make_interval.
 func postgresSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) }
@@ -271,7 +277,7 @@ func postgresSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds
 //     since.
 //   - wanted marks the row of a lock that acquired found held, live in the
 //     snapshot (not one that another's takeover has locked), and only when
-//     the mark is stale (postgresMarkStale), so that waiters polling a busy
+//     the mark is stale (postgresMark), so that waiters polling a busy
 //     lock do not write at every attempt. Such a mark waits for another's
 //     lock on the row, as before. A row that the snapshot cannot see yet
 //     (inserted since it began) leaves the mark to the next attempt.
@@ -281,10 +287,8 @@ func postgresWaiting(tbl string) string {
 		" WHERE lock_id = $1 AND expires_at <= now() FOR NO KEY UPDATE SKIP LOCKED) AND expires_at <= now() RETURNING id)," +
 		" created AS (INSERT INTO " + tbl + " (lock_id, created_at, expires_at, holder) SELECT $1, now(), now() + make_interval(secs => $2), $3" +
 		" WHERE NOT EXISTS (SELECT 1 FROM " + tbl + " WHERE lock_id = $1) ON CONFLICT (lock_id) DO NOTHING RETURNING id)," +
-		" acquired AS (SELECT id FROM taken UNION ALL SELECT id FROM created)," +
-		" wanted AS (UPDATE " + tbl + " SET wanted_until = now() + make_interval(secs => " + postgresSecs(postgresWantedFor) + ")" +
-		" WHERE lock_id = $1 AND (expires_at IS NULL OR expires_at > now()) AND NOT EXISTS (SELECT 1 FROM acquired) AND " + postgresMarkStale + ")" +
-		" SELECT id FROM acquired"
+		" acquired AS (SELECT id FROM taken UNION ALL SELECT id FROM created), " +
+		postgresMark(tbl, " AND (expires_at IS NULL OR expires_at > now())")
 }
 
 // postgresSchema is the table and what AutoMigrate does to bring older

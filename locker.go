@@ -62,7 +62,7 @@ func Do(db *gorm.DB, lockID string, fn func() error) error {
 // statement through exec.go.
 func (e *engine) lockRequest(lockID string) request {
 	return request{lockID: lockID, wait: e.cfg.Wait, lookupHolder: !e.cfg.SuppressAcquisitionErrors,
-		fair: e.cfg.Fair, info: observe.LockInfo{Kind: observe.KindLock, Name: lockID, LockID: lockID, Database: e.d.name}}
+		fair: e.cfg.Fair, info: e.info(observe.KindLock, lockID, lockID)}
 }
 
 // Acquire takes the lock lockID, waiting up to Config.Wait while it is held

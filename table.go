@@ -68,16 +68,10 @@ func tableFor(db *gorm.DB, table string, check func(string) error) (string, erro
 // and table) separated by a dot, each 1 to maxTablePart ASCII letters,
 // digits and underscores, not starting with a digit.
 func validTable(name string) error {
-	schema, table, qualified := strings.Cut(name, ".")
-	if strings.Contains(table, ".") {
+	if strings.Count(name, ".") > 1 {
 		return fmt.Errorf("at most one dot (schema.table)")
 	}
-	parts := [2]string{schema, table}
-	n := 1
-	if qualified {
-		n = 2
-	}
-	for _, p := range parts[:n] {
+	for p := range strings.SplitSeq(name, ".") {
 		if p == "" || len(p) > maxTablePart {
 			return fmt.Errorf("want 1 to %d letters, digits or underscores in each part", maxTablePart)
 		}

@@ -12,17 +12,12 @@ import (
 	"github.com/gormmutex/gormmutex/internal/testdb"
 )
 
-// waitingConfigs are the waiters whose acquire on PostgreSQL locks no row
-// it does not take. With AsyncCommit, and for fair waiting, the acquire
-// keeps the insert's shape, which locks the row it finds held: there a
-// failed attempt's lock costs no flush (AsyncCommit), or few attempts fail
-// (Fair), and the new statement measured no faster (dialect_postgres.go).
-var waitingConfigs = []struct {
-	name string
-	cfg  gormmutex.Config
-}{
-	{"wait", gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 100 * time.Millisecond}},
-}
+// waitingConfig is a waiter whose acquire on PostgreSQL locks no row it
+// does not take. With AsyncCommit, and for fair waiting, the acquire keeps
+// the insert's shape, which locks the row it finds held: there a failed
+// attempt's lock costs no flush (AsyncCommit), or few attempts fail (Fair),
+// and the new statement measured no faster (dialect_postgres.go).
+var waitingConfig = gormmutex.Config{TTL: gormmutex.Duration(time.Minute), Wait: 100 * time.Millisecond}
 
 // TestWaitingAttemptLocksNothing: on PostgreSQL, a waiter's attempts on a
 // lock held elsewhere lock no row, so they get no transaction id and their
@@ -37,34 +32,30 @@ func TestWaitingAttemptLocksNothing(t *testing.T) {
 	ctx := context.Background()
 	db := quietTable(t, b)
 	holder := newLocker(t, db, gormmutex.DefaultConfig())
-	for _, c := range waitingConfigs {
-		t.Run(c.name, func(t *testing.T) {
-			require.True(t, gormmutex.ReleasesNotify(db, c.cfg), "the waiter marks rows and is woken")
-			id := testdb.LockID(t)
-			lk := mustAcquire(t, holder, id)
-			releaseAtEnd(t, lk)
-			require.NoError(t, db.Exec("UPDATE "+gormmutex.TableName+" SET wanted_until = now() + interval '1 hour' WHERE lock_id = ?", id).Error)
-			type state struct {
-				Xmax, Seq string
-			}
-			read := func() state {
-				t.Helper()
-				var s state
-				require.NoError(t, db.Raw("SELECT xmax::text AS xmax, pg_sequence_last_value(pg_get_serial_sequence(?, 'id')::regclass)::text AS seq FROM "+
-					gormmutex.TableName+" WHERE lock_id = ?", gormmutex.TableName, id).Scan(&s).Error)
-				return s
-			}
-			before := read()
-			waiter := newLocker(t, db, c.cfg)
-			for range 3 {
-				_, err := waiter.Acquire(ctx, id)
-				require.ErrorIs(t, err, gormmutex.ErrLocked, "waiting Acquire of a held lock")
-			}
-			after := read()
-			assert.Equal(t, before.Xmax, after.Xmax, "the held row's xmax after failed waiting attempts (a row lock sets it)")
-			assert.Equal(t, before.Seq, after.Seq, "the id sequence after failed waiting attempts")
-		})
+	require.True(t, gormmutex.ReleasesNotify(db, waitingConfig), "the waiter marks rows and is woken")
+	id := testdb.LockID(t)
+	lk := mustAcquire(t, holder, id)
+	releaseAtEnd(t, lk)
+	require.NoError(t, db.Exec("UPDATE "+gormmutex.TableName+" SET wanted_until = now() + interval '1 hour' WHERE lock_id = ?", id).Error)
+	type state struct {
+		Xmax, Seq string
 	}
+	read := func() state {
+		t.Helper()
+		var s state
+		require.NoError(t, db.Raw("SELECT xmax::text AS xmax, pg_sequence_last_value(pg_get_serial_sequence(?, 'id')::regclass)::text AS seq FROM "+
+			gormmutex.TableName+" WHERE lock_id = ?", gormmutex.TableName, id).Scan(&s).Error)
+		return s
+	}
+	before := read()
+	waiter := newLocker(t, db, waitingConfig)
+	for range 3 {
+		_, err := waiter.Acquire(ctx, id)
+		require.ErrorIs(t, err, gormmutex.ErrLocked, "waiting Acquire of a held lock")
+	}
+	after := read()
+	assert.Equal(t, before.Xmax, after.Xmax, "the held row's xmax after failed waiting attempts (a row lock sets it)")
+	assert.Equal(t, before.Seq, after.Seq, "the id sequence after failed waiting attempts")
 }
 
 // TestWaitingAttemptSkipsLockedRow: on PostgreSQL, a waiter's attempt on a
@@ -81,68 +72,64 @@ func TestWaitingAttemptSkipsLockedRow(t *testing.T) {
 	db := quietTable(t, b)
 	admin := quietPool(t, b)
 	holder := newLocker(t, db, gormmutex.DefaultConfig())
-	for _, c := range waitingConfigs {
-		t.Run(c.name, func(t *testing.T) {
-			id := testdb.LockID(t)
-			lk := mustAcquire(t, holder, id)
-			require.NoError(t, lk.Release(ctx))
-			// The row stays, free; another transaction locks it.
-			tx, err := testdb.SQLDB(t, db).BeginTx(ctx, nil)
-			require.NoError(t, err)
-			ended := false
-			end := func() {
-				if !ended {
-					ended = true
-					require.NoError(t, tx.Rollback())
-				}
-			}
-			defer end()
-			var pid int
-			require.NoError(t, tx.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid))
-			var one int
-			require.NoError(t, tx.QueryRowContext(ctx, "SELECT 1 FROM "+gormmutex.TableName+" WHERE lock_id = $1 FOR NO KEY UPDATE", id).Scan(&one))
-
-			waiter := newLocker(t, db, c.cfg)
-			done := make(chan error, 1)
-			go func() {
-				got, err := waiter.Acquire(ctx, id)
-				if err == nil {
-					err = got.Release(ctx)
-				}
-				done <- err
-			}()
-			// Until the attempt returns, look for a session that waits
-			// for the transaction's lock.
-			var got error
-			blocked := false
-		watch:
-			for deadline := time.Now().Add(time.Minute); ; {
-				select {
-				case got = <-done:
-					break watch
-				default:
-				}
-				var n int
-				require.NoError(t, admin.Raw("SELECT count(*) FROM pg_stat_activity WHERE ? = ANY (pg_blocking_pids(pid))", pid).Scan(&n).Error)
-				if n > 0 || time.Now().After(deadline) {
-					blocked = true
-					end()
-					got = <-done
-					break
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
-			assert.False(t, blocked, "the waiting attempt waited for the row lock of another transaction")
-			if !blocked {
-				require.ErrorIs(t, got, gormmutex.ErrLocked, "waiting Acquire of a free row that another transaction locked")
-			}
-			end()
-			lk2, err := waiter.Acquire(ctx, id)
-			require.NoError(t, err, "waiting Acquire once the other transaction ended")
-			assert.Greater(t, lk2.Token(), lk.Token(), "the new holder's fencing token")
-			require.NoError(t, lk2.Release(ctx))
-		})
+	id := testdb.LockID(t)
+	lk := mustAcquire(t, holder, id)
+	require.NoError(t, lk.Release(ctx))
+	// The row stays, free; another transaction locks it.
+	tx, err := testdb.SQLDB(t, db).BeginTx(ctx, nil)
+	require.NoError(t, err)
+	ended := false
+	end := func() {
+		if !ended {
+			ended = true
+			require.NoError(t, tx.Rollback())
+		}
 	}
+	defer end()
+	var pid int
+	require.NoError(t, tx.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	var one int
+	require.NoError(t, tx.QueryRowContext(ctx, "SELECT 1 FROM "+gormmutex.TableName+" WHERE lock_id = $1 FOR NO KEY UPDATE", id).Scan(&one))
+
+	waiter := newLocker(t, db, waitingConfig)
+	done := make(chan error, 1)
+	go func() {
+		got, err := waiter.Acquire(ctx, id)
+		if err == nil {
+			err = got.Release(ctx)
+		}
+		done <- err
+	}()
+	// Until the attempt returns, look for a session that waits
+	// for the transaction's lock.
+	var got error
+	blocked := false
+watch:
+	for deadline := time.Now().Add(time.Minute); ; {
+		select {
+		case got = <-done:
+			break watch
+		default:
+		}
+		var n int
+		require.NoError(t, admin.Raw("SELECT count(*) FROM pg_stat_activity WHERE ? = ANY (pg_blocking_pids(pid))", pid).Scan(&n).Error)
+		if n > 0 || time.Now().After(deadline) {
+			blocked = true
+			end()
+			got = <-done
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	assert.False(t, blocked, "the waiting attempt waited for the row lock of another transaction")
+	if !blocked {
+		require.ErrorIs(t, got, gormmutex.ErrLocked, "waiting Acquire of a free row that another transaction locked")
+	}
+	end()
+	lk2, err := waiter.Acquire(ctx, id)
+	require.NoError(t, err, "waiting Acquire once the other transaction ended")
+	assert.Greater(t, lk2.Token(), lk.Token(), "the new holder's fencing token")
+	require.NoError(t, lk2.Release(ctx))
 }
 
 // TestWaitingTakeover: a waiter's acquire (a statement of its own on
